@@ -1,0 +1,46 @@
+"""Process configuration: one frozen settings object, read from ``KPI_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Names of the input topics, before the prefix is applied (SPEC section 1).
+INPUT_TOPICS: tuple[str, ...] = ("invoices", "hiring", "incidents")
+DEAD_LETTER_TOPIC = "kpi.dead-letter"
+
+
+class Settings(BaseSettings):
+    """Everything a process of the product can be configured with (SPEC section 5)."""
+
+    model_config = SettingsConfigDict(env_prefix="KPI_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    topic_prefix: str = ""
+    app_id: str = "backoffice-kpi"
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    grace_seconds: int = Field(default=3600, ge=0)
+    partitions: int = Field(default=8, ge=1, le=1024)
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    #: Where ``kpi stack`` keeps its data, logs and pid files.
+    stack_dir: str = ".stack"
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the product's topics, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The three input topics, prefixed."""
+        return tuple(self.topic(t) for t in INPUT_TOPICS)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """The dead-letter topic, prefixed."""
+        return self.topic(DEAD_LETTER_TOPIC)
+
+    @property
+    def state_topic(self) -> str:
+        """The changelog topic that makes the worker's state fault tolerant."""
+        return self.topic(f"{self.app_id}-kpi-state-changelog")
