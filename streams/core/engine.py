@@ -1,0 +1,568 @@
+"""The streaming KPI engine: messages in, dead letters and window values out. No Kafka here.
+
+One ``Engine`` owns the ``PartitionState`` of every input partition assigned to it. For a
+batch of messages it decodes and judges each message (SPEC section 1, in the order of
+docs/SEMANTICS.md), applies the valid ones to panes, closes every window the batch made
+final (minimum watermark over a topic's partitions, minus grace), reads the newest window
+of every KPI and scope the batch touched, and prunes panes no open window needs.
+
+Window values are always read by summing partition partials in partition order, so a value
+depends only on each partition's own log: replays give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.catalog import CATALOG, KpiDef
+from streams.core import uptime
+from streams.core.measures import Contribution, StatusChange, apply_event
+from streams.core.state import PartitionState
+from streams.core.windows import WindowSpec
+from streams.errors import InvalidEvent
+
+ROLLUP = "all"
+DEDUP_WINDOW_S = 7 * 86400
+DEDUP_GROUP = 512
+FUTURE_TOLERANCE_S = 300
+NEG_INF = float("-inf")
+
+Decoder = Callable[[bytes, str, str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One input message; ``topic`` is the logical (unprefixed) topic name."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input message that cannot be applied, with the SPEC's reason."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WindowValue:
+    """The value of one KPI for one window and scope."""
+
+    kpi: str
+    window: str
+    scope: str
+    start: int
+    end: int
+    value: float | None
+    count: int
+    final: bool
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Everything one batch produced, for the sinks and the metrics."""
+
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    applied: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: (topic, event time) of each applied event, for event-to-KPI latency.
+    closed: list[WindowValue] = field(default_factory=list)
+    current: list[WindowValue] = field(default_factory=list)
+
+
+def _default_decoder(raw: bytes, topic: str, currency: str) -> Any:
+    from schemas.decode import decode
+
+    return decode(raw, topic=topic, currency=currency)
+
+
+class _TopicView:
+    """Per topic: the partitions, their KPIs and how far windows are closed."""
+
+    __slots__ = ("topic", "n_partitions", "kpis", "closed_upto", "newest_anchor", "pruned_upto")
+
+    def __init__(self, topic: str, n_partitions: int, kpis: tuple[KpiDef, ...]) -> None:
+        self.topic = topic
+        self.n_partitions = n_partitions
+        self.kpis = kpis
+        # Windows ending at or before this were closed (and written) by an earlier batch.
+        self.closed_upto: float | None = None
+        # The watermark the newest windows were last read at.
+        self.newest_anchor = NEG_INF
+        self.pruned_upto = NEG_INF
+
+
+class Engine:
+    """Judges, applies and aggregates messages of the assigned input partitions."""
+
+    def __init__(
+        self,
+        *,
+        partitions: Mapping[str, int],
+        grace_s: float,
+        currency: str,
+        clock: Callable[[], float],
+        catalog: Sequence[KpiDef] = CATALOG,
+        decoder: Decoder = _default_decoder,
+    ) -> None:
+        self.grace_s = float(grace_s)
+        self.currency = currency
+        self.clock = clock
+        self.catalog = {k.name: k for k in catalog}
+        self._decode = decoder
+        self.topics = {
+            topic: _TopicView(topic, n, tuple(k for k in catalog if k.topic == topic))
+            for topic, n in partitions.items()
+        }
+        self.states: dict[tuple[str, int], PartitionState] = {}
+        # Derived indexes, rebuilt from the state on assignment:
+        #  dedup: (topic, partition) -> event_id -> occurred_at
+        #  panes: (kpi, window, scope) -> {(partition, pane_start)}
+        #  services: service -> partition of the incidents topic holding its timeline
+        self._dedup: dict[tuple[str, int], dict[str, float]] = {}
+        #  dedup groups: (topic, partition) -> group key -> latest occurred_at in it
+        self._dedup_groups: dict[tuple[str, int], dict[str, float]] = {}
+        self._panes: dict[tuple[str, str, str], set[tuple[int, int]]] = defaultdict(set)
+        self._scopes: dict[str, set[str]] = defaultdict(set)
+        self._services: dict[str, int] = {}
+
+    # -- assignment --------------------------------------------------------------------
+
+    def assign(self, state: PartitionState) -> None:
+        """Take ownership of a (restored) partition state and index it."""
+        tp = (state.topic, state.partition)
+        self.states[tp] = state
+        dedup: dict[str, float] = {}
+        groups: dict[str, float] = {}
+        for key in sorted(state.keys_with_prefix("d|"), key=_group_order):
+            group = state.data[key]
+            for event_id, t in group:
+                dedup[event_id] = t
+            groups[key] = max((t for _id, t in group), default=NEG_INF)
+        self._dedup[tp] = dedup
+        self._dedup_groups[tp] = groups
+        for key in state.keys_with_prefix("p|"):
+            _, kpi, window, scope, start = key.split("|")
+            self._panes[(kpi, window, scope)].add((state.partition, int(start)))
+            self._scopes[kpi].add(scope)
+        for key in state.keys_with_prefix("b|"):
+            _, kpi, _window, scope = key.split("|")
+            self._scopes[kpi].add(scope)
+        for key in state.keys_with_prefix("s|"):
+            self._services[key[2:]] = state.partition
+        view = self.topics[state.topic]
+        view.closed_upto = None  # recomputed from the restored watermarks
+
+    def revoke(self, topic: str, partition: int) -> None:
+        """Drop a partition's state (it moved to another worker)."""
+        self.states.pop((topic, partition), None)
+        self._dedup.pop((topic, partition), None)
+        self._dedup_groups.pop((topic, partition), None)
+        for kpi in self.topics[topic].kpis:
+            for spec in kpi.specs:
+                for scope in list(self._scopes[kpi.name]):
+                    panes = self._panes.get((kpi.name, spec.name, scope))
+                    if panes:
+                        panes.difference_update({p for p in panes if p[0] == partition})
+        for service, p in list(self._services.items()):
+            if topic == "incidents" and p == partition:
+                del self._services[service]
+        self.topics[topic].closed_upto = None
+
+    def state(self, topic: str, partition: int) -> PartitionState:
+        """The state of a partition, created empty when it has none yet."""
+        tp = (topic, partition)
+        st = self.states.get(tp)
+        if st is None:
+            # An empty partition has watermark -inf: it cannot have closed anything, so the
+            # topic's closing progress stays as it is.
+            view = self.topics[topic]
+            closed_upto = view.closed_upto
+            st = PartitionState(topic, partition)
+            self.assign(st)
+            view.closed_upto = closed_upto
+        return st
+
+    # -- watermarks --------------------------------------------------------------------
+
+    def frontier(self, topic: str) -> float:
+        """Minimum watermark over all partitions of a topic (-inf if one has none)."""
+        view = self.topics[topic]
+        lowest = math.inf
+        for p in range(view.n_partitions):
+            st = self.states.get((topic, p))
+            wm = st.watermark if st is not None else NEG_INF
+            lowest = min(lowest, wm)
+        return lowest
+
+    def max_watermark(self, topic: str) -> float:
+        """Largest watermark among a topic's partitions (defines the newest window)."""
+        return max(
+            (st.watermark for (t, _p), st in self.states.items() if t == topic), default=NEG_INF
+        )
+
+    # -- the batch ---------------------------------------------------------------------
+
+    def process(self, messages: Iterable[Message]) -> BatchResult:
+        """Judge and apply a batch of messages, then close and read windows."""
+        result = BatchResult()
+        touched: set[tuple[str, str]] = set()  # (kpi, scope)
+        status_touched = False
+        for view in self.topics.values():
+            if view.closed_upto is None:
+                view.closed_upto = self.frontier(view.topic) - self.grace_s
+        prune_upto = {t: v.closed_upto for t, v in self.topics.items()}
+        now = self.clock()
+        for msg in messages:
+            st = self.state(msg.topic, msg.partition)
+            if msg.offset <= st.applied_offset:
+                continue  # already in the restored state: a replay after a crash
+            st.applied_offset = msg.offset
+            try:
+                event = self._decode(msg.value, msg.topic, self.currency)
+                t = event.occurred_at_s
+                if t > now + FUTURE_TOLERANCE_S:
+                    raise InvalidEvent(
+                        "future", f"occurred_at is {t - now:.0f} s ahead of the clock"
+                    )
+                dedup = self._dedup[(msg.topic, msg.partition)]
+                seen = dedup.get(event.event_id)
+                if seen is not None and seen >= st.watermark - DEDUP_WINDOW_S:
+                    result.duplicates[msg.topic] += 1
+                    continue
+                if t < st.watermark - self.grace_s:
+                    raise InvalidEvent(
+                        "late", f"occurred_at is {st.watermark - t:.0f} s behind the watermark"
+                    )
+                contributions, status = apply_event(st, event, t)
+            except InvalidEvent as exc:
+                result.dead_letters.append(
+                    DeadLetter(
+                        exc.reason, exc.detail, msg.topic, msg.partition, msg.offset, msg.value
+                    )
+                )
+                continue
+            self._remember(st, event.event_id, t)
+            if t > st.watermark:
+                st.watermark = t
+            result.applied[(msg.topic, event.type)] += 1
+            for c in contributions:
+                self._contribute(st, c)
+                touched.add((c.kpi, c.scope))
+                touched.add((c.kpi, ROLLUP))
+            if status is not None:
+                self._status(st, status, msg.offset)
+                status_touched = True
+        for view in self.topics.values():
+            self._close_and_read(view, result, touched, status_touched)
+            self._prune(view, prune_upto[view.topic])
+        return result
+
+    # -- applying ----------------------------------------------------------------------
+
+    def _remember(self, st: PartitionState, event_id: str, t: float) -> None:
+        # Applied ids are persisted in groups of up to DEDUP_GROUP ids per record, not one
+        # record per id: a changelog write per event would dominate the cost.
+        tp = (st.topic, st.partition)
+        groups = self._dedup_groups[tp]
+        key = next(reversed(groups), None) if groups else None
+        group = st.data.get(key) if key is not None else None
+        if group is None or len(group) >= DEDUP_GROUP:
+            key = f"d|{st.seq}|{st.applied_offset}"
+            group = []
+            st.put(key, group)
+            groups[key] = t
+        else:
+            st.touch(key)
+            groups[key] = max(groups[key], t)
+        group.append([event_id, t])
+        self._dedup[tp][event_id] = t
+
+    def _contribute(self, st: PartitionState, c: Contribution) -> None:
+        kpi = self.catalog[c.kpi]
+        width = len(kpi.parts) + (1 if kpi.balance else 0)
+        for spec in kpi.specs:
+            pane = spec.pane_start(c.t)
+            for scope in (c.scope, ROLLUP):
+                key = f"p|{c.kpi}|{spec.name}|{scope}|{pane}"
+                vec = st.data.get(key)
+                if vec is None:
+                    vec = [0.0] * width
+                    st.put(key, vec)
+                    self._panes[(c.kpi, spec.name, scope)].add((st.partition, pane))
+                    self._scopes[c.kpi].add(scope)
+                else:
+                    st.touch(key)
+                for i, x in enumerate(c.parts):
+                    vec[i] += x
+                if kpi.balance:
+                    vec[-1] += c.balance
+
+    def _status(self, st: PartitionState, s: StatusChange, offset: int) -> None:
+        key = f"s|{s.service}"
+        tl = st.data.get(key)
+        if tl is None:
+            tl = uptime.new_timeline(s.t)
+            st.put(key, tl)
+            self._services[s.service] = st.partition
+        else:
+            st.touch(key)
+        uptime.insert(tl, s.t, s.is_down, offset)
+
+    # -- reading windows ---------------------------------------------------------------
+
+    def _parts(
+        self, kpi: KpiDef, spec: WindowSpec, scope: str, end: int
+    ) -> tuple[list[float], float, float]:
+        """Summed parts of window ``[end - size, end)`` plus balances at its start and end."""
+        width = len(kpi.parts) + (1 if kpi.balance else 0)
+        total = [0.0] * width
+        topic = kpi.topic
+        n = self.topics[topic].n_partitions
+        starts = spec.pane_starts(end)
+        prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
+        for p in range(n):
+            st = self.states.get((topic, p))
+            if st is None:
+                continue
+            data = st.data
+            for start in starts:
+                vec = data.get(prefix + str(start))
+                if vec is not None:
+                    for i in range(width):
+                        total[i] += vec[i]
+        if not kpi.balance:
+            return total, 0.0, 0.0
+        # Panes are aligned, so "ends at or before ``end``" is "starts before ``end``"; the
+        # balance at the window start is the one at its end less the window's own deltas.
+        balance_end = self._balance_end(kpi, spec, scope, end)
+        return total[:-1], balance_end - total[-1], balance_end
+
+    def _balance_end(self, kpi: KpiDef, spec: WindowSpec, scope: str, end: int) -> float:
+        """Balance at ``end``: every partition's base plus its retained panes before ``end``.
+
+        Partitions and panes are visited in sorted order so the float sum is reproducible.
+        """
+        topic = kpi.topic
+        base_key = f"b|{kpi.name}|{spec.name}|{scope}"
+        prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
+        total = 0.0
+        for p in range(self.topics[topic].n_partitions):
+            st = self.states.get((topic, p))
+            if st is not None:
+                total += st.data.get(base_key, 0.0)
+        for p, start in sorted(self._panes.get((kpi.name, spec.name, scope), ())):
+            if start < end:
+                total += self.states[(topic, p)].data[prefix + str(start)][-1]
+        return total
+
+    def _value(
+        self, kpi: KpiDef, spec: WindowSpec, scope: str, end: int
+    ) -> tuple[float | None, int]:
+        parts, b0, b1 = self._parts(kpi, spec, scope, end)
+        return kpi.read(parts, b0, b1, spec), int(parts[-1])
+
+    def _uptime(
+        self, spec: WindowSpec, scope: str, end: int, cut: float
+    ) -> tuple[float | None, int]:
+        start = end - spec.size_s
+        services = self._services if scope == ROLLUP else {scope: self._services.get(scope)}
+        values: list[float] = []
+        count = 0
+        for service, p in sorted(services.items()):
+            if p is None:
+                continue
+            tl = self.states[("incidents", p)].data[f"s|{service}"]
+            if tl["first"] >= end:
+                continue
+            down = uptime.downtime(tl, start, end, cut)
+            values.append(1.0 - down / spec.size_s)
+            count += uptime.events_between(tl, start, end)
+        if not values:
+            return None, count
+        return sum(values) / len(values), count
+
+    def _close_and_read(
+        self,
+        view: _TopicView,
+        result: BatchResult,
+        touched: set[tuple[str, str]],
+        status_touched: bool,
+    ) -> None:
+        if not view.kpis:
+            return
+        assert view.closed_upto is not None
+        close_to = self.frontier(view.topic) - self.grace_s
+        newest_wm = self.max_watermark(view.topic)
+        if newest_wm == NEG_INF:
+            return
+        closed_from = view.closed_upto
+        moved = close_to > closed_from
+        for kpi in view.kpis:
+            for spec in kpi.specs:
+                anchor_moved = spec.first_window_end_after(
+                    newest_wm
+                ) != spec.first_window_end_after(view.newest_anchor)
+                if kpi.name == "system_uptime":
+                    self._close_uptime(kpi, spec, closed_from, close_to, result)
+                    if status_touched or newest_wm != view.newest_anchor:
+                        self._read_newest_uptime(kpi, spec, newest_wm, close_to, result)
+                    continue
+                if spec.first_window_end_after(closed_from) <= close_to:
+                    self._close(kpi, spec, closed_from, close_to, result)
+                _start, end = spec.newest_window(newest_wm)
+                became_final = closed_from < end <= close_to
+                for scope in sorted(self._scopes[kpi.name]):
+                    if anchor_moved or became_final or (kpi.name, scope) in touched:
+                        value, count = self._value(kpi, spec, scope, end)
+                        result.current.append(
+                            WindowValue(
+                                kpi.name,
+                                spec.name,
+                                scope,
+                                end - spec.size_s,
+                                end,
+                                value,
+                                count,
+                                end <= close_to,
+                            )
+                        )
+        if moved:
+            view.closed_upto = close_to
+        view.newest_anchor = newest_wm
+
+    def _close(
+        self, kpi: KpiDef, spec: WindowSpec, after: float, upto: float, result: BatchResult
+    ) -> None:
+        for scope in sorted(self._scopes[kpi.name]):
+            ends: set[int] = set()
+            for _p, start in self._panes.get((kpi.name, spec.name, scope), ()):
+                # Every window containing this pane, closing in (after, upto].
+                e = spec.first_window_end_after(start)
+                last = spec.window_end_of_pane(start)
+                while e <= last:
+                    if after < e <= upto:
+                        ends.add(e)
+                    e += spec.step_s
+            for end in sorted(ends):
+                value, count = self._value(kpi, spec, scope, end)
+                if count > 0:
+                    result.closed.append(
+                        WindowValue(
+                            kpi.name, spec.name, scope, end - spec.size_s, end, value, count, True
+                        )
+                    )
+
+    def _close_uptime(
+        self, kpi: KpiDef, spec: WindowSpec, after: float, upto: float, result: BatchResult
+    ) -> None:
+        if upto <= after or not self._services:
+            return
+        first_all = min(
+            self.states[("incidents", p)].data[f"s|{s}"]["first"] for s, p in self._services.items()
+        )
+        scopes = [ROLLUP, *sorted(self._services)]
+        for end in spec.window_ends_between(max(after, first_all), upto):
+            for scope in scopes:
+                if scope != ROLLUP:
+                    p = self._services[scope]
+                    if self.states[("incidents", p)].data[f"s|{scope}"]["first"] >= end:
+                        continue
+                value, count = self._uptime(spec, scope, end, end)
+                if value is None:
+                    continue
+                result.closed.append(
+                    WindowValue(
+                        kpi.name, spec.name, scope, end - spec.size_s, end, value, count, True
+                    )
+                )
+
+    def _read_newest_uptime(
+        self, kpi: KpiDef, spec: WindowSpec, newest_wm: float, close_to: float, result: BatchResult
+    ) -> None:
+        _start, end = spec.newest_window(newest_wm)
+        for scope in [ROLLUP, *sorted(self._services)]:
+            value, count = self._uptime(spec, scope, end, newest_wm)
+            if value is None:
+                continue
+            result.current.append(
+                WindowValue(
+                    kpi.name,
+                    spec.name,
+                    scope,
+                    end - spec.size_s,
+                    end,
+                    value,
+                    count,
+                    end <= close_to,
+                )
+            )
+
+    # -- pruning -----------------------------------------------------------------------
+
+    def _prune(self, view: _TopicView, upto: float | None) -> None:
+        """Fold panes whose every window closed before this batch into the balance base.
+
+        Only windows closed by *earlier* batches count: their closing survives any crash
+        of this batch, so the panes are never needed again.
+        """
+        if upto is None or upto == NEG_INF or upto == view.pruned_upto:
+            return
+        view.pruned_upto = upto
+        for kpi in view.kpis:
+            for spec in kpi.specs:
+                for scope in list(self._scopes[kpi.name]):
+                    panes = self._panes.get((kpi.name, spec.name, scope))
+                    if not panes:
+                        continue
+                    done = [pp for pp in panes if spec.window_end_of_pane(pp[1]) <= upto]
+                    for p, start in done:
+                        st = self.states[(view.topic, p)]
+                        key = f"p|{kpi.name}|{spec.name}|{scope}|{start}"
+                        vec = st.data.get(key)
+                        if vec is not None and kpi.balance:
+                            base_key = f"b|{kpi.name}|{spec.name}|{scope}"
+                            st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
+                        st.delete(key)
+                        panes.discard((p, start))
+        if view.topic == "incidents":
+            horizon = upto - 31 * 86400
+            for service, p in self._services.items():
+                st = self.states[("incidents", p)]
+                key = f"s|{service}"
+                tl = st.data[key]
+                if tl["ev"] and tl["ev"][0][0] < horizon:
+                    st.touch(key)
+                    uptime.fold_before(tl, horizon)
+        self._prune_dedup(view)
+
+    def _prune_dedup(self, view: _TopicView) -> None:
+        for (topic, p), st in self.states.items():
+            if topic != view.topic:
+                continue
+            expire = st.watermark - DEDUP_WINDOW_S
+            dedup = self._dedup[(topic, p)]
+            groups = self._dedup_groups[(topic, p)]
+            for key in [k for k, latest in groups.items() if latest < expire]:
+                for event_id, t in st.data[key]:
+                    if dedup.get(event_id) == t:
+                        del dedup[event_id]
+                st.delete(key)
+                del groups[key]
+
+
+def _group_order(key: str) -> tuple[int, int]:
+    _, seq, offset = key.split("|")
+    return int(seq), int(offset)

@@ -1,0 +1,288 @@
+"""Lifecycle rules: what each applied event does to its entity and which KPI parts it feeds.
+
+``apply_event`` is the only place that knows the event types. It checks the entity's
+lifecycle (raising ``InvalidEvent`` with ``unknown_entity`` or ``invalid_transition``),
+updates the entity in the partition state and returns the contributions: one per KPI the
+event feeds, as a parts delta plus a balance delta, in the event's (completing) time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from streams.core.state import PartitionState
+from streams.errors import InvalidEvent
+
+#: Payments may exceed the outstanding amount by this much (float noise, micro-units).
+AMOUNT_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one event adds to one KPI: parts delta and balance delta, at time ``t``."""
+
+    kpi: str
+    scope: str
+    t: float
+    parts: tuple[float, ...]
+    balance: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A ``service.down`` / ``service.up`` event for the uptime timelines."""
+
+    service: str
+    t: float
+    is_down: bool
+
+
+def _unknown(kind: str, entity_id: str) -> InvalidEvent:
+    return InvalidEvent("unknown_entity", f"{kind} {entity_id!r} was never started")
+
+
+def _invalid(detail: str) -> InvalidEvent:
+    return InvalidEvent("invalid_transition", detail)
+
+
+def _entity(state: PartitionState, key: str, kind: str, entity_id: str) -> dict[str, Any]:
+    entity: dict[str, Any] | None = state.data.get(key)
+    if entity is None:
+        raise _unknown(kind, entity_id)
+    return entity
+
+
+def _start_new(state: PartitionState, key: str, kind: str, entity_id: str, value: Any) -> None:
+    if key in state.data:
+        raise _invalid(f"{kind} {entity_id!r} was already started")
+    state.put(key, value)
+
+
+def _not_before_start(entity: dict[str, Any], t: float, kind: str, entity_id: str) -> float:
+    duration = t - entity["t"]
+    if duration < 0:
+        raise _invalid(f"{kind} {entity_id!r}: occurred_at is before its start event")
+    return duration
+
+
+def apply_event(
+    state: PartitionState, event: Any, t: float
+) -> tuple[list[Contribution], StatusChange | None]:
+    """Apply one valid, new, on-time event; raise ``InvalidEvent`` on a lifecycle violation.
+
+    The state is only changed when the event is applied (all checks come first).
+    """
+    kind: str = event.type
+    handler = _HANDLERS[kind]
+    return handler(state, event, t)
+
+
+# -- invoices ----------------------------------------------------------------------------
+
+
+def _invoice_received(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|inv|{e.invoice_id}"
+    _start_new(
+        state,
+        key,
+        "invoice",
+        e.invoice_id,
+        {"k": "ap", "s": "received", "a": e.amount, "d": e.department, "t": t, "paid": 0.0},
+    )
+    return [Contribution("ap_turnover", e.department, t, (e.amount, 1.0), e.amount)], None
+
+
+def _decision(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|inv|{e.invoice_id}"
+    inv = _entity(state, key, "invoice", e.invoice_id)
+    if inv["k"] != "ap":
+        raise _invalid(f"invoice {e.invoice_id!r} is a customer invoice, not an AP invoice")
+    if inv["s"] != "received":
+        raise _invalid(f"invoice {e.invoice_id!r} was already {inv['s']}")
+    duration = _not_before_start(inv, t, "invoice", e.invoice_id)
+    rejected = e.type == "invoice.rejected"
+    state.touch(key)
+    inv["s"] = "rejected" if rejected else "approved"
+    dept = inv["d"]
+    out = [
+        Contribution("invoice_processing_time", dept, t, (duration, 1.0)),
+        Contribution("invoice_error_rate", dept, t, (1.0 if rejected else 0.0, 1.0)),
+    ]
+    if rejected:
+        out.append(Contribution("ap_turnover", dept, t, (0.0, 1.0), -inv["a"]))
+    return out, None
+
+
+def _payment(state: PartitionState, e: Any, t: float, *, ap: bool) -> _Result:
+    key = f"e|inv|{e.invoice_id}"
+    inv = _entity(state, key, "invoice", e.invoice_id)
+    if ap:
+        if inv["k"] != "ap":
+            raise _invalid(f"invoice {e.invoice_id!r} is a customer invoice, not an AP invoice")
+        if inv["s"] != "approved":
+            raise _invalid(f"invoice {e.invoice_id!r} is {inv['s']}, not approved")
+    elif inv["k"] != "ar":
+        raise _invalid(f"invoice {e.invoice_id!r} is an AP invoice, not a customer invoice")
+    _not_before_start(inv, t, "invoice", e.invoice_id)
+    outstanding = inv["a"] - inv["paid"]
+    if e.amount > outstanding + AMOUNT_TOLERANCE:
+        raise _invalid(
+            f"invoice {e.invoice_id!r}: payment {e.amount} exceeds outstanding {outstanding}"
+        )
+    state.touch(key)
+    inv["paid"] += e.amount
+    if ap:
+        return [Contribution("ap_turnover", inv["d"], t, (0.0, 1.0), -e.amount)], None
+    return [Contribution("dso", inv["d"], t, (0.0, 1.0), -e.amount)], None
+
+
+def _invoice_paid(state: PartitionState, e: Any, t: float) -> _Result:
+    return _payment(state, e, t, ap=True)
+
+
+def _payment_received(state: PartitionState, e: Any, t: float) -> _Result:
+    return _payment(state, e, t, ap=False)
+
+
+def _invoice_issued(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|inv|{e.invoice_id}"
+    _start_new(
+        state,
+        key,
+        "invoice",
+        e.invoice_id,
+        {"k": "ar", "a": e.amount, "d": e.department, "t": t, "paid": 0.0},
+    )
+    return [Contribution("dso", e.department, t, (e.amount, 1.0), e.amount)], None
+
+
+# -- hiring ------------------------------------------------------------------------------
+
+
+def _requisition_opened(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|req|{e.requisition_id}"
+    _start_new(state, key, "requisition", e.requisition_id, {"d": e.department, "t": t})
+    return [], None
+
+
+def _offer_accepted(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|req|{e.requisition_id}"
+    req = _entity(state, key, "requisition", e.requisition_id)
+    if req.get("filled"):
+        raise _invalid(f"requisition {e.requisition_id!r} was already filled")
+    duration = _not_before_start(req, t, "requisition", e.requisition_id)
+    state.touch(key)
+    req["filled"] = True
+    return [Contribution("time_to_hire", req["d"], t, (duration, 1.0))], None
+
+
+def _employee_hired(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|emp|{e.employee_id}"
+    _start_new(state, key, "employee", e.employee_id, {"d": e.department, "t": t})
+    return [Contribution("employee_turnover_rate", e.department, t, (0.0, 1.0), 1.0)], None
+
+
+def _employee_left(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|emp|{e.employee_id}"
+    emp = _entity(state, key, "employee", e.employee_id)
+    if emp.get("left"):
+        raise _invalid(f"employee {e.employee_id!r} has already left")
+    _not_before_start(emp, t, "employee", e.employee_id)
+    state.touch(key)
+    emp["left"] = True
+    return [Contribution("employee_turnover_rate", emp["d"], t, (1.0, 1.0), -1.0)], None
+
+
+def _survey(state: PartitionState, e: Any, t: float) -> _Result:
+    score = e.score
+    return [
+        Contribution("employee_satisfaction", e.department, t, (float(score), 1.0)),
+        Contribution(
+            "enps", e.department, t, (1.0 if score >= 9 else 0.0, 1.0 if score <= 6 else 0.0, 1.0)
+        ),
+    ], None
+
+
+def _training(state: PartitionState, e: Any, t: float) -> _Result:
+    return [Contribution("training_cost", e.department, t, (e.cost, 1.0))], None
+
+
+# -- incidents ---------------------------------------------------------------------------
+
+
+def _incident_opened(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|inc|{e.incident_id}"
+    _start_new(state, key, "incident", e.incident_id, {"svc": e.service, "t": t})
+    if e.category == "security":
+        return [Contribution("security_incidents", e.service, t, (1.0,))], None
+    return [], None
+
+
+def _incident_acknowledged(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|inc|{e.incident_id}"
+    inc = _entity(state, key, "incident", e.incident_id)
+    if inc.get("ack") or inc.get("res"):
+        what = "resolved" if inc.get("res") else "acknowledged"
+        raise _invalid(f"incident {e.incident_id!r} was already {what}")
+    duration = _not_before_start(inc, t, "incident", e.incident_id)
+    state.touch(key)
+    inc["ack"] = True
+    return [Contribution("incident_response_time", inc["svc"], t, (duration, 1.0))], None
+
+
+def _incident_resolved(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|inc|{e.incident_id}"
+    inc = _entity(state, key, "incident", e.incident_id)
+    if inc.get("res"):
+        raise _invalid(f"incident {e.incident_id!r} was already resolved")
+    duration = _not_before_start(inc, t, "incident", e.incident_id)
+    state.touch(key)
+    inc["res"] = True
+    return [Contribution("incident_resolution_time", inc["svc"], t, (duration, 1.0))], None
+
+
+def _ticket_opened(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|tkt|{e.ticket_id}"
+    _start_new(state, key, "ticket", e.ticket_id, {"q": e.queue, "t": t})
+    return [], None
+
+
+def _ticket_resolved(state: PartitionState, e: Any, t: float) -> _Result:
+    key = f"e|tkt|{e.ticket_id}"
+    tkt = _entity(state, key, "ticket", e.ticket_id)
+    if tkt.get("res"):
+        raise _invalid(f"ticket {e.ticket_id!r} was already resolved")
+    duration = _not_before_start(tkt, t, "ticket", e.ticket_id)
+    state.touch(key)
+    tkt["res"] = True
+    return [Contribution("ticket_resolution_time", tkt["q"], t, (duration, 1.0))], None
+
+
+def _service_status(state: PartitionState, e: Any, t: float) -> _Result:
+    return [], StatusChange(e.service, t, e.type == "service.down")
+
+
+_Result = tuple[list[Contribution], StatusChange | None]
+
+_HANDLERS = {
+    "invoice.received": _invoice_received,
+    "invoice.approved": _decision,
+    "invoice.rejected": _decision,
+    "invoice.paid": _invoice_paid,
+    "invoice.issued": _invoice_issued,
+    "payment.received": _payment_received,
+    "requisition.opened": _requisition_opened,
+    "offer.accepted": _offer_accepted,
+    "employee.hired": _employee_hired,
+    "employee.left": _employee_left,
+    "survey.submitted": _survey,
+    "training.completed": _training,
+    "incident.opened": _incident_opened,
+    "incident.acknowledged": _incident_acknowledged,
+    "incident.resolved": _incident_resolved,
+    "ticket.opened": _ticket_opened,
+    "ticket.resolved": _ticket_resolved,
+    "service.down": _service_status,
+    "service.up": _service_status,
+}
