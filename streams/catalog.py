@@ -226,7 +226,7 @@ CATALOG: tuple[KpiDef, ...] = (
     KpiDef(
         "training_cost",
         "Training cost",
-        "USD",
+        "currency",
         "department",
         "hiring",
         "backoffice_training_cost",

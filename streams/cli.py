@@ -17,11 +17,22 @@ app = typer.Typer(
 )
 
 
+def worker(
+    loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+) -> None:
+    """Run the stream processor: consume the input topics, write Redis, serve /metrics."""
+    from streams.config import Settings
+    from streams.worker import run_worker
+
+    run_worker(Settings(), loglevel=loglevel)
+
+
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
     from streams import stack
 
     app.add_typer(stack.stack_app, name="stack")
+    app.command("worker")(worker)
 
 
 def main() -> None:

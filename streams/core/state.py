@@ -45,6 +45,7 @@ class PartitionState:
         "applied_offset",
         "dlq_next",
         "seq",
+        "_committed_offset",
     )
 
     def __init__(self, topic: str, partition: int) -> None:
@@ -62,6 +63,7 @@ class PartitionState:
         # Commit sequence: a pruning-only commit has no new offset, so offsets can't tell
         # complete and incomplete commits apart; the sequence can.
         self.seq = 0
+        self._committed_offset = -1
 
     # -- mutation ----------------------------------------------------------------------
 
@@ -84,8 +86,12 @@ class PartitionState:
 
     @property
     def dirty(self) -> bool:
-        """True when the batch changed anything."""
-        return bool(self._before) or bool(self._tombstones)
+        """True when the batch changed anything, if only the input position."""
+        return (
+            bool(self._before)
+            or bool(self._tombstones)
+            or self.applied_offset != self._committed_offset
+        )
 
     # -- commit and restore ------------------------------------------------------------
 
@@ -107,6 +113,7 @@ class PartitionState:
                 self._tombstones.append(key)
         self._before.clear()
         self._deleted.clear()
+        self._committed_offset = self.applied_offset
         meta = {
             "seq": self.seq,
             "wm": _finite_or_none(self.watermark),
@@ -139,7 +146,7 @@ class PartitionState:
             return state
         seq = int(meta["seq"])
         state.seq = seq
-        state.applied_offset = int(meta["a"])
+        state.applied_offset = state._committed_offset = int(meta["a"])
         state.watermark = float("-inf") if meta["wm"] is None else float(meta["wm"])
         state.dlq_next = int(meta.get("dlq", 0))
         for key, raw in latest.items():

@@ -1,0 +1,129 @@
+"""The Faust application: one agent over the three input topics, plus the web endpoints.
+
+The agent is thin: it takes batches of events and hands them to ``Runtime.handle``. Faust
+provides the consumer group, rebalancing, batching, acks/commits and the web server; its
+windowed tables are not used (they close windows by wall clock and forget pending expiry on
+restart), nor its exactly-once mode (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from streams.config import Settings
+from streams.runtime import Runtime
+from streams.sinks.metrics import Metrics
+from streams.sinks.redis_sink import RedisSink, format_value
+from streams.core.windows import rfc3339
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.1
+#: A worker that has assigned partitions with lag but made no progress for this long is
+#: reported unhealthy by ``/health``.
+STALL_AFTER_S = 60.0
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """``host:port,host:port`` -> faust broker URLs."""
+    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> tuple[Any, Runtime]:
+    """Build the faust app and the runtime it drives."""
+    registry = registry or CollectorRegistry()
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        broker_request_timeout=90.0,
+        stream_buffer_maxsize=8192,
+        logging_config=None,
+    )
+    metrics = Metrics(registry)
+    sink = RedisSink(
+        settings.redis_url,
+        on_error=lambda exc: (metrics.redis_errors.inc(), metrics.redis_up.set(0)),
+        on_ok=lambda: metrics.redis_up.set(1),
+    )
+    runtime = Runtime(settings, app, metrics, sink)
+    setup_prometheus_sensors(app, "/metrics", registry, name_prefix="faust")
+
+    source = app.topic(
+        *settings.input_topics,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(source, concurrency=1)
+    async def kpi_agent(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await runtime.handle(events)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await runtime.on_revoked(revoked)
+
+    @app.page("/kpis")
+    async def kpis(web: Any, request: Any) -> Any:
+        values = [
+            {
+                "name": wv.kpi,
+                "window": wv.window,
+                "scope": wv.scope,
+                "value": wv.value,
+                "value_text": format_value(wv.value),
+                "window_start": rfc3339(wv.start),
+                "window_end": rfc3339(wv.end),
+                "count": wv.count,
+                "final": wv.final,
+            }
+            for _key, wv in sorted(runtime.current.items())
+        ]
+        return web.bytes(orjson.dumps({"kpis": values}), content_type="application/json")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        body = runtime_health(runtime)
+        status = 200 if body["status"] == "ok" else 503
+        return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+    return app, runtime
+
+
+def runtime_health(runtime: Runtime) -> dict[str, Any]:
+    """Health of the worker: Redis reachable, and not stalled."""
+    problems = []
+    if not runtime.sink.healthy:
+        problems.append("redis unreachable")
+    idle_s = time.time() - runtime.last_batch_at if runtime.last_batch_at else None
+    engine = runtime.engine
+    return {
+        "status": "ok" if not problems else "unhealthy",
+        "problems": problems,
+        "events_processed": runtime.events_processed,
+        "partitions": sorted(f"{t}-{p}" for t, p in engine.states) if engine else [],
+        "seconds_since_last_batch": idle_s,
+    }

@@ -1,0 +1,273 @@
+"""The worker's plumbing around the pure engine: restore, dead letters, sinks, commit.
+
+One batch goes: restore any newly assigned partition from its changelog -> ``Engine.process``
+-> dead letters to ``kpi.dead-letter`` (awaited) -> Redis (retried until it succeeds) ->
+metrics -> state changelog records (flushed) -> faust acks the batch and later commits the
+input offsets. Input offsets are therefore committed only after everything the batch caused
+is durable. A crash anywhere replays from the committed offsets; the restored state knows the
+last input offset it reflects, skips what it already holds and recomputes the rest
+bit-identically, and the dead-letter topic is read back so a replay never dead-letters a
+message twice. See docs/ARCHITECTURE.md for the argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.catalog import CATALOG
+from streams.config import INPUT_TOPICS, Settings
+from streams.core.engine import DeadLetter, Engine, Message, WindowValue
+from streams.core.state import PartitionState
+from streams.sinks.metrics import Metrics
+from streams.sinks.redis_sink import RedisSink
+from streams.topics import changelog_topic
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter_record(dl: DeadLetter, topic_name: str) -> bytes:
+    """The dead-letter message of SPEC section 1 (payload as the original text)."""
+    record: dict[str, Any] = {
+        "reason": dl.reason,
+        "detail": dl.detail,
+        "topic": topic_name,
+        "partition": dl.partition,
+        "offset": dl.offset,
+    }
+    try:
+        record["payload"] = dl.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not text: keep a readable rendering and the exact bytes, so nothing is lost.
+        record["payload"] = dl.payload.decode("utf-8", errors="backslashreplace")
+        record["payload_base64"] = base64.b64encode(dl.payload).decode("ascii")
+    return orjson.dumps(record)
+
+
+async def read_partitions(
+    bootstrap: str, tps: Sequence[TopicPartition], start: dict[TopicPartition, int] | None = None
+) -> dict[TopicPartition, list[tuple[bytes | None, bytes | None]]]:
+    """Read partitions from ``start`` (default: the beginning) up to their current end."""
+    out: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {tp: [] for tp in tps}
+    if not tps:
+        return out
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_uncommitted",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(tps))
+        ends = await consumer.end_offsets(list(tps))
+        pending = set()
+        for tp in tps:
+            first = (start or {}).get(tp)
+            if first is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, first)
+            if await consumer.position(tp) < ends[tp]:
+                pending.add(tp)
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=50_000)
+            for tp, records in batches.items():
+                out[tp].extend((r.key, r.value) for r in records)
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+class Runtime:
+    """Everything the agent needs between Kafka and the engine."""
+
+    def __init__(self, settings: Settings, app: Any, metrics: Metrics, sink: RedisSink) -> None:
+        self.settings = settings
+        self.app = app
+        self.metrics = metrics
+        self.sink = sink
+        self.logical = {settings.topic(t): t for t in INPUT_TOPICS}
+        self.real = {t: settings.topic(t) for t in INPUT_TOPICS}
+        self.engine: Engine | None = None
+        self.lock = asyncio.Lock()
+        # (topic, partition) -> offsets whose dead letter is already in the topic (replays).
+        self._dlq_sent: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self.current: dict[tuple[str, str, str], WindowValue] = {}
+        self.last_batch_at = 0.0
+        self.events_processed = 0
+
+    def configure(self, partitions: dict[str, int]) -> None:
+        """Build the engine once the topics' partition counts are known."""
+        self.engine = Engine(
+            partitions={t: partitions[self.real[t]] for t in INPUT_TOPICS},
+            grace_s=self.settings.grace_seconds,
+            currency=self.settings.currency,
+            clock=time.time,
+            catalog=CATALOG,
+        )
+        self.dlq_partitions = partitions[self.settings.dead_letter_topic]
+
+    # -- rebalancing -------------------------------------------------------------------
+
+    def _assigned_inputs(self) -> set[tuple[str, int]]:
+        assignment = self.app.consumer.assignment()
+        return {
+            (self.logical[tp.topic], tp.partition) for tp in assignment if tp.topic in self.logical
+        }
+
+    async def _restore(self, tps: Iterable[tuple[str, int]]) -> None:
+        assert self.engine is not None
+        wanted = sorted(tps)
+        if not wanted:
+            return
+        started = time.monotonic()
+        changelog = {
+            TopicPartition(changelog_topic(self.settings, t), p): (t, p) for t, p in wanted
+        }
+        records = await read_partitions(self.settings.kafka_bootstrap, list(changelog))
+        states = []
+        for tp, (t, p) in changelog.items():
+            state = PartitionState.restore(
+                t, p, ((k, v) for k, v in records[tp] if k is not None)
+            )
+            states.append(state)
+        # Dead letters a crashed batch already sent: read the dead-letter partitions from the
+        # position each state last committed.
+        dlq_start: dict[TopicPartition, int] = {}
+        for st in states:
+            tp = TopicPartition(self.settings.dead_letter_topic, st.partition % self.dlq_partitions)
+            dlq_start[tp] = min(dlq_start.get(tp, st.dlq_next), st.dlq_next)
+        dlq = await read_partitions(self.settings.kafka_bootstrap, list(dlq_start), dlq_start)
+        by_source = {(self.real[st.topic], st.partition): st for st in states}
+        for _tp, recs in dlq.items():
+            for _key, value in recs:
+                if value is None:
+                    continue
+                try:
+                    rec = orjson.loads(value)
+                    st = by_source.get((rec["topic"], rec["partition"]))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if st is not None and rec["offset"] > st.applied_offset:
+                    self._dlq_sent[(st.topic, st.partition)].add(int(rec["offset"]))
+        for st in states:
+            self.engine.assign(st)
+        log.info(
+            "restored %d partition(s) in %.2f s: %s",
+            len(states),
+            time.monotonic() - started,
+            ", ".join(f"{t}-{p}@{st.applied_offset}" for (t, p), st in zip(wanted, states, strict=True)),
+        )
+
+    async def on_revoked(self, revoked: Iterable[Any]) -> None:
+        """Drop the state of partitions that moved away, and their metric series."""
+        async with self.lock:
+            if self.engine is None:
+                return
+            for tp in revoked:
+                topic = self.logical.get(tp.topic)
+                if topic is None or (topic, tp.partition) not in self.engine.states:
+                    continue
+                self.engine.revoke(topic, tp.partition)
+                self._dlq_sent.pop((topic, tp.partition), None)
+            # Series are rebuilt from what the worker still owns on the next batch.
+            for kpi in CATALOG:
+                scopes = {k[2] for k in self.current if k[0] == kpi.name}
+                self.metrics.forget_scopes(kpi.name, scopes)
+            self.current.clear()
+
+    # -- the batch ---------------------------------------------------------------------
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Process one batch of faust events end to end (see module docstring)."""
+        async with self.lock:
+            engine = self.engine
+            assert engine is not None
+            missing = self._assigned_inputs() - engine.states.keys()
+            missing |= {
+                (self.logical[e.message.topic], e.message.partition)
+                for e in events
+                if (self.logical[e.message.topic], e.message.partition) not in engine.states
+            }
+            if missing:
+                await self._restore(missing)
+            messages = [
+                Message(
+                    self.logical[e.message.topic],
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.value if e.message.value is not None else b"",
+                )
+                for e in events
+            ]
+            result = engine.process(messages)
+            await self._send_dead_letters(result.dead_letters)
+            await self.sink.write(result.closed, result.current)
+            written_at = time.time()
+            for e in events:
+                ts = e.message.timestamp
+                if ts:
+                    self.metrics.latency.observe(max(0.0, written_at - ts))
+            self.metrics.observe_batch(result, len(messages), self.real)
+            for wv in result.current:
+                self.current[(wv.kpi, wv.window, wv.scope)] = wv
+            for (t, p), st in engine.states.items():
+                self.metrics.watermark.labels(self.real[t], str(p)).set(
+                    st.watermark if st.watermark != float("-inf") else 0
+                )
+            await self._commit_state(engine)
+            self.last_batch_at = time.time()
+            self.events_processed += len(messages)
+
+    async def _send_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
+        if not dead_letters:
+            return
+        assert self.engine is not None
+        producer = self.app.producer
+        futures = []
+        for dl in dead_letters:
+            sent = self._dlq_sent.get((dl.topic, dl.partition))
+            if sent and dl.offset in sent:
+                sent.discard(dl.offset)
+                continue
+            key = f"{self.real[dl.topic]}:{dl.partition}:{dl.offset}".encode()
+            fut = await producer.send(
+                self.settings.dead_letter_topic,
+                key,
+                dead_letter_record(dl, self.real[dl.topic]),
+                dl.partition % self.dlq_partitions,
+                None,
+                None,
+            )
+            futures.append((dl, fut))
+        for dl, fut in futures:
+            metadata = await fut
+            st = self.engine.states[(dl.topic, dl.partition)]
+            st.dlq_next = max(st.dlq_next, metadata.offset + 1)
+
+    async def _commit_state(self, engine: Engine) -> None:
+        producer = self.app.producer
+        futures = []
+        for (t, p), st in engine.states.items():
+            if not st.dirty:
+                continue
+            topic = changelog_topic(self.settings, t)
+            for record in st.commit():
+                futures.append(await producer.send(topic, record.key, record.value, p, None, None))
+        # The next batch may prune panes on the strength of this batch's closing, so this
+        # batch must be durable first (see docs/ARCHITECTURE.md).
+        if futures:
+            await asyncio.gather(*futures)

@@ -1,0 +1,139 @@
+"""Prometheus metrics, declared in one place, on a registry passed in (SPEC section 4).
+
+The KPI gauges hold the newest window of every (KPI, window, scope), so they are exposed on
+every scrape, not only on change. An undefined value has no sample. Label children are
+cached by the client library; ``forget_scopes`` removes the series of dimension values a
+worker no longer owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.catalog import CATALOG, KpiDef
+from streams.core.engine import BatchResult, WindowValue
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """Every metric the worker exposes."""
+
+    def __init__(self, registry: CollectorRegistry, catalog: Sequence[KpiDef] = CATALOG) -> None:
+        self.registry = registry
+        self.catalog = {k.name: k for k in catalog}
+        self.kpi: dict[str, Gauge] = {
+            k.name: Gauge(
+                k.metric,
+                f"{k.title} ({k.unit}), newest window. {k.description}",
+                ["window", k.dimension],
+                registry=registry,
+            )
+            for k in catalog
+        }
+        self.target = Gauge(
+            "backoffice_kpi_target",
+            "Target (SMART goal) of each KPI, per window.",
+            ["kpi", "window"],
+            registry=registry,
+        )
+        self.target_direction = Gauge(
+            "backoffice_kpi_target_direction",
+            "1 when the KPI should stay at or above its target, -1 when at or below.",
+            ["kpi"],
+            registry=registry,
+        )
+        for k in catalog:
+            for w in k.windows:
+                self.target.labels(k.name, w).set(k.target.value)
+            self.target_direction.labels(k.name).set(1 if k.target.direction == "at_least" else -1)
+        self.events_in = Counter(
+            "backoffice_events_in_total",
+            "Input messages received, by topic and event type (invalid ones as 'invalid').",
+            ["topic", "type"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "backoffice_dead_letters_total",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "backoffice_duplicates_total",
+            "Redelivered events dropped because their event_id was already applied.",
+            ["topic"],
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "backoffice_watermark_seconds",
+            "Largest occurred_at applied so far, per input partition (Unix seconds).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.closed_windows = Counter(
+            "backoffice_windows_closed_total",
+            "Windows closed and written to history.",
+            ["kpi", "window"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "backoffice_event_to_kpi_latency_seconds",
+            "From the input message's Kafka timestamp to its effect being written to Redis.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "backoffice_redis_write_errors_total",
+            "Failed Redis write attempts (the batch is retried until it succeeds).",
+            registry=registry,
+        )
+        self.redis_up = Gauge(
+            "backoffice_redis_up",
+            "1 when the last Redis write succeeded, 0 while Redis is unreachable.",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "backoffice_batch_messages",
+            "Messages per processed batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=registry,
+        )
+
+    def observe_batch(self, result: BatchResult, n_messages: int, topic_names: dict[str, str]) -> None:
+        """Count one processed batch (``topic_names`` maps logical to real topic names)."""
+        self.batch_size.observe(n_messages)
+        for (topic, event_type), n in result.applied.items():
+            self.events_in.labels(topic_names[topic], event_type).inc(n)
+        for dl in result.dead_letters:
+            self.dead_letters.labels(dl.reason).inc()
+            self.events_in.labels(topic_names[dl.topic], "invalid").inc()
+        for topic, n in result.duplicates.items():
+            self.duplicates.labels(topic_names[topic]).inc(n)
+        for wv in result.closed:
+            self.closed_windows.labels(wv.kpi, wv.window).inc()
+        self.set_values(result.current)
+
+    def set_values(self, values: Iterable[WindowValue]) -> None:
+        """Set the KPI gauges from newest-window values; undefined values lose their sample."""
+        for wv in values:
+            gauge = self.kpi[wv.kpi]
+            if wv.value is None:
+                try:
+                    gauge.remove(wv.window, wv.scope)
+                except KeyError:
+                    pass
+            else:
+                gauge.labels(wv.window, wv.scope).set(wv.value)
+
+    def forget_scopes(self, kpi: str, scopes: Iterable[str]) -> None:
+        """Remove the series of dimension values this worker no longer owns."""
+        gauge = self.kpi[kpi]
+        for scope in scopes:
+            for window in self.catalog[kpi].windows:
+                try:
+                    gauge.remove(window, scope)
+                except KeyError:
+                    pass

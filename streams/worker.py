@@ -1,0 +1,43 @@
+"""``kpi worker``: create the topics, then run the faust worker until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streams.config import Settings
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker process (blocks)."""
+    import faust
+
+    from streams.app import create_app
+    from streams.catalog import CATALOG
+
+    # Topics first, on a loop of our own: faust subscribes as soon as it starts.
+    loop = asyncio.new_event_loop()
+    try:
+        partitions = loop.run_until_complete(ensure_topics(settings))
+    finally:
+        loop.close()
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app, runtime = create_app(settings)
+    runtime.configure(partitions)
+
+    @app.task
+    async def write_catalog() -> None:
+        await runtime.sink.setup(CATALOG, settings.currency)
+        log.info(
+            "backoffice-kpi worker %s: inputs %s, Redis %s, http://localhost:%d/metrics",
+            settings.app_id,
+            ", ".join(settings.input_topics),
+            settings.redis_url,
+            settings.web_port,
+        )
+
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()
