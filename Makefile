@@ -1,0 +1,88 @@
+# backoffice-kpi: install, test, lint, and the local stack.
+# Every tool runs from .venv/bin explicitly; nothing depends on an activated virtualenv.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
+STAMP := $(VENV)/.installed
+
+# command:Debian package, for the servers and tools the tests and the stack use. Maven only
+# resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.
+APT_PACKAGES := redis-server:redis-server promtool:prometheus java:default-jre-headless \
+	$(if $(KAFKA_HOME),,mvn:maven)
+
+.PHONY: help install system-deps kafka-jars test test-unit lint demo stack-up stack-down bench clean
+
+help:
+	@echo "make install     .venv with the package and dev tools, system packages, Kafka jars"
+	@echo "make test        unit and integration tests (starts and stops its own Kafka + Redis)"
+	@echo "make test-unit   unit tests only (no Java, Kafka or Redis needed)"
+	@echo "make lint        ruff check, ruff format --check, mypy"
+	@echo "make stack-up    start Kafka and Redis on KPI_KAFKA_BOOTSTRAP / KPI_REDIS_URL"
+	@echo "make stack-down  stop them"
+	@echo "make demo        scripts/demo.sh"
+	@echo "make bench       python -m bench"
+	@echo "make clean       stop the stack, remove .venv, .stack and caches"
+
+install: $(STAMP) system-deps kafka-jars
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Installs what is missing when root (CI, dev containers); otherwise says what to install.
+system-deps:
+	@missing=""; \
+	for pair in $(APT_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq; \
+	  apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "missing:$$missing"; \
+	  echo "install them with: sudo apt-get install$$missing"; \
+	  exit 1; \
+	fi
+
+# Resolves the Kafka jars once (mvn, ~50 MB into ~/.cache/backoffice-kpi); instant afterwards.
+kafka-jars: $(STAMP) system-deps
+	$(BIN)/kpi stack fetch
+
+test: install
+	$(BIN)/pytest -q tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+stack-up: install
+	$(BIN)/kpi stack up
+
+stack-down: $(STAMP)
+	$(BIN)/kpi stack down
+
+demo: install
+	bash scripts/demo.sh
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	@if [ -x $(BIN)/kpi ]; then $(BIN)/kpi stack down || true; fi
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +
