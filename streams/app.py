@@ -56,6 +56,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # A restarted worker rejoins only after its killed predecessor's session expired.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         broker_request_timeout=90.0,
         stream_buffer_maxsize=8192,
         logging_config=None,

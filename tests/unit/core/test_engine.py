@@ -1,0 +1,236 @@
+"""Edge cases of the streaming engine, by name, with explicit timestamps and no broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.core.engine import Engine, Message, WindowValue
+from streams.core.state import PartitionState
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a day boundary
+H = 3600
+DAY = 86400
+NOW = T0 + 90 * DAY
+
+
+def ts(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).isoformat()
+
+
+class Log:
+    """Builds messages with per-partition offsets."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.n = 0
+
+    def add(self, topic: str, partition: int, payload: dict[str, Any] | bytes) -> None:
+        off = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = off + 1
+        raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        self.messages.append(Message(topic, partition, off, raw))
+
+    def ev(self, topic: str, partition: int, type_: str, t: float, **fields: Any) -> None:
+        self.n += 1
+        event_id = fields.pop("event_id", f"ev{self.n}")
+        self.add(topic, partition, {"event_id": event_id, "type": type_, "occurred_at": ts(t), **fields})
+
+
+def engine(partitions: dict[str, int] | None = None, grace: float = H) -> Engine:
+    return Engine(
+        partitions=partitions or {"invoices": 1, "hiring": 1, "incidents": 1},
+        grace_s=grace,
+        currency="USD",
+        clock=lambda: NOW,
+    )
+
+
+def closed_map(values: list[WindowValue]) -> dict[tuple[str, str, str, int], tuple[float | None, int]]:
+    out = {}
+    for wv in values:
+        key = (wv.kpi, wv.window, wv.scope, wv.start)
+        assert key not in out, f"window closed twice: {key}"
+        out[key] = (wv.value, wv.count)
+    return out
+
+
+def received(
+    log: Log, p: int, inv: str, t: float, amount: float = 100.0, dept: str = "finance", **kw: Any
+) -> None:
+    log.ev("invoices", p, "invoice.received", t, invoice_id=inv, amount=amount, currency="USD",
+           department=dept, vendor_id="v1", **kw)
+
+
+def test_processing_time_and_error_rate_per_department_and_rollup() -> None:
+    log = Log()
+    received(log, 0, "a", T0)
+    received(log, 0, "b", T0 + 600, dept="hr")
+    log.ev("invoices", 0, "invoice.approved", T0 + 1800, invoice_id="a")  # 1800 s
+    log.ev("invoices", 0, "invoice.rejected", T0 + 3000, invoice_id="b", reason="wrong vat")  # 2400 s
+    received(log, 0, "flush", T0 + 3 * H)  # moves the watermark: [T0, T0+1h) closes
+    eng = engine()
+    closed = closed_map(eng.process(log.messages).closed)
+    assert closed[("invoice_processing_time", "1h", "finance", T0)] == (1800.0, 1)
+    assert closed[("invoice_processing_time", "1h", "hr", T0)] == (2400.0, 1)
+    # Roll-up from summed parts: (1800 + 2400) / 2.
+    assert closed[("invoice_processing_time", "1h", "all", T0)] == (2100.0, 2)
+    assert closed[("invoice_error_rate", "1h", "all", T0)] == (0.5, 2)
+    # The day is not closed yet: watermark - grace = T0 + 2h < T0 + 1d.
+    assert ("invoice_processing_time", "1d", "all", T0) not in closed
+
+
+def test_window_is_not_closed_until_every_partition_passed_it() -> None:
+    log = Log()
+    received(log, 0, "a", T0)
+    log.ev("invoices", 0, "invoice.approved", T0 + 60, invoice_id="a")
+    received(log, 0, "x", T0 + 10 * H)
+    eng = engine({"invoices": 2, "hiring": 1, "incidents": 1})
+    assert eng.process(log.messages).closed == []  # partition 1 has no watermark yet
+    log2 = Log()
+    received(log2, 1, "y", T0 + 10 * H)
+    closed = closed_map(eng.process(log2.messages).closed)
+    assert closed[("invoice_processing_time", "1h", "all", T0)] == (60.0, 1)
+
+
+def test_late_within_grace_is_applied_and_beyond_grace_is_dead_lettered() -> None:
+    log = Log()
+    received(log, 0, "a", T0 + 2 * H)
+    received(log, 0, "b", T0 + H + 600)  # 50 min behind the watermark: applied
+    received(log, 0, "c", T0 + 2 * H + 1800)  # watermark = T0 + 2.5h
+    log.ev("invoices", 0, "invoice.approved", T0 + H + 1800, invoice_id="b")  # 1 h behind: applied
+    log.ev("invoices", 0, "invoice.approved", T0 + H + 1900, invoice_id="b", event_id="other")
+    received(log, 0, "d", T0 + 1000)  # 2.2 h behind: late
+    received(log, 0, "flush", T0 + 5 * H)
+    eng = engine()
+    result = eng.process(log.messages)
+    assert [(d.reason, d.offset) for d in result.dead_letters] == [
+        ("invalid_transition", 4),
+        ("late", 5),
+    ]
+    closed = closed_map(result.closed)
+    # b: received T0+1h10m, approved T0+1h30m, in the [T0+1h, T0+2h) window as if in order.
+    assert closed[("invoice_processing_time", "1h", "all", T0 + H)] == (1200.0, 1)
+
+
+def test_duplicates_never_count_twice() -> None:
+    log = Log()
+    received(log, 0, "a", T0, event_id="same")
+    received(log, 0, "a", T0, event_id="same")
+    log.ev("invoices", 0, "invoice.approved", T0 + 60, invoice_id="a", event_id="ok")
+    log.ev("invoices", 0, "invoice.approved", T0 + 60, invoice_id="a", event_id="ok")
+    received(log, 0, "z", T0 + 5 * H)
+    eng = engine()
+    result = eng.process(log.messages)
+    assert result.duplicates["invoices"] == 2
+    assert result.dead_letters == []
+    assert closed_map(result.closed)[("invoice_error_rate", "1h", "all", T0)] == (0.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "invalid_json"),
+        ({"event_id": "x", "type": "invoice.received"}, "schema"),
+        ({"event_id": "x", "type": "ticket.opened", "occurred_at": ts(T0), "ticket_id": "t",
+          "queue": "q", "priority": "p1"}, "unknown_type"),
+        ({"event_id": "x", "type": "invoice.received", "occurred_at": ts(T0), "invoice_id": "i",
+          "amount": 5, "currency": "EUR", "department": "d", "vendor_id": "v"}, "currency"),
+        ({"event_id": "x", "type": "invoice.approved", "occurred_at": ts(T0), "invoice_id": "nope"},
+         "unknown_entity"),
+        ({"event_id": "x", "type": "invoice.received", "occurred_at": ts(NOW + 3600),
+          "invoice_id": "i", "amount": 5, "currency": "USD", "department": "d", "vendor_id": "v"},
+         "future"),
+    ],
+)
+def test_invalid_events_are_dead_lettered_with_their_reason(payload: Any, reason: str) -> None:
+    log = Log()
+    log.add("invoices", 0, payload)
+    result = engine().process(log.messages)
+    assert [d.reason for d in result.dead_letters] == [reason]
+    assert not result.applied
+
+
+def test_overpayment_is_an_invalid_transition_and_partial_payments_are_fine() -> None:
+    log = Log()
+    log.ev("invoices", 0, "invoice.issued", T0, invoice_id="ar1", amount=100, currency="USD",
+           department="sales", customer_id="c1")
+    log.ev("invoices", 0, "payment.received", T0 + 60, invoice_id="ar1", amount=60)
+    log.ev("invoices", 0, "payment.received", T0 + 120, invoice_id="ar1", amount=40)
+    log.ev("invoices", 0, "payment.received", T0 + 180, invoice_id="ar1", amount=1)
+    result = engine().process(log.messages)
+    assert [d.reason for d in result.dead_letters] == ["invalid_transition"]
+
+
+def test_dso_uses_receivables_at_window_end() -> None:
+    log = Log()
+    log.ev("invoices", 0, "invoice.issued", T0 + 60, invoice_id="ar1", amount=1000,
+           currency="USD", department="sales", customer_id="c1")
+    log.ev("invoices", 0, "payment.received", T0 + H + 60, invoice_id="ar1", amount=400)
+    log.ev("invoices", 0, "invoice.issued", T0 + DAY + 60, invoice_id="ar2", amount=500,
+           currency="USD", department="sales", customer_id="c1")
+    received(log, 0, "flush", T0 + 3 * DAY)
+    closed = closed_map(engine().process(log.messages).closed)
+    # Day 1: AR_end = 1000 - 400 = 600, credit sales 1000 -> 0.6 days.
+    assert closed[("dso", "1d", "sales", T0)] == (pytest.approx(0.6), 2)
+    # Day 2: AR_end = 600 + 500, credit sales 500 -> 2.2 days.
+    assert closed[("dso", "1d", "sales", T0 + DAY)] == (pytest.approx(2.2), 1)
+    # Hour 2 has only the payment: no credit sales, undefined, but in history (count 1).
+    assert closed[("dso", "1h", "sales", T0 + H)] == (None, 1)
+
+
+def test_uptime_outage_spanning_windows_and_repeats() -> None:
+    log = Log()
+    log.ev("incidents", 0, "service.up", T0, service="erp")
+    log.ev("incidents", 0, "service.down", T0 + H + 1800, service="erp")
+    log.ev("incidents", 0, "service.down", T0 + H + 2000, service="erp")  # repeat: no change
+    log.ev("incidents", 0, "service.up", T0 + 2 * H + 900, service="erp")
+    log.ev("incidents", 0, "service.up", T0 + 5 * H, service="crm")
+    closed = closed_map(engine().process(log.messages).closed)
+    assert closed[("system_uptime", "1h", "erp", T0)] == (1.0, 1)
+    assert closed[("system_uptime", "1h", "erp", T0 + H)] == (0.5, 2)
+    assert closed[("system_uptime", "1h", "erp", T0 + 2 * H)] == (0.75, 1)
+    assert closed[("system_uptime", "1h", "erp", T0 + 3 * H)] == (1.0, 0)
+    # crm's first status event is at T0 + 5h: it joins the roll-up only from then on.
+    assert closed[("system_uptime", "1h", "all", T0 + H)] == (0.5, 2)
+    assert ("system_uptime", "1h", "crm", T0 + 3 * H) not in closed
+
+
+def test_rolling_30d_window_sums_thirty_daily_panes() -> None:
+    log = Log()
+    for day in (0, 10, 29, 30):
+        log.ev("hiring", 0, "training.completed", T0 + day * DAY + 60, training_id=f"t{day}",
+               employee_id="e", department="hr", cost=100.0 * (day + 1), currency="USD")
+    log.ev("hiring", 0, "survey.submitted", T0 + 40 * DAY, response_id="r", department="hr", score=9)
+    closed = closed_map(engine().process(log.messages).closed)
+    # [T0, T0+30d) holds days 0, 10 and 29.
+    assert closed[("training_cost", "30d", "hr", T0)] == (100.0 + 1100.0 + 3000.0, 3)
+    # [T0+1d, T0+31d) holds days 10, 29 and 30.
+    assert closed[("training_cost", "30d", "hr", T0 + DAY)] == (1100.0 + 3000.0 + 3100.0, 3)
+
+
+def test_restore_from_changelog_resumes_exactly() -> None:
+    log = Log()
+    received(log, 0, "a", T0)
+    log.ev("invoices", 0, "invoice.approved", T0 + 60, invoice_id="a")
+    received(log, 0, "b", T0 + 120)
+    first, rest = log.messages[:2], log.messages[2:]
+    eng = engine()
+    eng.process(first)
+    records = [r for st in eng.states.values() if st.topic == "invoices" for r in st.commit()]
+    # A crashed commit: the next batch's records without its meta record.
+    eng.process(rest)
+    st = eng.states[("invoices", 0)]
+    partial = [r for r in st.commit() if r.key != b"m"]
+    restored = PartitionState.restore("invoices", 0, [(r.key, r.value) for r in records + partial])
+    assert restored.applied_offset == 1
+    assert "e|inv|b" not in restored.data
+    eng2 = engine()
+    eng2.assign(restored)
+    result = eng2.process(log.messages)  # replays everything; offsets 0-1 are skipped
+    assert result.applied[("invoices", "invoice.received")] == 1
+    assert result.dead_letters == []
