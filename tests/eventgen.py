@@ -1,0 +1,817 @@
+"""Random but meaningful event logs for property-based and integration tests.
+
+A small simulated back office (3 departments, 3 services, 3 queues) publishes plausible
+lifecycles on the three input topics; with ``faults`` it also misbehaves: events out of
+order within the grace period, late events, redeliveries of earlier messages, and invalid
+events of every dead-letter reason.  A log ends (unless ``flush=False``; the strategy
+leaves it out in about 1 log of 10) with one "flush" event per partition of every topic,
+dated :func:`flush_time`: then every 1h and 1d window holding a regular event closes, and
+every 30d window ending by the end of the last day.
+
+* :func:`random_log` — a plain seeded generator for larger integration logs.
+* :func:`event_logs` — a hypothesis strategy of ``(messages, partitions, now)``.
+
+Messages are keyed like the real producers (SPEC message keys) and placed on partition
+``zlib.crc32(key) % n``; offsets increase per partition from 0.  Event times are multiples
+of 0.25 s and amounts multiples of 0.25, so every sum the KPIs need is exact in floats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from hypothesis import strategies as st
+
+from tests.reference import DAY, HOUR, TOPICS, Message
+
+DEPARTMENTS = ("finance", "hr", "it-ops")
+SERVICES = ("api", "billing", "web")
+QUEUES = ("desk", "access", "hardware")
+CURRENCY = "USD"
+BASE_TIME = 1_700_000_000  # 2023-11-14T22:13:20Z
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OFFSETS = (None, None, None, None, 0, 120, -300, 330, -570)  # minutes; None = "Z"
+
+
+def partition_for(key: str, n: int) -> int:
+    """The partition a message with this key lands on (stable across runs)."""
+    return zlib.crc32(key.encode()) % n
+
+
+def format_ts(t: float, offset_minutes: int | None = None) -> str:
+    """RFC 3339 for Unix seconds ``t``, with ``Z`` or the given offset from UTC."""
+    local = t + (offset_minutes or 0) * 60
+    secs = math.floor(local)
+    text = (_EPOCH + timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%S")
+    frac = local - secs
+    if frac:
+        text += f".{round(frac * 1000):03d}"
+    if offset_minutes is None:
+        return text + "Z"
+    sign = "+" if offset_minutes >= 0 else "-"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    return f"{text}{sign}{hours:02d}:{minutes:02d}"
+
+
+def flush_time(start: float, days: float, grace: float = 3600) -> float:
+    """Event time of the final flush events: every 1h/1d window of the log closes."""
+    last = start + days * DAY
+    return (math.floor(last / DAY) + 1) * DAY + grace + 60
+
+
+def log_now(start: float, days: float, grace: float = 3600) -> float:
+    """The wall clock a log of :func:`random_log` is meant for (after every regular event)."""
+    return flush_time(start, days, grace) + 60
+
+
+@dataclass
+class _Record:
+    topic: str
+    partition: int
+    key: str | None
+    emit: float  # cursor time when the source sent it
+    seq: int
+    value: bytes
+    arrival: float = 0.0
+
+
+class _Builder:
+    """The simulated back office; ``rnd`` drives every choice."""
+
+    def __init__(
+        self,
+        rnd: random.Random,
+        partitions: Mapping[str, int],
+        start: float,
+        days: float,
+        grace: float,
+        now: float,
+        faults: bool,
+    ) -> None:
+        self.rnd = rnd
+        self.partitions = dict(partitions)
+        self.start = float(start)
+        self.days = days
+        self.end = self.start + days * DAY
+        self.grace = grace
+        self.now = now
+        self.faults = faults
+        self.t = self.start
+        self.records: list[_Record] = []
+        self.counter = 0
+        # what the source systems believe (only valid events change it)
+        self.ap: dict[str, dict[str, Any]] = {}  # id -> {t, q (quarters), status, paid}
+        self.ar: dict[str, dict[str, Any]] = {}  # id -> {t, q, paid}
+        self.requisitions: dict[str, dict[str, Any]] = {}  # id -> {t, accepted}
+        self.employees: dict[str, dict[str, Any]] = {}  # id -> {t, left}
+        self.incidents: dict[str, dict[str, Any]] = {}  # id -> {t, status}
+        self.tickets: dict[str, dict[str, Any]] = {}  # id -> {t, resolved}
+        self.service_down: dict[str, bool] = dict.fromkeys(SERVICES, False)
+
+    # ---- helpers ------------------------------------------------------------------
+    def _next(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}-{self.counter:06d}"
+
+    def _amount_q(self, low: int = 4, high: int = 200_000) -> int:
+        return self.rnd.randint(low, high)  # quarters: 1.00 .. 50,000.00
+
+    def _amount(self, quarters: int) -> Any:
+        x = quarters / 4
+        r = self.rnd.random()
+        if r < 0.3:
+            return f"{x:.2f}"  # numeric string
+        if r < 0.5 and x == int(x):
+            return int(x)
+        return x
+
+    def _payload(self, etype: str, t: float, **fields: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "event_id": self._next("ev"),
+            "type": etype,
+            "occurred_at": format_ts(t, self.rnd.choice(_OFFSETS)),
+        }
+        doc.update(fields)
+        if self.rnd.random() < 0.05:
+            doc["source"] = "erp"  # unknown extra fields are ignored
+        return doc
+
+    def _send(self, topic: str, key: str | None, value: dict[str, Any] | bytes) -> _Record:
+        n = self.partitions[topic]
+        partition = partition_for(key, n) if key is not None else self.rnd.randrange(n)
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        rec = _Record(topic, partition, key, self.t, len(self.records), raw)
+        self.records.append(rec)
+        return rec
+
+    def _emit(self, topic: str, key: str, etype: str, t: float | None = None, **f: Any) -> None:
+        self._send(topic, key, self._payload(etype, self.t if t is None else t, **f))
+
+    def _pick(
+        self, table: dict[str, dict[str, Any]], cond: Callable[[dict[str, Any]], bool]
+    ) -> str | None:
+        """A random id among the 300 newest of ``table`` that satisfy ``cond``."""
+        newest = itertools.islice(reversed(table.items()), 300)
+        ids = [k for k, v in newest if cond(v)]
+        return self.rnd.choice(ids) if ids else None
+
+    # ---- valid events -------------------------------------------------------------
+    def ap_receive(self) -> None:
+        inv = self._next("inv")
+        q = self._amount_q()
+        self.ap[inv] = {"t": self.t, "q": q, "status": "received", "paid": 0}
+        self._emit(
+            "invoices",
+            inv,
+            "invoice.received",
+            invoice_id=inv,
+            amount=self._amount(q),
+            currency=CURRENCY,
+            department=self.rnd.choice(DEPARTMENTS),
+            vendor_id=f"v-{self.rnd.randint(1, 20)}",
+        )
+
+    def ap_decide(self) -> None:
+        inv = self._pick(self.ap, lambda v: v["status"] == "received")
+        if inv is None:
+            return self.ap_receive()
+        if self.rnd.random() < 0.75:
+            self.ap[inv]["status"] = "approved"
+            self._emit("invoices", inv, "invoice.approved", invoice_id=inv)
+        else:
+            self.ap[inv]["status"] = "rejected"
+            reason = self.rnd.choice(["wrong amount", "duplicate", "no PO"])
+            self._emit("invoices", inv, "invoice.rejected", invoice_id=inv, reason=reason)
+        return None
+
+    def ap_pay(self) -> None:
+        inv = self._pick(self.ap, lambda v: v["status"] == "approved" and v["paid"] < v["q"])
+        if inv is None:
+            return self.ap_decide()
+        st_ = self.ap[inv]
+        outstanding = st_["q"] - st_["paid"]
+        q = outstanding if self.rnd.random() < 0.5 else self.rnd.randint(1, outstanding)
+        st_["paid"] += q
+        self._emit("invoices", inv, "invoice.paid", invoice_id=inv, amount=self._amount(q))
+        return None
+
+    def ar_issue(self) -> None:
+        inv = self._next("ar")
+        q = self._amount_q()
+        self.ar[inv] = {"t": self.t, "q": q, "paid": 0}
+        self._emit(
+            "invoices",
+            inv,
+            "invoice.issued",
+            invoice_id=inv,
+            amount=self._amount(q),
+            currency=CURRENCY,
+            department=self.rnd.choice(DEPARTMENTS),
+            customer_id=f"c-{self.rnd.randint(1, 20)}",
+        )
+
+    def ar_pay(self) -> None:
+        inv = self._pick(self.ar, lambda v: v["paid"] < v["q"])
+        if inv is None:
+            return self.ar_issue()
+        st_ = self.ar[inv]
+        outstanding = st_["q"] - st_["paid"]
+        q = outstanding if self.rnd.random() < 0.4 else self.rnd.randint(1, outstanding)
+        st_["paid"] += q
+        self._emit("invoices", inv, "payment.received", invoice_id=inv, amount=self._amount(q))
+        return None
+
+    def req_open(self) -> None:
+        req = self._next("req")
+        self.requisitions[req] = {"t": self.t, "accepted": False}
+        dept = self.rnd.choice(DEPARTMENTS)
+        self._emit("hiring", req, "requisition.opened", requisition_id=req, department=dept)
+
+    def offer_accept(self) -> None:
+        req = self._pick(self.requisitions, lambda v: not v["accepted"])
+        if req is None:
+            return self.req_open()
+        self.requisitions[req]["accepted"] = True
+        cand = self._next("cand")
+        self._emit("hiring", req, "offer.accepted", requisition_id=req, candidate_id=cand)
+        return None
+
+    def hire(self) -> None:
+        emp = self._next("emp")
+        self.employees[emp] = {"t": self.t, "left": False}
+        dept = self.rnd.choice(DEPARTMENTS)
+        self._emit("hiring", emp, "employee.hired", employee_id=emp, department=dept)
+
+    def leave(self) -> None:
+        emp = self._pick(self.employees, lambda v: not v["left"])
+        if emp is None:
+            return self.hire()
+        self.employees[emp]["left"] = True
+        vol = self.rnd.random() < 0.6
+        self._emit("hiring", emp, "employee.left", employee_id=emp, voluntary=vol)
+        return None
+
+    def survey(self) -> None:
+        resp = self._next("resp")
+        self._emit(
+            "hiring",
+            resp,
+            "survey.submitted",
+            response_id=resp,
+            department=self.rnd.choice(DEPARTMENTS),
+            score=self.rnd.randint(0, 10),
+        )
+
+    def training(self) -> None:
+        trn = self._next("trn")
+        emp = self.rnd.choice(list(self.employees) or ["emp-external"])
+        self._emit(
+            "hiring",
+            trn,
+            "training.completed",
+            training_id=trn,
+            employee_id=emp,
+            department=self.rnd.choice(DEPARTMENTS),
+            cost=self._amount(self._amount_q(4, 20_000)),
+            currency=CURRENCY,
+        )
+
+    def incident_open(self) -> None:
+        inc = self._next("inc")
+        self.incidents[inc] = {"t": self.t, "status": "opened"}
+        self._emit(
+            "incidents",
+            inc,
+            "incident.opened",
+            incident_id=inc,
+            service=self.rnd.choice(SERVICES),
+            severity=self.rnd.choice(["sev1", "sev2", "sev3", "sev4"]),
+            category=self.rnd.choice(["outage", "security", "other", "other"]),
+        )
+
+    def incident_ack(self) -> None:
+        inc = self._pick(self.incidents, lambda v: v["status"] == "opened")
+        if inc is None:
+            return self.incident_open()
+        self.incidents[inc]["status"] = "acked"
+        self._emit("incidents", inc, "incident.acknowledged", incident_id=inc)
+        return None
+
+    def incident_resolve(self) -> None:
+        inc = self._pick(self.incidents, lambda v: v["status"] in ("opened", "acked"))
+        if inc is None:
+            return self.incident_open()
+        self.incidents[inc]["status"] = "resolved"
+        self._emit("incidents", inc, "incident.resolved", incident_id=inc)
+        return None
+
+    def ticket_open(self) -> None:
+        tkt = self._next("tkt")
+        self.tickets[tkt] = {"t": self.t, "resolved": False}
+        queue = self.rnd.choice(QUEUES)
+        prio = self.rnd.choice(["p1", "p2", "p3", "p4"])
+        self._emit("incidents", tkt, "ticket.opened", ticket_id=tkt, queue=queue, priority=prio)
+
+    def ticket_resolve(self) -> None:
+        tkt = self._pick(self.tickets, lambda v: not v["resolved"])
+        if tkt is None:
+            return self.ticket_open()
+        self.tickets[tkt]["resolved"] = True
+        self._emit("incidents", tkt, "ticket.resolved", ticket_id=tkt)
+        return None
+
+    def service_status(self) -> None:
+        service = self.rnd.choice(SERVICES)
+        down = self.service_down[service]
+        if self.rnd.random() < 0.25:
+            new_down = down  # a repeat: changes nothing
+        else:
+            new_down = not down
+        self.service_down[service] = new_down
+        etype = "service.down" if new_down else "service.up"
+        self._emit("incidents", service, etype, service=service)
+
+    # ---- faults -------------------------------------------------------------------
+    def fault_invalid_json(self) -> None:
+        topic = self.rnd.choice(TOPICS)
+        garbage = self.rnd.choice(
+            [b"\xff\xfe\x00garbage", b"not json", b"", b'{"event_id": "x", "type": ', b"{}}"]
+        )
+        self._send(topic, None, garbage)
+
+    def fault_schema(self) -> None:
+        t = format_ts(self.t)
+        dept = self.rnd.choice(DEPARTMENTS)
+        resp = self._next("resp")
+        survey = {
+            "event_id": self._next("ev"),
+            "type": "survey.submitted",
+            "occurred_at": t,
+            "response_id": resp,
+            "department": dept,
+            "score": 7,
+        }
+        variant = self.rnd.randrange(10)
+        if variant == 0:  # a missing field
+            del survey[self.rnd.choice(list(survey))]
+            self._send("hiring", resp, survey)
+        elif variant == 1:  # naive timestamp
+            survey["occurred_at"] = t[:-1]
+            self._send("hiring", resp, survey)
+        elif variant == 2:  # reserved / bad dimension value
+            survey["department"] = self.rnd.choice(["All", "all", "Finance", "-x", ""])
+            self._send("hiring", resp, survey)
+        elif variant == 3:  # score out of range
+            survey["score"] = self.rnd.choice([11, -1, "7", 7.5])
+            self._send("hiring", resp, survey)
+        elif variant == 4:  # negative / zero / huge / non-numeric amount
+            inv = self._next("inv")
+            amount = self.rnd.choice([-10, 0, "-5.00", 2e12, "abc", None])
+            doc = self._payload(
+                "invoice.received",
+                self.t,
+                invoice_id=inv,
+                amount=amount,
+                currency=CURRENCY,
+                department=dept,
+                vendor_id="v-1",
+            )
+            self._send("invoices", inv, doc)
+        elif variant == 5:  # voluntary not a JSON boolean
+            emp = self._pick(self.employees, lambda v: not v["left"]) or self._next("emp")
+            doc = self._payload("employee.left", self.t, employee_id=emp, voluntary="yes")
+            self._send("hiring", emp, doc)
+        elif variant == 6:  # not an object
+            self._send("hiring", resp, orjson.dumps([survey]))
+        elif variant == 7:  # enumeration not exact lowercase
+            inc = self._next("inc")
+            doc = self._payload(
+                "incident.opened",
+                self.t,
+                incident_id=inc,
+                service=self.rnd.choice(SERVICES),
+                severity="SEV1",
+                category="outage",
+            )
+            self._send("incidents", inc, doc)
+        elif variant == 8:  # empty event_id / id not a string
+            survey["event_id"] = self.rnd.choice(["", 17])
+            self._send("hiring", resp, survey)
+        else:  # timestamp not a timestamp
+            survey["occurred_at"] = self.rnd.choice(["yesterday", 1_700_000_000, t[:10]])
+            self._send("hiring", resp, survey)
+
+    def fault_unknown_type(self) -> None:
+        if self.rnd.random() < 0.5:
+            inv = self._next("inv")
+            self._emit("invoices", inv, "invoice.cancelled", invoice_id=inv)
+        else:  # a valid event of another topic
+            tkt = self._next("tkt")
+            self._emit("invoices", tkt, "ticket.opened", ticket_id=tkt, queue="desk", priority="p3")
+
+    def fault_currency(self) -> None:
+        dept = self.rnd.choice(DEPARTMENTS)
+        if self.rnd.random() < 0.5:
+            inv = self._next("inv")
+            etype = self.rnd.choice(["invoice.received", "invoice.issued"])
+            party = {"vendor_id": "v-9"} if etype == "invoice.received" else {"customer_id": "c-9"}
+            self._emit(
+                "invoices",
+                inv,
+                etype,
+                invoice_id=inv,
+                amount=self._amount(self._amount_q()),
+                currency="EUR",
+                department=dept,
+                **party,
+            )
+        else:
+            trn = self._next("trn")
+            self._emit(
+                "hiring",
+                trn,
+                "training.completed",
+                training_id=trn,
+                employee_id="emp-x",
+                department=dept,
+                cost=100,
+                currency="EUR",
+            )
+
+    def fault_unknown_entity(self) -> None:
+        variant = self.rnd.randrange(6)
+        if variant == 0:
+            inv = self._next("ghost")
+            self._emit("invoices", inv, "invoice.approved", invoice_id=inv)
+        elif variant == 1:
+            inv = self._next("ghost")
+            self._emit("invoices", inv, "payment.received", invoice_id=inv, amount=10)
+        elif variant == 2:
+            req = self._next("ghost")
+            self._emit("hiring", req, "offer.accepted", requisition_id=req, candidate_id="c")
+        elif variant == 3:
+            emp = self._next("ghost")
+            self._emit("hiring", emp, "employee.left", employee_id=emp, voluntary=False)
+        elif variant == 4:
+            inc = self._next("ghost")
+            self._emit("incidents", inc, "incident.acknowledged", incident_id=inc)
+        else:
+            tkt = self._next("ghost")
+            self._emit("incidents", tkt, "ticket.resolved", ticket_id=tkt)
+
+    def fault_invalid_transition(self) -> None:
+        options: list[Callable[[], bool]] = [
+            self._second_decision,
+            self._overpayment,
+            self._wrong_kind,
+            self._paid_before_approval,
+            self._second_start,
+            self._second_acceptance,
+            self._second_departure,
+            self._incident_twice,
+            self._ticket_twice,
+            self._before_start,
+        ]
+        self.rnd.shuffle(options)
+        for option in options:
+            if option():
+                return
+
+    def _second_decision(self) -> bool:
+        inv = self._pick(self.ap, lambda v: v["status"] != "received")
+        if inv is None:
+            return False
+        etype = self.rnd.choice(["invoice.approved", "invoice.rejected"])
+        self._emit("invoices", inv, etype, invoice_id=inv, reason="again")
+        return True
+
+    def _overpayment(self) -> bool:
+        if self.rnd.random() < 0.5:
+            inv = self._pick(self.ap, lambda v: v["status"] == "approved")
+            etype = "invoice.paid"
+            table = self.ap
+        else:
+            inv = self._pick(self.ar, lambda v: True)
+            etype = "payment.received"
+            table = self.ar
+        if inv is None:
+            return False
+        outstanding = table[inv]["q"] - table[inv]["paid"]
+        amount = self._amount(outstanding + self.rnd.randint(1, 400))
+        self._emit("invoices", inv, etype, invoice_id=inv, amount=amount)
+        return True
+
+    def _wrong_kind(self) -> bool:
+        if self.rnd.random() < 0.5:
+            inv = self._pick(self.ap, lambda v: True)
+            if inv is None:
+                return False
+            self._emit("invoices", inv, "payment.received", invoice_id=inv, amount=1)
+        else:
+            inv = self._pick(self.ar, lambda v: True)
+            if inv is None:
+                return False
+            self._emit("invoices", inv, "invoice.approved", invoice_id=inv)
+        return True
+
+    def _paid_before_approval(self) -> bool:
+        inv = self._pick(self.ap, lambda v: v["status"] in ("received", "rejected"))
+        if inv is None:
+            return False
+        self._emit("invoices", inv, "invoice.paid", invoice_id=inv, amount=1)
+        return True
+
+    def _second_start(self) -> bool:
+        inv = self._pick(self.ar, lambda v: True) or self._pick(self.ap, lambda v: True)
+        if inv is None:
+            return False
+        self._emit(
+            "invoices",
+            inv,
+            "invoice.received",
+            invoice_id=inv,
+            amount=100,
+            currency=CURRENCY,
+            department="finance",
+            vendor_id="v-1",
+        )
+        return True
+
+    def _second_acceptance(self) -> bool:
+        req = self._pick(self.requisitions, lambda v: v["accepted"])
+        if req is None:
+            return False
+        self._emit("hiring", req, "offer.accepted", requisition_id=req, candidate_id="c-2")
+        return True
+
+    def _second_departure(self) -> bool:
+        emp = self._pick(self.employees, lambda v: v["left"])
+        if emp is not None:
+            self._emit("hiring", emp, "employee.left", employee_id=emp, voluntary=True)
+            return True
+        emp = self._pick(self.employees, lambda v: True)
+        if emp is None:
+            return False
+        self._emit("hiring", emp, "employee.hired", employee_id=emp, department="hr")
+        return True
+
+    def _incident_twice(self) -> bool:
+        inc = self._pick(self.incidents, lambda v: v["status"] == "resolved")
+        if inc is not None:
+            etype = self.rnd.choice(["incident.acknowledged", "incident.resolved"])
+            self._emit("incidents", inc, etype, incident_id=inc)
+            return True
+        inc = self._pick(self.incidents, lambda v: v["status"] == "acked")
+        if inc is None:
+            return False
+        self._emit("incidents", inc, "incident.acknowledged", incident_id=inc)
+        return True
+
+    def _ticket_twice(self) -> bool:
+        tkt = self._pick(self.tickets, lambda v: v["resolved"])
+        if tkt is None:
+            return False
+        self._emit("incidents", tkt, "ticket.resolved", ticket_id=tkt)
+        return True
+
+    def _before_start(self) -> bool:
+        # a follow-up whose event time is before its start event's: a negative duration
+        recent = self.t - self.grace / 4
+        tkt = self._pick(self.tickets, lambda v: not v["resolved"] and v["t"] >= recent)
+        if tkt is None:
+            return False
+        early = self.tickets[tkt]["t"] - self.rnd.choice([1, 60, 600])
+        self._emit("incidents", tkt, "ticket.resolved", t=early, ticket_id=tkt)
+        return True
+
+    def fault_future(self) -> None:
+        resp = self._next("resp")
+        self._emit(
+            "hiring",
+            resp,
+            "survey.submitted",
+            t=self.now + DAY,
+            response_id=resp,
+            department=self.rnd.choice(DEPARTMENTS),
+            score=5,
+        )
+
+    def fault_late(self) -> None:
+        past = self.t - self.grace - self.rnd.choice([1, 60, 1800, 4 * HOUR, DAY])
+        variant = self.rnd.randrange(3)
+        if variant == 0:
+            resp = self._next("resp")
+            self._emit(
+                "hiring",
+                resp,
+                "survey.submitted",
+                t=past,
+                response_id=resp,
+                department=self.rnd.choice(DEPARTMENTS),
+                score=self.rnd.randint(0, 10),
+            )
+        elif variant == 1:
+            tkt = self._next("tkt")
+            self._emit(
+                "incidents",
+                tkt,
+                "ticket.opened",
+                t=past,
+                ticket_id=tkt,
+                queue="desk",
+                priority="p2",
+            )
+        else:
+            inv = self._next("inv")
+            self._emit(
+                "invoices",
+                inv,
+                "invoice.received",
+                t=past,
+                invoice_id=inv,
+                amount=40,
+                currency=CURRENCY,
+                department=self.rnd.choice(DEPARTMENTS),
+                vendor_id="v-3",
+            )
+
+    def fault_duplicate(self) -> None:
+        candidates = [r for r in self.records[-60:] if r.key is not None]
+        if not candidates:
+            return self.survey()
+        orig = self.rnd.choice(candidates)
+        rec = _Record(orig.topic, orig.partition, orig.key, self.t, len(self.records), orig.value)
+        self.records.append(rec)
+        return None
+
+    # ---- the whole log ------------------------------------------------------------
+    def build(self, n_events: int, flush: bool) -> list[Message]:
+        valid: list[tuple[Callable[[], None], int]] = [
+            (self.ap_receive, 8),
+            (self.ap_decide, 6),
+            (self.ap_pay, 6),
+            (self.ar_issue, 6),
+            (self.ar_pay, 6),
+            (self.req_open, 4),
+            (self.offer_accept, 3),
+            (self.hire, 4),
+            (self.leave, 2),
+            (self.survey, 8),
+            (self.training, 4),
+            (self.incident_open, 5),
+            (self.incident_ack, 4),
+            (self.incident_resolve, 4),
+            (self.ticket_open, 6),
+            (self.ticket_resolve, 5),
+            (self.service_status, 6),
+        ]
+        faulty: list[Callable[[], None]] = [
+            self.fault_invalid_json,
+            self.fault_schema,
+            self.fault_unknown_type,
+            self.fault_currency,
+            self.fault_unknown_entity,
+            self.fault_invalid_transition,
+            self.fault_future,
+            self.fault_late,
+            self.fault_duplicate,
+            self.fault_duplicate,
+        ]
+        actions = [a for a, _ in valid]
+        weights = [w for _, w in valid]
+        mean_step = (self.end - self.start) / max(n_events, 1)
+        for _ in range(n_events):
+            if self.faults and self.rnd.random() < 0.2:
+                self.rnd.choice(faulty)()
+            else:
+                self.rnd.choices(actions, weights)[0]()
+            step = 0.0 if self.rnd.random() < 0.05 else self.rnd.uniform(0, 2 * mean_step)
+            # whole seconds, sometimes quarters: multiples of 0.25 s keep every sum exact
+            step = math.floor(step) if self.rnd.random() < 0.9 else math.floor(step * 4) / 4
+            self.t = min(self.end, self.t + step)
+
+        # arrival order: out of order within grace / 2, but in order per message key
+        last_arrival: dict[tuple[str, str], float] = {}
+        for rec in self.records:
+            jitter = 0.0
+            if self.faults and self.rnd.random() < 0.3:
+                jitter = self.rnd.uniform(0, self.grace / 2)
+            rec.arrival = rec.emit + jitter
+            if rec.key is not None:
+                k = (rec.topic, rec.key)
+                rec.arrival = max(rec.arrival, last_arrival.get(k, -math.inf))
+                last_arrival[k] = rec.arrival
+        records = sorted(self.records, key=lambda r: (r.arrival, r.seq))
+
+        if flush:
+            self.t = flush_time(self.start, self.days, self.grace)
+            records.extend(self._flush_records())
+
+        offsets: dict[tuple[str, int], int] = {}
+        messages = []
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            offset = offsets.get(tp, 0)
+            offsets[tp] = offset + 1
+            messages.append(Message(rec.topic, rec.partition, offset, rec.value))
+        return messages
+
+    def _flush_records(self) -> list[_Record]:
+        """One late-in-time event per partition, keyed to land on it, closing the windows."""
+        before = len(self.records)
+        for topic in TOPICS:
+            for p in range(self.partitions[topic]):
+                k = 0
+                while partition_for(f"flush-{topic}-{p}-{k}", self.partitions[topic]) != p:
+                    k += 1
+                key = f"flush-{topic}-{p}-{k}"
+                if topic == "invoices":
+                    self._emit(
+                        topic,
+                        key,
+                        "invoice.received",
+                        invoice_id=key,
+                        amount=1,
+                        currency=CURRENCY,
+                        department=DEPARTMENTS[p % 3],
+                        vendor_id="v-flush",
+                    )
+                elif topic == "hiring":
+                    self._emit(
+                        topic,
+                        key,
+                        "survey.submitted",
+                        response_id=key,
+                        department=DEPARTMENTS[p % 3],
+                        score=8,
+                    )
+                else:
+                    self._emit(
+                        topic, key, "ticket.opened", ticket_id=key, queue="desk", priority="p4"
+                    )
+        return self.records[before:]
+
+
+def random_log(
+    seed: int,
+    n_events: int,
+    days: float,
+    partitions: dict[str, int],
+    start: float,
+    faults: bool = True,
+    *,
+    grace: float = 3600,
+    now: float | None = None,
+    flush: bool = True,
+) -> list[Message]:
+    """A seeded log of about ``n_events`` messages over ``days`` days from ``start``.
+
+    Pass ``now=log_now(start, days, grace)`` (the default) to the reference as well: the
+    ``future`` faults are dated ``now + 1 day`` and every other event is ``<= now``.
+    """
+    now = log_now(start, days, grace) if now is None else now
+    builder = _Builder(random.Random(seed), partitions, start, days, grace, now, faults)
+    return builder.build(n_events, flush)
+
+
+@st.composite
+def _event_logs(
+    draw: st.DrawFn, max_events: int, faults: bool | None, grace: float
+) -> tuple[list[Message], dict[str, int], float]:
+    partitions = {topic: draw(st.integers(1, 3)) for topic in TOPICS}
+    n_events = draw(st.integers(0, max_events))
+    hours = draw(st.integers(1, 72))
+    start = (
+        BASE_TIME
+        + draw(st.sampled_from([0, 3 * HOUR, DAY - 1, 7200.5]))
+        + draw(st.integers(0, 2 * DAY))
+    )
+    with_faults = draw(st.booleans()) if faults is None else faults
+    flush = draw(st.integers(0, 9)) > 0
+    # a seeded PRNG rather than st.randoms(): hypothesis' own draws lean towards the first
+    # choice of every list, which would make most logs faults; shrinking still works on the
+    # number of events, the partitions and the time span.
+    rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
+    days = hours / 24
+    now = log_now(start, days, grace)
+    builder = _Builder(rnd, partitions, start, days, grace, now, with_faults)
+    return builder.build(n_events, flush), partitions, now
+
+
+def event_logs(
+    max_events: int = 60, *, faults: bool | None = None, grace: float = 3600
+) -> st.SearchStrategy[tuple[list[Message], dict[str, int], float]]:
+    """Hypothesis strategy of ``(messages, partitions, now)`` for ``reference.compute``.
+
+    ``faults=None`` draws whether the log misbehaves.  Use the same ``grace`` in compute.
+    """
+    return _event_logs(max_events, faults, grace)

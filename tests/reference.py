@@ -1,0 +1,710 @@
+"""Plain batch reference for the streaming KPI core (tests only).
+
+Given a complete event log, this module computes by brute force what the streaming
+processor must end up with: the dead letters, the number of duplicates, the per-partition
+watermarks and every *closed* KPI window with its value and count.  It implements
+``/work/shared/SPEC.md`` and ``docs/SEMANTICS.md`` directly and on purpose shares no code
+with ``streams/`` or ``schemas/``: only the standard library and orjson.
+
+Values are computed the obvious way: for every window, the applied measurements whose
+event time lies in ``[start, end)`` are selected (binary search over a time-sorted list)
+and the SPEC formula is evaluated on them.  No panes.
+
+Exact float expressions (a streaming implementation that wants bit-identical values must
+evaluate the same ones; tests should still compare with a relative tolerance):
+
+* means: ``sum(x) / n``;  error rate: ``rejected / decisions``
+* dso: ``ar_end / credit_sales * (size / 86400)``
+* ap_turnover: ``purchases / ((ap_start + ap_end) / 2)``
+* employee_turnover_rate: ``separations / ((hc_start + hc_end) / 2)``
+* enps: ``(promoters / n - detractors / n) * 100``
+* system_uptime: ``1 - downtime / size``; roll-up ``sum(values by service name) / n``
+* training_cost: ``sum(cost)``;  security_incidents: ``float(n)``
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+HOUR = 3600
+DAY = 86400
+#: window name -> (size, step) in seconds; windows are [j*step, j*step + size).
+WINDOWS: dict[str, tuple[int, int]] = {"1h": (HOUR, HOUR), "1d": (DAY, DAY), "30d": (30 * DAY, DAY)}
+DEDUP_HORIZON = 7 * DAY
+FUTURE_TOLERANCE = 300.0
+OVERPAY_EPSILON = 1e-6
+TOPICS = ("invoices", "hiring", "incidents")
+ALL = "all"
+
+#: KPI name -> (topic that feeds and closes it, dimension)
+KPIS: dict[str, tuple[str, str]] = {
+    "invoice_processing_time": ("invoices", "department"),
+    "invoice_error_rate": ("invoices", "department"),
+    "dso": ("invoices", "department"),
+    "ap_turnover": ("invoices", "department"),
+    "time_to_hire": ("hiring", "department"),
+    "employee_turnover_rate": ("hiring", "department"),
+    "employee_satisfaction": ("hiring", "department"),
+    "enps": ("hiring", "department"),
+    "training_cost": ("hiring", "department"),
+    "system_uptime": ("incidents", "service"),
+    "incident_response_time": ("incidents", "service"),
+    "incident_resolution_time": ("incidents", "service"),
+    "ticket_resolution_time": ("incidents", "queue"),
+    "security_incidents": ("incidents", "service"),
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Kafka message of an input topic."""
+
+    topic: str  # logical, unprefixed: "invoices" | "hiring" | "incidents"
+    partition: int
+    offset: int
+    value: bytes  # the raw message payload
+
+
+@dataclass
+class RefResult:
+    """Everything the reference derives from a log."""
+
+    # (kpi name, window name, scope) -> {window_start: (value or None, count)}; closed windows only
+    history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]
+    # (topic, partition, offset, reason), in input order
+    dead_letters: list[tuple[str, int, int, str]]
+    duplicates: int
+    # (topic, partition) -> final watermark (-inf when nothing was applied); extra, for tests
+    watermarks: dict[tuple[str, int], float] = field(default_factory=dict)
+    # number of applied events; extra, for tests
+    applied: int = 0
+
+
+# --------------------------------------------------------------------------------------
+# Section 1: validation of one payload (reasons invalid_json, schema, unknown_type,
+# currency, future).  Field kinds of the event types:
+
+_ID = "id"  # 1-128 printable characters, a JSON string
+_DIM = "dim"  # ^[a-z0-9][a-z0-9_-]{0,62}$ and not "all"
+_AMOUNT = "amount"  # JSON number or numeric string, finite, > 0, <= 1e12
+_CURRENCY = "currency"  # ISO 4217 shape: three upper-case letters
+_TEXT = "text"  # any JSON string
+_BOOL = "bool"  # JSON true/false
+_SCORE = "score"  # JSON integer 0..10
+_SEVERITY = frozenset({"sev1", "sev2", "sev3", "sev4"})
+_CATEGORY = frozenset({"outage", "security", "other"})
+_PRIORITY = frozenset({"p1", "p2", "p3", "p4"})
+
+#: type -> (topic, {field: kind})
+EVENT_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "invoice.received": (
+        "invoices",
+        {
+            "invoice_id": _ID,
+            "amount": _AMOUNT,
+            "currency": _CURRENCY,
+            "department": _DIM,
+            "vendor_id": _ID,
+        },
+    ),
+    "invoice.approved": ("invoices", {"invoice_id": _ID}),
+    "invoice.rejected": ("invoices", {"invoice_id": _ID, "reason": _TEXT}),
+    "invoice.paid": ("invoices", {"invoice_id": _ID, "amount": _AMOUNT}),
+    "invoice.issued": (
+        "invoices",
+        {
+            "invoice_id": _ID,
+            "amount": _AMOUNT,
+            "currency": _CURRENCY,
+            "department": _DIM,
+            "customer_id": _ID,
+        },
+    ),
+    "payment.received": ("invoices", {"invoice_id": _ID, "amount": _AMOUNT}),
+    "requisition.opened": ("hiring", {"requisition_id": _ID, "department": _DIM}),
+    "offer.accepted": ("hiring", {"requisition_id": _ID, "candidate_id": _ID}),
+    "employee.hired": ("hiring", {"employee_id": _ID, "department": _DIM}),
+    "employee.left": ("hiring", {"employee_id": _ID, "voluntary": _BOOL}),
+    "survey.submitted": ("hiring", {"response_id": _ID, "department": _DIM, "score": _SCORE}),
+    "training.completed": (
+        "hiring",
+        {
+            "training_id": _ID,
+            "employee_id": _ID,
+            "department": _DIM,
+            "cost": _AMOUNT,
+            "currency": _CURRENCY,
+        },
+    ),
+    "incident.opened": (
+        "incidents",
+        {"incident_id": _ID, "service": _DIM, "severity": _SEVERITY, "category": _CATEGORY},
+    ),
+    "incident.acknowledged": ("incidents", {"incident_id": _ID}),
+    "incident.resolved": ("incidents", {"incident_id": _ID}),
+    "ticket.opened": ("incidents", {"ticket_id": _ID, "queue": _DIM, "priority": _PRIORITY}),
+    "ticket.resolved": ("incidents", {"ticket_id": _ID}),
+    "service.down": ("incidents", {"service": _DIM}),
+    "service.up": ("incidents", {"service": _DIM}),
+}
+
+_DIM_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TIMESTAMP_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def parse_timestamp(value: object) -> float | None:
+    """RFC 3339 with a mandatory offset -> Unix seconds (UTC); None when invalid.
+
+    Accepted: ``YYYY-MM-DD(T|t| )hh:mm:ss[.fraction](Z|z|+hh:mm|-hh:mm)``; the fraction is
+    truncated to microseconds; no leap second (ss <= 59).
+    """
+    if not isinstance(value, str):
+        return None
+    m = _TIMESTAMP_RE.fullmatch(value)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    try:
+        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+    offset = 0
+    if m.group(8) is not None:
+        off_h, off_m = int(m.group(9)), int(m.group(10))
+        if off_h > 23 or off_m > 59:
+            return None
+        offset = (off_h * 3600 + off_m * 60) * (1 if m.group(8) == "+" else -1)
+    micros = int((m.group(7) or ".")[1:7].ljust(6, "0"))
+    seconds = days * DAY + hour * 3600 + minute * 60 + second - offset
+    return (seconds * 10**6 + micros) / 10**6
+
+
+def parse_amount(value: object) -> float | None:
+    """A JSON number or numeric string, finite, > 0, <= 1e12 -> float; None when invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            x = float(value)
+        except OverflowError:
+            return None
+    elif isinstance(value, str) and _NUMBER_RE.fullmatch(value):
+        x = float(value)
+    else:
+        return None
+    if not math.isfinite(x) or x <= 0 or x > 1e12:
+        return None
+    return x
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= 128 and value.isprintable()
+
+
+def _check_field(kind: Any, value: object) -> tuple[bool, object]:
+    """(ok, normalised value) for one field of a known kind."""
+    if kind == _ID:
+        return _valid_id(value), value
+    if kind == _DIM:
+        ok = isinstance(value, str) and bool(_DIM_RE.fullmatch(value)) and value != ALL
+        return ok, value
+    if kind == _AMOUNT:
+        x = parse_amount(value)
+        return x is not None, x
+    if kind == _CURRENCY:
+        return isinstance(value, str) and bool(_CURRENCY_RE.fullmatch(value)), value
+    if kind == _TEXT:
+        return isinstance(value, str), value
+    if kind == _BOOL:
+        return isinstance(value, bool), value
+    if kind == _SCORE:
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10
+        return ok, value
+    # an enumeration: exact lowercase member
+    return isinstance(value, str) and value in kind, value
+
+
+@dataclass(frozen=True)
+class Event:
+    """A payload that passed the stateless checks."""
+
+    type: str
+    event_id: str
+    t: float  # occurred_at, Unix seconds UTC
+    fields: dict[str, Any]  # the type's fields, normalised (amounts as float)
+
+
+def validate(topic: str, value: bytes, *, currency: str, now: float) -> Event | str:
+    """The stateless checks 1-5 of SEMANTICS; returns the Event or the dead-letter reason."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return "invalid_json"
+    if not isinstance(doc, dict):
+        return "schema"
+    etype = doc.get("type")
+    if not isinstance(etype, str):
+        return "schema"
+    event_id = doc.get("event_id")
+    if not (isinstance(event_id, str) and 1 <= len(event_id) <= 128):
+        return "schema"
+    t = parse_timestamp(doc.get("occurred_at"))
+    if t is None:
+        return "schema"
+    if etype not in EVENT_TYPES:
+        return "unknown_type"
+    etopic, spec = EVENT_TYPES[etype]
+    fields: dict[str, Any] = {}
+    for name, kind in spec.items():
+        if name not in doc:
+            return "schema"
+        ok, norm = _check_field(kind, doc[name])
+        if not ok:
+            return "schema"
+        fields[name] = norm
+    if etopic != topic:
+        return "unknown_type"
+    if "currency" in fields and fields["currency"] != currency:
+        return "currency"
+    if t > now + FUTURE_TOLERANCE:
+        return "future"
+    return Event(etype, event_id, t, fields)
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycles and measurements.
+
+
+@dataclass
+class _Facts:
+    """The applied measurements, per KPI and dimension value, plus the status events."""
+
+    # kpi -> dimension value -> [(t, kind, x)]
+    records: dict[str, dict[str, list[tuple[float, str, float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    # service -> [(t, arrival, "down" | "up")]
+    status: dict[str, list[tuple[float, tuple[int, int], str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def add(self, kpi: str, dim: str, t: float, kind: str, x: float) -> None:
+        self.records[kpi][dim].append((t, kind, x))
+
+
+@dataclass
+class _Partition:
+    """State of one input partition."""
+
+    watermark: float = -math.inf
+    applied_ids: dict[str, float] = field(default_factory=dict)  # event_id -> occurred_at
+    entities: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, int]) -> str | None:
+    """Check 8 and the application: the dead-letter reason, or None after applying ``ev``."""
+    f, t, typ = ev.fields, ev.t, ev.type
+    ents = part.entities
+
+    if typ in ("invoice.received", "invoice.issued"):
+        key = ("invoice", f["invoice_id"])
+        if key in ents:
+            return "invalid_transition"
+        ap = typ == "invoice.received"
+        ents[key] = {
+            "kind": "ap" if ap else "ar",
+            "t": t,
+            "amount": f["amount"],
+            "department": f["department"],
+            "status": "received" if ap else "issued",
+            "paid": 0.0,
+        }
+        if ap:
+            facts.add("ap_turnover", f["department"], t, "received", f["amount"])
+        else:
+            facts.add("dso", f["department"], t, "issued", f["amount"])
+        return None
+
+    if typ in ("invoice.approved", "invoice.rejected", "invoice.paid", "payment.received"):
+        inv = ents.get(("invoice", f["invoice_id"]))
+        if inv is None:
+            return "unknown_entity"
+        if t < inv["t"]:
+            return "invalid_transition"
+        dept = inv["department"]
+        if typ == "payment.received":
+            if inv["kind"] != "ar" or inv["paid"] + f["amount"] > inv["amount"] + OVERPAY_EPSILON:
+                return "invalid_transition"
+            inv["paid"] += f["amount"]
+            facts.add("dso", dept, t, "payment", f["amount"])
+            return None
+        if inv["kind"] != "ap":
+            return "invalid_transition"
+        if typ == "invoice.paid":
+            if inv["status"] != "approved":
+                return "invalid_transition"
+            if inv["paid"] + f["amount"] > inv["amount"] + OVERPAY_EPSILON:
+                return "invalid_transition"
+            inv["paid"] += f["amount"]
+            facts.add("ap_turnover", dept, t, "paid", f["amount"])
+            return None
+        if inv["status"] != "received":
+            return "invalid_transition"
+        decision = "approved" if typ == "invoice.approved" else "rejected"
+        inv["status"] = decision
+        duration = t - inv["t"]
+        facts.add("invoice_processing_time", dept, t, decision, duration)
+        facts.add("invoice_error_rate", dept, t, decision, 1.0 if decision == "rejected" else 0.0)
+        if decision == "rejected":
+            facts.add("ap_turnover", dept, t, "rejected", inv["amount"])
+        return None
+
+    if typ == "requisition.opened":
+        key = ("requisition", f["requisition_id"])
+        if key in ents:
+            return "invalid_transition"
+        ents[key] = {"t": t, "department": f["department"], "accepted": False}
+        return None
+    if typ == "offer.accepted":
+        req = ents.get(("requisition", f["requisition_id"]))
+        if req is None:
+            return "unknown_entity"
+        if t < req["t"] or req["accepted"]:
+            return "invalid_transition"
+        req["accepted"] = True
+        facts.add("time_to_hire", req["department"], t, "accepted", t - req["t"])
+        return None
+
+    if typ == "employee.hired":
+        key = ("employee", f["employee_id"])
+        if key in ents:
+            return "invalid_transition"
+        ents[key] = {"t": t, "department": f["department"], "left": False}
+        facts.add("employee_turnover_rate", f["department"], t, "hired", 1.0)
+        return None
+    if typ == "employee.left":
+        emp = ents.get(("employee", f["employee_id"]))
+        if emp is None:
+            return "unknown_entity"
+        if t < emp["t"] or emp["left"]:
+            return "invalid_transition"
+        emp["left"] = True
+        facts.add("employee_turnover_rate", emp["department"], t, "left", 1.0)
+        return None
+
+    if typ == "survey.submitted":
+        facts.add("employee_satisfaction", f["department"], t, "survey", float(f["score"]))
+        facts.add("enps", f["department"], t, "survey", float(f["score"]))
+        return None
+    if typ == "training.completed":
+        facts.add("training_cost", f["department"], t, "training", f["cost"])
+        return None
+
+    if typ == "incident.opened":
+        key = ("incident", f["incident_id"])
+        if key in ents:
+            return "invalid_transition"
+        ents[key] = {"t": t, "service": f["service"], "acked": False, "resolved": False}
+        if f["category"] == "security":
+            facts.add("security_incidents", f["service"], t, "security", 1.0)
+        return None
+    if typ in ("incident.acknowledged", "incident.resolved"):
+        inc = ents.get(("incident", f["incident_id"]))
+        if inc is None:
+            return "unknown_entity"
+        if t < inc["t"] or inc["resolved"]:
+            return "invalid_transition"
+        if typ == "incident.acknowledged":
+            if inc["acked"]:
+                return "invalid_transition"
+            inc["acked"] = True
+            facts.add("incident_response_time", inc["service"], t, "ack", t - inc["t"])
+        else:
+            inc["resolved"] = True
+            facts.add("incident_resolution_time", inc["service"], t, "resolved", t - inc["t"])
+        return None
+
+    if typ == "ticket.opened":
+        key = ("ticket", f["ticket_id"])
+        if key in ents:
+            return "invalid_transition"
+        ents[key] = {"t": t, "queue": f["queue"], "resolved": False}
+        return None
+    if typ == "ticket.resolved":
+        tic = ents.get(("ticket", f["ticket_id"]))
+        if tic is None:
+            return "unknown_entity"
+        if t < tic["t"] or tic["resolved"]:
+            return "invalid_transition"
+        tic["resolved"] = True
+        facts.add("ticket_resolution_time", tic["queue"], t, "resolved", t - tic["t"])
+        return None
+
+    if typ in ("service.down", "service.up"):
+        facts.status[f["service"]].append((t, arrival, typ.split(".")[1]))
+        return None
+
+    raise AssertionError(typ)  # every type of EVENT_TYPES is handled above
+
+
+# --------------------------------------------------------------------------------------
+# Windows and values.
+
+
+def _floor_div(t: float, step: int) -> int:
+    """floor(t / step), robust against float rounding."""
+    k = math.floor(t / step)
+    if k * step > t:
+        k -= 1
+    elif (k + 1) * step <= t:
+        k += 1
+    return k
+
+
+def window_starts(t: float, size: int, step: int) -> list[int]:
+    """Starts of every window [s, s + size) with s a multiple of step that contains t."""
+    k = _floor_div(t, step)
+    return [j * step for j in range(k - size // step + 1, k + 1)]
+
+
+_DELTAS: dict[str, dict[str, float]] = {
+    "dso": {"issued": 1.0, "payment": -1.0},
+    "ap_turnover": {"received": 1.0, "paid": -1.0, "rejected": -1.0},
+    "employee_turnover_rate": {"hired": 1.0, "left": -1.0},
+}
+
+
+class _Series:
+    """The records of one KPI and scope, sorted by time, with prefix sums of balance deltas."""
+
+    def __init__(self, kpi: str, records: list[tuple[float, str, float]]) -> None:
+        self.records = sorted(records, key=lambda r: r[0])
+        self.times = [r[0] for r in self.records]
+        deltas = _DELTAS.get(kpi, {})
+        self.prefix = [0.0]
+        for _, kind, x in self.records:
+            self.prefix.append(self.prefix[-1] + deltas.get(kind, 0.0) * x)
+
+    def between(self, start: float, end: float) -> list[tuple[float, str, float]]:
+        """Records with start <= t < end."""
+        lo = bisect.bisect_left(self.times, start)
+        hi = bisect.bisect_left(self.times, end)
+        return self.records[lo:hi]
+
+    def balance(self, t: float) -> float:
+        """Sum of the deltas of every record with occurred_at < t."""
+        return self.prefix[bisect.bisect_left(self.times, t)]
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return None if den == 0 else num / den
+
+
+def _value(
+    kpi: str, series: _Series, recs: list[tuple[float, str, float]], start: int, size: int
+) -> float | None:
+    """The SPEC formula of ``kpi`` for the window [start, start + size)."""
+    end = start + size
+    n = len(recs)
+    xs = [x for _, _, x in recs]
+    if kpi in (
+        "invoice_processing_time",
+        "invoice_error_rate",
+        "time_to_hire",
+        "employee_satisfaction",
+        "incident_response_time",
+        "incident_resolution_time",
+        "ticket_resolution_time",
+    ):
+        return _ratio(sum(xs), n)
+    if kpi == "enps":
+        if n == 0:
+            return None
+        promoters = sum(1 for x in xs if x >= 9)
+        detractors = sum(1 for x in xs if x <= 6)
+        return (promoters / n - detractors / n) * 100
+    if kpi == "training_cost":
+        return sum(xs)
+    if kpi == "security_incidents":
+        return float(n)
+    if kpi == "dso":
+        credit_sales = sum(x for _, kind, x in recs if kind == "issued")
+        ar_end = series.balance(end)
+        if credit_sales == 0:
+            return None
+        return ar_end / credit_sales * (size / DAY)
+    if kpi == "ap_turnover":
+        purchases = sum(x for _, kind, x in recs if kind == "received")
+        average = (series.balance(start) + series.balance(end)) / 2
+        return _ratio(purchases, average)
+    if kpi == "employee_turnover_rate":
+        separations = float(sum(1 for _, kind, _ in recs if kind == "left"))
+        average = (series.balance(start) + series.balance(end)) / 2
+        return _ratio(separations, average)
+    raise AssertionError(kpi)
+
+
+def _closed_limit(
+    topic: str, partitions: Mapping[str, int], wms: dict[tuple[str, int], float]
+) -> float:
+    """The topic's frontier: min watermark over all its partitions (-inf if any is empty)."""
+    n = partitions.get(topic, 0)
+    if n <= 0:
+        return -math.inf
+    return min(wms.get((topic, p), -math.inf) for p in range(n))
+
+
+def _history_of_records(
+    facts: _Facts, limits: dict[str, float]
+) -> dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]:
+    history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
+    for kpi, (topic, _dim) in KPIS.items():
+        if kpi == "system_uptime":
+            continue
+        by_dim = facts.records.get(kpi, {})
+        scopes: dict[str, list[tuple[float, str, float]]] = {d: list(r) for d, r in by_dim.items()}
+        all_records = [r for d in sorted(by_dim) for r in by_dim[d]]
+        if all_records:
+            scopes[ALL] = all_records
+        limit = limits[topic]
+        for scope, records in scopes.items():
+            series = _Series(kpi, records)
+            for wname, (size, step) in WINDOWS.items():
+                starts = {s for t in series.times for s in window_starts(t, size, step)}
+                out: dict[int, tuple[float | None, int]] = {}
+                for start in sorted(starts):
+                    if limit < start + size:  # not closed: frontier - grace < end
+                        continue
+                    recs = series.between(start, start + size)
+                    if recs:
+                        out[start] = (_value(kpi, series, recs, start, size), len(recs))
+                if out:
+                    history[(kpi, wname, scope)] = out
+    return history
+
+
+def _uptime_history(
+    facts: _Facts, limit: float
+) -> dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]:
+    """system_uptime per SEMANTICS "Uptime"; ``limit`` = incidents frontier - grace."""
+    history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
+    for wname, (size, step) in WINDOWS.items():
+        per_service: dict[str, dict[int, tuple[float, int]]] = {}
+        for service in sorted(facts.status):
+            events = sorted(facts.status[service], key=lambda e: (e[0], e[1]))
+            times = [e[0] for e in events]
+            # the state machine: up -> (down) -> down -> (up) -> up; repeats change nothing
+            intervals: list[tuple[float, float]] = []
+            down_since: float | None = None
+            for t, _, kind in events:
+                if kind == "down" and down_since is None:
+                    down_since = t
+                elif kind == "up" and down_since is not None:
+                    intervals.append((down_since, t))
+                    down_since = None
+            if down_since is not None:
+                intervals.append((down_since, math.inf))  # still open: up to the window end
+            if math.isinf(limit):
+                continue  # a partition of the topic never applied anything: nothing closes
+            first = times[0]
+            n = size // step
+            j_min = _floor_div(first, step) - n + 1  # first window whose end is > first
+            j_max = _floor_div(limit, step) - n  # last window with end <= limit
+            out: dict[int, tuple[float, int]] = {}
+            for j in range(j_min, j_max + 1):
+                start, end = j * step, j * step + size
+                downtime = sum(
+                    max(0.0, min(b, end) - max(a, start)) for a, b in intervals if a < end
+                )
+                count = bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
+                out[start] = (1 - downtime / size, count)
+            if out:
+                per_service[service] = out
+                history[("system_uptime", wname, service)] = dict(out)
+        rollup: dict[int, tuple[float | None, int]] = {}
+        for start in sorted({s for out in per_service.values() for s in out}):
+            values = [out[start] for _, out in sorted(per_service.items()) if start in out]
+            rollup[start] = (sum(v for v, _ in values) / len(values), sum(c for _, c in values))
+        if rollup:
+            history[("system_uptime", wname, ALL)] = rollup
+    return history
+
+
+# --------------------------------------------------------------------------------------
+
+
+def compute(
+    messages: Sequence[Message],
+    *,
+    partitions: Mapping[str, int],
+    grace_seconds: float = 3600,
+    currency: str = "USD",
+    now: float,
+) -> RefResult:
+    """Run the whole log through SEMANTICS and return every closed window of every KPI."""
+    parts: dict[tuple[str, int], _Partition] = defaultdict(_Partition)
+    last_offset: dict[tuple[str, int], int] = {}
+    facts = _Facts()
+    dead_letters: list[tuple[str, int, int, str]] = []
+    duplicates = 0
+    applied = 0
+
+    for msg in messages:
+        if msg.topic not in TOPICS:
+            raise ValueError(f"unknown topic {msg.topic!r}")
+        if not 0 <= msg.partition < partitions.get(msg.topic, 0):
+            raise ValueError(f"partition {msg.partition} out of range for {msg.topic!r}")
+        tp = (msg.topic, msg.partition)
+        if tp in last_offset and msg.offset <= last_offset[tp]:
+            raise ValueError(f"offsets of {tp} not increasing at {msg.offset}")
+        last_offset[tp] = msg.offset
+        part = parts[tp]
+
+        checked = validate(msg.topic, msg.value, currency=currency, now=now)
+        if isinstance(checked, str):
+            dead_letters.append((msg.topic, msg.partition, msg.offset, checked))
+            continue
+        ev = checked
+        previous = part.applied_ids.get(ev.event_id)
+        if previous is not None and previous >= part.watermark - DEDUP_HORIZON:
+            duplicates += 1
+            continue
+        if ev.t < part.watermark - grace_seconds:
+            dead_letters.append((msg.topic, msg.partition, msg.offset, "late"))
+            continue
+        reason = _lifecycle(ev, part, facts, (msg.partition, msg.offset))
+        if reason is not None:
+            dead_letters.append((msg.topic, msg.partition, msg.offset, reason))
+            continue
+        applied += 1
+        part.watermark = max(part.watermark, ev.t)
+        part.applied_ids[ev.event_id] = max(ev.t, previous if previous is not None else ev.t)
+
+    watermarks = {
+        (topic, p): parts[(topic, p)].watermark if (topic, p) in parts else -math.inf
+        for topic in TOPICS
+        for p in range(partitions.get(topic, 0))
+    }
+    limits = {
+        topic: _closed_limit(topic, partitions, watermarks) - grace_seconds for topic in TOPICS
+    }
+    history = _history_of_records(facts, limits)
+    history.update(_uptime_history(facts, limits["incidents"]))
+    return RefResult(history, dead_letters, duplicates, watermarks, applied)

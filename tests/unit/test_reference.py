@@ -1,0 +1,841 @@
+"""Hand-computed examples that pin the batch reference (tests/reference.py) down.
+
+Every test states its hand computation in comments.  T0 is a day boundary
+(2023-11-15T00:00:00Z); "H0" is the hour [T0, T0+1h), "D0" the day [T0, T0+1d).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.eventgen import event_logs, log_now, random_log
+from tests.reference import DAY, EVENT_TYPES, HOUR, Message, RefResult, compute, parse_timestamp
+
+T0 = 1_700_006_400  # 2023-11-15T00:00:00Z
+assert T0 % DAY == 0
+NOW = T0 + 100 * DAY
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Log:
+    """A tiny hand-written log; offsets are assigned per partition in call order."""
+
+    def __init__(self, **partitions: int) -> None:
+        self.partitions = {"invoices": 1, "hiring": 1, "incidents": 1, **partitions}
+        self.messages: list[Message] = []
+        self.offsets: dict[tuple[str, int], int] = collections.defaultdict(int)
+        self.n = 0
+
+    def raw(self, topic: str, value: bytes, partition: int = 0) -> tuple[str, int, int]:
+        offset = self.offsets[(topic, partition)]
+        self.offsets[(topic, partition)] += 1
+        self.messages.append(Message(topic, partition, offset, value))
+        return (topic, partition, offset)
+
+    def add(
+        self,
+        topic: str,
+        etype: str,
+        t: float | str,
+        *,
+        partition: int = 0,
+        event_id: str | None = None,
+        **fields: Any,
+    ) -> tuple[str, int, int]:
+        self.n += 1
+        doc = {
+            "event_id": event_id or f"e{self.n}",
+            "type": etype,
+            "occurred_at": t if isinstance(t, str) else iso(t),
+            **fields,
+        }
+        return self.raw(topic, orjson.dumps(doc), partition)
+
+    def flush(
+        self, t: float, topics: tuple[str, ...] = ("invoices", "hiring", "incidents")
+    ) -> None:
+        """Move every partition of ``topics`` to watermark t (events feeding no closed window)."""
+        for topic in topics:
+            for p in range(self.partitions[topic]):
+                if topic == "invoices":
+                    self.add(
+                        topic,
+                        "invoice.issued",
+                        t,
+                        partition=p,
+                        invoice_id=f"fl{p}",
+                        amount=1,
+                        currency="USD",
+                        department="zz",
+                        customer_id="c",
+                    )
+                elif topic == "hiring":
+                    self.add(
+                        topic,
+                        "requisition.opened",
+                        t,
+                        partition=p,
+                        requisition_id=f"fl{p}",
+                        department="zz",
+                    )
+                else:
+                    self.add(
+                        topic,
+                        "ticket.opened",
+                        t,
+                        partition=p,
+                        ticket_id=f"fl{p}",
+                        queue="zz",
+                        priority="p4",
+                    )
+
+    def run(self, **kw: Any) -> RefResult:
+        kw.setdefault("now", NOW)
+        return compute(self.messages, partitions=self.partitions, **kw)
+
+
+def ap(log: Log, inv: str, t: float, amount: float, dept: str = "finance") -> None:
+    log.add(
+        "invoices",
+        "invoice.received",
+        t,
+        invoice_id=inv,
+        amount=amount,
+        currency="USD",
+        department=dept,
+        vendor_id="v1",
+    )
+
+
+def ar(log: Log, inv: str, t: float, amount: float, dept: str = "finance") -> None:
+    log.add(
+        "invoices",
+        "invoice.issued",
+        t,
+        invoice_id=inv,
+        amount=amount,
+        currency="USD",
+        department=dept,
+        customer_id="c1",
+    )
+
+
+def survey(log: Log, t: float, score: int, dept: str = "sales", **kw: Any) -> tuple[str, int, int]:
+    return log.add(
+        "hiring", "survey.submitted", t, response_id=f"r{log.n}", department=dept, score=score, **kw
+    )
+
+
+def reasons(res: RefResult) -> list[str]:
+    return [r for *_, r in res.dead_letters]
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def test_processing_time_and_error_rate_per_department_and_all() -> None:
+    log = Log()
+    ap(log, "A", T0 + 600, 100)
+    ap(log, "B", T0 + 900, 100)
+    ap(log, "C", T0 + 0, 100, dept="hr")
+    ap(log, "D", T0 + 3000, 100)
+    log.add("invoices", "invoice.approved", T0 + 1800, invoice_id="A")  # 1200 s, H0
+    log.add("invoices", "invoice.rejected", T0 + 3000, invoice_id="B", reason="x")  # 2100 s, H0
+    log.add("invoices", "invoice.approved", T0 + 3599, invoice_id="C")  # 3599 s, H0, hr
+    log.add("invoices", "invoice.approved", T0 + 4000, invoice_id="D")  # 1000 s, H1
+    log.flush(T0 + 2 * DAY + HOUR)
+    h = log.run().history
+    pt, er = "invoice_processing_time", "invoice_error_rate"
+    # H0: finance (1200 + 2100) / 2 = 1650 over 2; hr 3599 over 1;
+    #     all (1200 + 2100 + 3599) / 3 = 2299.67 (not the mean of 1650 and 3599)
+    assert h[(pt, "1h", "finance")][T0] == (1650.0, 2)
+    assert h[(pt, "1h", "hr")][T0] == (3599.0, 1)
+    assert h[(pt, "1h", "all")][T0] == (6899 / 3, 3)
+    # H1: finance 1000 over 1; hr has no H1 entry
+    assert h[(pt, "1h", "finance")][T0 + HOUR] == (1000.0, 1)
+    assert T0 + HOUR not in h[(pt, "1h", "hr")]
+    # D0: finance (1200 + 2100 + 1000) / 3; all 7899 / 4
+    assert h[(pt, "1d", "finance")] == {T0: (4300 / 3, 3)}
+    assert h[(pt, "1d", "all")] == {T0: (7899 / 4, 4)}
+    # error rate H0: finance 1 rejected / 2 = 0.5, hr 0 / 1, all 1 / 3; D0 finance 1/3, all 1/4
+    assert h[(er, "1h", "finance")][T0] == (0.5, 2)
+    assert h[(er, "1h", "hr")][T0] == (0.0, 1)
+    assert h[(er, "1h", "all")][T0] == (1 / 3, 3)
+    assert h[(er, "1d", "finance")][T0] == (1 / 3, 3)
+    assert h[(er, "1d", "all")][T0] == (0.25, 4)
+
+
+def test_dso_with_partial_payments() -> None:
+    log = Log()
+    ar(log, "X", T0 + 100, 100)
+    log.add("invoices", "payment.received", T0 + 200, invoice_id="X", amount=30)  # H0
+    log.add("invoices", "payment.received", T0 + 4000, invoice_id="X", amount="20")  # H1
+    ar(log, "Y", T0 + 3700, 50, dept="hr")  # H1
+    bad = log.add("invoices", "payment.received", T0 + 5000, invoice_id="X", amount=60)
+    log.flush(T0 + 2 * DAY + HOUR)
+    res = log.run()
+    # X has 50 outstanding: 60 is above it -> invalid_transition, applied to nothing
+    assert res.dead_letters == [(*bad, "invalid_transition")]
+    h = res.history
+    # H0 finance: AR_end = 100 - 30 = 70, credit sales 100, window_days 1/24 -> 0.7/24; count 2
+    assert h[("dso", "1h", "finance")][T0] == pytest.approx((0.7 / 24, 2))
+    assert h[("dso", "1h", "all")][T0] == pytest.approx((0.7 / 24, 2))
+    # H1 finance: AR_end 50, credit sales 0 -> undefined, count 1 (the payment)
+    assert h[("dso", "1h", "finance")][T0 + HOUR] == (None, 1)
+    # H1 hr: 50 / 50 / 24; all: AR_end 100, credit sales 50 -> 2 / 24, count 2
+    assert h[("dso", "1h", "hr")][T0 + HOUR] == pytest.approx((1 / 24, 1))
+    assert h[("dso", "1h", "all")][T0 + HOUR] == pytest.approx((2 / 24, 2))
+    # D0: finance 50 / 100 * 1 = 0.5 over 3; hr 1.0 over 1; all 100 / 150 over 4
+    assert h[("dso", "1d", "finance")] == {T0: (0.5, 3)}
+    assert h[("dso", "1d", "hr")] == {T0: (1.0, 1)}
+    assert h[("dso", "1d", "all")][T0] == pytest.approx((100 / 150, 4))
+    # 30d window [T0 - 29d, T0 + 1d): same events, window_days 30 -> finance 0.5 * 30 = 15
+    assert h[("dso", "30d", "finance")][T0 - 29 * DAY] == (15.0, 3)
+
+
+def test_ap_turnover_balances_across_windows_and_30d_rolling() -> None:
+    log = Log()
+    ap(log, "A", T0 + 100, 400)
+    ap(log, "B", T0 + 200, 200)
+    log.add("invoices", "invoice.approved", T0 + 300, invoice_id="A")  # not an AP movement
+    log.add("invoices", "invoice.paid", T0 + 400, invoice_id="A", amount=100)  # partial
+    log.add("invoices", "invoice.paid", T0 + DAY + 100, invoice_id="A", amount=300)
+    log.add("invoices", "invoice.rejected", T0 + DAY + 200, invoice_id="B", reason="x")
+    ap(log, "C", T0 + DAY + 300, 600)
+    log.flush(T0 + 3 * DAY + HOUR)  # frontier - grace = T0 + 3d
+    h = log.run().history
+    # D0: purchases 600, AP_start 0, AP_end 400 + 200 - 100 = 500 -> 600 / 250 = 2.4; count
+    #     received 2 + paid 1 = 3
+    # D1: purchases 600, AP_start 500, AP_end 500 - 300 - 200 (rejected B) + 600 = 600
+    #     -> 600 / 550; count paid + rejected + received = 3.  D2: no event -> no entry.
+    assert h[("ap_turnover", "1d", "finance")] == {T0: (2.4, 3), T0 + DAY: (600 / 550, 3)}
+    assert h[("ap_turnover", "1d", "all")] == h[("ap_turnover", "1d", "finance")]
+    # 30d windows [d - 30d, d): d = T0+1d holds D0 -> 2.4 over 3; d = T0+2d and T0+3d hold
+    # both days: purchases 1200, AP_start 0, AP_end 600 -> 1200 / 300 = 4.0 over 6.
+    # d = T0+4d is not closed (frontier - grace = T0 + 3d).
+    assert h[("ap_turnover", "30d", "finance")] == {
+        T0 - 29 * DAY: (2.4, 3),
+        T0 - 28 * DAY: (4.0, 6),
+        T0 - 27 * DAY: (4.0, 6),
+    }
+
+
+def test_employee_turnover_rate_with_headcount() -> None:
+    log = Log()
+    for i, t in enumerate((100, 200, 300), start=1):
+        log.add("hiring", "employee.hired", T0 + t, employee_id=f"e{i}", department="hr")
+    log.add("hiring", "employee.hired", T0 + DAY + 100, employee_id="e4", department="hr")
+    log.add("hiring", "employee.left", T0 + DAY + 200, employee_id="e1", voluntary=True)
+    log.add("hiring", "employee.left", T0 + DAY + 300, employee_id="e2", voluntary=False)
+    twice = log.add("hiring", "employee.left", T0 + DAY + 350, employee_id="e1", voluntary=True)
+    ghost = log.add("hiring", "employee.left", T0 + DAY + 360, employee_id="e9", voluntary=True)
+    # ops: hired and gone within D1 -> HC_start 0, HC_end 0 -> undefined
+    log.add("hiring", "employee.hired", T0 + DAY + 400, employee_id="e5", department="ops")
+    log.add("hiring", "employee.left", T0 + DAY + 500, employee_id="e5", voluntary=False)
+    log.flush(T0 + 3 * DAY)
+    res = log.run()
+    assert res.dead_letters == [(*twice, "invalid_transition"), (*ghost, "unknown_entity")]
+    tr = "employee_turnover_rate"
+    # hr D0: 0 separations / ((0 + 3) / 2) = 0.0 over 3 hires
+    # hr D1: 2 separations / ((3 + 2) / 2) = 0.8 over hire + 2 departures = 3
+    assert res.history[(tr, "1d", "hr")] == {T0: (0.0, 3), T0 + DAY: (0.8, 3)}
+    assert res.history[(tr, "1d", "ops")] == {T0 + DAY: (None, 2)}
+    # all D1: 3 separations / ((3 + 2) / 2) = 1.2 over 5
+    assert res.history[(tr, "1d", "all")][T0 + DAY] == pytest.approx((1.2, 5))
+
+
+def test_enps_and_satisfaction() -> None:
+    log = Log()
+    for s in (10, 9, 9, 7, 3):
+        survey(log, T0 + 100 + s, s, dept="sales")
+    for s in (0, 6):
+        survey(log, T0 + 200 + s, s, dept="hr")
+    log.flush(T0 + DAY + HOUR)
+    h = log.run().history
+    # sales: 3 promoters, 1 detractor of 5 -> (3/5 - 1/5) * 100 = 40; mean 38 / 5 = 7.6
+    assert h[("enps", "1h", "sales")][T0] == ((3 / 5 - 1 / 5) * 100, 5)
+    assert h[("enps", "1h", "sales")][T0][0] == pytest.approx(40.0)
+    assert h[("employee_satisfaction", "1h", "sales")][T0] == (7.6, 5)
+    # hr: 0 promoters, 2 detractors -> -100; mean 3
+    assert h[("enps", "1h", "hr")][T0] == (-100.0, 2)
+    assert h[("employee_satisfaction", "1h", "hr")][T0] == (3.0, 2)
+    # all: 3 promoters, 3 detractors of 7 -> 0; mean 44 / 7
+    assert h[("enps", "1d", "all")][T0] == (0.0, 7)
+    assert h[("employee_satisfaction", "1d", "all")][T0] == (44 / 7, 7)
+
+
+def test_training_cost_time_to_hire_and_security_incidents() -> None:
+    log = Log()
+    log.add("hiring", "requisition.opened", T0 - 5000, requisition_id="q1", department="hr")
+    log.add(
+        "hiring",
+        "training.completed",
+        T0 + 10,
+        training_id="t1",
+        employee_id="x",
+        department="hr",
+        cost="99.5",
+        currency="USD",
+    )
+    log.add(
+        "hiring",
+        "training.completed",
+        T0 + 20,
+        training_id="t2",
+        employee_id="x",
+        department="hr",
+        cost=0.5,
+        currency="USD",
+    )
+    log.add("hiring", "offer.accepted", T0 + 30, requisition_id="q1", candidate_id="c")
+    for i, cat in enumerate(("security", "security", "outage")):
+        log.add(
+            "incidents",
+            "incident.opened",
+            T0 + 40 + i,
+            incident_id=f"i{i}",
+            service="api",
+            severity="sev2",
+            category=cat,
+        )
+    log.flush(T0 + DAY + HOUR)
+    h = log.run().history
+    # training cost = sum 99.5 + 0.5 = 100, count = 2 trainings
+    assert h[("training_cost", "1h", "hr")] == {T0: (100.0, 2)}
+    # time to hire: accepted at T0+30, opened T0-5000 -> 5030 s, in the window of the acceptance
+    assert h[("time_to_hire", "1h", "hr")] == {T0: (5030.0, 1)}
+    # 2 security incidents (the outage does not count)
+    assert h[("security_incidents", "1h", "api")] == {T0: (2.0, 2)}
+    assert h[("security_incidents", "1d", "all")] == {T0: (2.0, 2)}
+
+
+def test_incident_and_ticket_durations() -> None:
+    log = Log()
+    log.add(
+        "incidents",
+        "incident.opened",
+        T0 + 0,
+        incident_id="i1",
+        service="api",
+        severity="sev1",
+        category="outage",
+    )
+    log.add("incidents", "incident.acknowledged", T0 + 300, incident_id="i1")
+    log.add(
+        "incidents",
+        "incident.opened",
+        T0 + 100,
+        incident_id="i2",
+        service="web",
+        severity="sev3",
+        category="other",
+    )
+    log.add("incidents", "incident.resolved", T0 + 700, incident_id="i2")  # directly
+    ack_late = log.add("incidents", "incident.acknowledged", T0 + 800, incident_id="i2")
+    log.add("incidents", "ticket.opened", T0 + 50, ticket_id="k1", queue="desk", priority="p1")
+    log.add("incidents", "ticket.resolved", T0 + 1050, ticket_id="k1")
+    log.add("incidents", "incident.resolved", T0 + 4000, incident_id="i1")  # H1, arrives last
+    log.flush(T0 + DAY + HOUR)
+    res = log.run()
+    # acknowledgement after resolution -> invalid_transition
+    assert res.dead_letters == [(*ack_late, "invalid_transition")]
+    h = res.history
+    assert h[("incident_response_time", "1h", "api")] == {T0: (300.0, 1)}
+    assert h[("incident_resolution_time", "1h", "api")] == {T0 + HOUR: (4000.0, 1)}
+    assert h[("incident_resolution_time", "1h", "web")] == {T0: (600.0, 1)}
+    # D0 all: (4000 + 600) / 2
+    assert h[("incident_resolution_time", "1d", "all")] == {T0: (2300.0, 2)}
+    assert h[("ticket_resolution_time", "1h", "desk")] == {T0: (1000.0, 1)}
+
+
+def test_uptime_outage_spanning_two_windows_with_repeats() -> None:
+    log = Log()
+    inc = "incidents"
+    log.add(inc, "service.up", T0 + 600, service="api")  # first status event; up already
+    log.add(inc, "service.down", T0 + 1800, service="api")
+    log.add(inc, "service.down", T0 + 2400, service="api")  # repeat: nothing changes
+    log.add(inc, "service.up", T0 + 5400, service="api")
+    log.add(inc, "service.up", T0 + 6000, service="api")  # repeat
+    log.add(inc, "service.down", T0 + 8100, service="web")  # first event; never up again
+    log.flush(T0 + DAY + 2 * HOUR)  # frontier - grace = T0 + 1d + 1h: H0..H24 and D0 close
+    h = log.run().history
+    up = "system_uptime"
+    api, web, all_ = h[(up, "1h", "api")], h[(up, "1h", "web")], h[(up, "1h", "all")]
+    # api H0: down 1800..3600 = 1800 s -> 0.5, 3 status events; H1: down 3600..5400 -> 0.5,
+    # 2 events; H2..H24: up, 1.0, count 0 (still in history: after the first status event)
+    assert api[T0] == (0.5, 3)
+    assert api[T0 + HOUR] == (0.5, 2)
+    assert api[T0 + 2 * HOUR] == (1.0, 0)
+    assert sorted(api) == [T0 + k * HOUR for k in range(25)]
+    # web H2: down 8100..10800 = 2700 s -> 0.25, 1 event; H3: open outage -> 0.0; windows
+    # only from H2 (its first status event) on
+    assert web[T0 + 2 * HOUR] == (0.25, 1)
+    assert web[T0 + 3 * HOUR] == (0.0, 0)
+    assert sorted(web) == [T0 + k * HOUR for k in range(2, 25)]
+    # all: H0, H1 only api; H2 mean(1.0, 0.25) = 0.625 count 1; H3 mean(1.0, 0.0)
+    assert all_[T0] == (0.5, 3)
+    assert all_[T0 + HOUR] == (0.5, 2)
+    assert all_[T0 + 2 * HOUR] == (0.625, 1)
+    assert all_[T0 + 3 * HOUR] == (0.5, 0)
+    # D0: api down 3600 s -> 1 - 3600/86400; web open outage 8100..86400 = 78300 s
+    api_d, web_d = 1 - 3600 / DAY, 1 - 78300 / DAY
+    assert h[(up, "1d", "api")] == {T0: (api_d, 5)}
+    assert h[(up, "1d", "web")] == {T0: (web_d, 1)}
+    assert h[(up, "1d", "all")] == {T0: ((api_d + web_d) / 2, 6)}
+    # 30d [T0 - 29d, T0 + 1d): downtime the same, window length 30 days
+    assert h[(up, "30d", "web")][T0 - 29 * DAY] == (1 - 78300 / (30 * DAY), 1)
+    assert T0 - 30 * DAY not in h[(up, "30d", "web")]  # ends at T0, before the first event
+
+
+def test_uptime_event_time_order_and_ties() -> None:
+    log = Log()
+    inc = "incidents"
+    # billing: the up arrives before the down but happened after it: sorted by event time,
+    # down 3000..3300 -> 300 s of downtime
+    log.add(inc, "service.up", T0 + 3300, service="billing")
+    log.add(inc, "service.down", T0 + 3000, service="billing")
+    # db: down and up at the same instant, down first (arrival order) -> no downtime;
+    # then up and down at the same instant, up first -> down from T0+2000 on
+    log.add(inc, "service.down", T0 + 1000, service="db")
+    log.add(inc, "service.up", T0 + 1000, service="db")
+    log.add(inc, "service.up", T0 + 2000, service="db")
+    log.add(inc, "service.down", T0 + 2000, service="db")
+    log.flush(T0 + 2 * HOUR)  # frontier - grace = T0 + 1h: only H0 closes
+    h = log.run().history
+    assert h[("system_uptime", "1h", "billing")] == {T0: (1 - 300 / HOUR, 2)}
+    assert h[("system_uptime", "1h", "db")] == {T0: (1 - 1600 / HOUR, 4)}
+    assert ("system_uptime", "1d", "db") not in h
+
+
+def test_30d_rolling_window() -> None:
+    log = Log()
+    for t, cost in ((T0 + 100, 100), (T0 + 10 * DAY + 5, 50)):
+        log.add(
+            "hiring",
+            "training.completed",
+            t,
+            training_id=f"t{t}",
+            employee_id="x",
+            department="hr",
+            cost=cost,
+            currency="USD",
+        )
+    log.flush(T0 + 45 * DAY + HOUR)
+    h = log.run().history[("training_cost", "30d", "hr")]
+    # windows [d - 30d, d): the first training is in those with d = T0+1d .. T0+30d, the
+    # second in d = T0+11d .. T0+40d -> 100 (10 windows), 150 (20 windows), 50 (10 windows)
+    expected = {}
+    for k in range(1, 41):
+        cost = (100 if k <= 30 else 0) + (50 if k >= 11 else 0)
+        expected[T0 + k * DAY - 30 * DAY] = (float(cost), (k <= 30) + (k >= 11))
+    assert h == expected
+
+
+def test_late_versus_within_grace() -> None:
+    log = Log()
+    survey(log, T0 + 10_000, 5)  # watermark T0 + 10000
+    log.add(
+        "hiring", "survey.submitted", T0 + 10 * DAY, response_id="f", department="sales", score=1
+    )  # future for now = T0 + 5d: dead-lettered, the watermark does not move
+    survey(log, T0 + 10_000 - 3600, 7)  # == watermark - grace: not late (strict <)
+    late = survey(log, T0 + 10_000 - 3601, 9)  # < watermark - grace: late
+    survey(log, T0 + 7000, 3)  # within grace: applied as if it had arrived in order
+    log.flush(T0 + DAY + HOUR)
+    res = log.run(now=T0 + 5 * DAY)
+    assert reasons(res) == ["future", "late"]
+    assert res.dead_letters[1][:3] == late
+    h = res.history[("employee_satisfaction", "1h", "sales")]
+    # H1 [T0+3600, T0+7200): 7 (T0+6400) and 3 (T0+7000) -> mean 5 over 2; H2: 5 over 1
+    assert h == {T0 + HOUR: (5.0, 2), T0 + 2 * HOUR: (5.0, 1)}
+    # with 2 h of grace the 9 is on time: H1 = (7 + 9 + 3) / 3 over 3
+    res2 = log.run(now=T0 + 5 * DAY, grace_seconds=7200)
+    assert reasons(res2) == ["future"]
+    assert res2.history[("employee_satisfaction", "1h", "sales")][T0 + HOUR] == (19 / 3, 3)
+
+
+def test_duplicates() -> None:
+    log = Log(hiring=2)
+    survey(log, T0 + 100, 10, event_id="dup")
+    survey(log, T0 + 150, 0, event_id="dup")  # same id, applied within 7 days -> duplicate
+    survey(log, T0 + 20_000, 5)  # watermark moves far: the duplicate check precedes late
+    survey(log, T0 + 100, 10, event_id="dup")  # exact redelivery, 5.5 h old -> duplicate
+    survey(log, T0 + 100, 10, event_id="dup", partition=1)  # another partition: applied
+    # a dead-lettered event is judged again when redelivered
+    orphan = log.add("incidents", "ticket.resolved", T0 + 500, ticket_id="k", event_id="r")
+    log.add("incidents", "ticket.opened", T0 + 400, ticket_id="k", queue="desk", priority="p2")
+    log.add("incidents", "ticket.resolved", T0 + 500, ticket_id="k", event_id="r")
+    log.flush(T0 + DAY + HOUR)
+    res = log.run()
+    assert res.duplicates == 2
+    assert res.dead_letters == [(*orphan, "unknown_entity")]
+    h = res.history
+    # H0 sales: 10 (partition 0) and 10 (partition 1) -> mean 10 over 2
+    assert h[("employee_satisfaction", "1h", "sales")][T0] == (10.0, 2)
+    assert h[("ticket_resolution_time", "1h", "desk")] == {T0: (100.0, 1)}
+
+
+def test_duplicate_horizon_is_seven_days_of_event_time() -> None:
+    log = Log()
+    survey(log, T0, 10, event_id="old")
+    survey(log, T0 + 7 * DAY, 5)  # watermark T0+7d: "old" (T0) >= wm - 7d -> still a duplicate
+    survey(log, T0, 10, event_id="old")
+    survey(log, T0 + 7 * DAY + 1, 5)  # now T0 < wm - 7d: no longer a duplicate, but late
+    survey(log, T0, 10, event_id="old")
+    res = log.run()
+    assert res.duplicates == 1
+    assert reasons(res) == ["late"]
+
+
+def _dead_letter_cases() -> list[tuple[str, str, bytes]]:
+    ts = iso(T0 + 100)
+    base = {"event_id": "x", "occurred_at": ts}
+
+    def doc(etype: str, **fields: Any) -> bytes:
+        return orjson.dumps({**base, "type": etype, **fields})
+
+    inv = {
+        "invoice_id": "n1",
+        "amount": 10,
+        "currency": "USD",
+        "department": "finance",
+        "vendor_id": "v",
+    }
+    sv = {"response_id": "r", "department": "sales", "score": 5}
+    return [
+        ("invalid_json", "hiring", b"\xff\xfe garbage"),
+        ("invalid_json", "hiring", b'{"event_id": "x",'),
+        ("invalid_json", "hiring", b""),
+        ("schema", "hiring", b"[1, 2]"),
+        ("schema", "hiring", orjson.dumps({"event_id": "x", "occurred_at": ts, **sv})),  # no type
+        ("schema", "hiring", doc("survey.submitted", department="sales", score=5)),  # no resp.
+        (
+            "schema",
+            "hiring",
+            orjson.dumps({**base, "occurred_at": ts[:-1], "type": "survey.submitted", **sv}),
+        ),  # naive
+        (
+            "schema",
+            "hiring",
+            orjson.dumps({**base, "occurred_at": "2023-11-15", "type": "survey.submitted", **sv}),
+        ),
+        (
+            "schema",
+            "hiring",
+            orjson.dumps({**base, "occurred_at": T0, "type": "survey.submitted", **sv}),
+        ),
+        ("schema", "hiring", doc("survey.submitted", **{**sv, "department": "All"})),
+        ("schema", "hiring", doc("survey.submitted", **{**sv, "department": "all"})),
+        ("schema", "hiring", doc("survey.submitted", **{**sv, "score": 11})),
+        ("schema", "hiring", doc("survey.submitted", **{**sv, "score": "7"})),
+        ("schema", "hiring", doc("survey.submitted", **{**sv, "score": True})),
+        ("schema", "invoices", doc("invoice.received", **{**inv, "amount": -5})),
+        ("schema", "invoices", doc("invoice.received", **{**inv, "amount": 0})),
+        ("schema", "invoices", doc("invoice.received", **{**inv, "amount": 1e12 + 1})),
+        ("schema", "invoices", doc("invoice.received", **{**inv, "amount": "ten"})),
+        ("schema", "hiring", doc("employee.left", employee_id="e", voluntary="yes")),
+        (
+            "schema",
+            "incidents",
+            doc(
+                "incident.opened",
+                incident_id="i",
+                service="api",
+                severity="Sev1",
+                category="outage",
+            ),
+        ),
+        (
+            "schema",
+            "hiring",
+            orjson.dumps({**base, "event_id": "", "type": "survey.submitted", **sv}),
+        ),
+        (
+            "schema",
+            "hiring",
+            orjson.dumps({**base, "event_id": "x" * 129, "type": "survey.submitted", **sv}),
+        ),
+        ("schema", "hiring", orjson.dumps({"occurred_at": ts, "type": "nope"})),  # before type
+        ("schema", "invoices", doc("ticket.opened", ticket_id="k", queue="desk")),  # before topic
+        ("unknown_type", "hiring", doc("nope")),
+        (
+            "unknown_type",
+            "invoices",
+            doc("ticket.opened", ticket_id="k", queue="desk", priority="p1"),
+        ),
+        ("currency", "invoices", doc("invoice.received", **{**inv, "currency": "EUR"})),
+        (
+            "future",
+            "hiring",
+            orjson.dumps({**base, "occurred_at": iso(NOW + 301), "type": "survey.submitted", **sv}),
+        ),
+        ("unknown_entity", "invoices", doc("invoice.approved", invoice_id="never")),
+    ]
+
+
+@pytest.mark.parametrize(("reason", "topic", "value"), _dead_letter_cases())
+def test_each_stateless_dead_letter_reason(reason: str, topic: str, value: bytes) -> None:
+    log = Log()
+    where = log.raw(topic, value)
+    assert log.run().dead_letters == [(*where, reason)]
+
+
+def test_currency_is_checked_before_future_and_future_before_duplicate() -> None:
+    log = Log()
+    inv = {"invoice_id": "n1", "amount": 10, "department": "finance", "vendor_id": "v"}
+    log.add("invoices", "invoice.received", NOW + DAY, currency="EUR", **inv)
+    survey(log, NOW + 300, 5, event_id="s")  # exactly 300 s ahead: accepted
+    survey(log, NOW + 301, 5, event_id="s")  # future, although its id was applied
+    res = log.run()
+    assert reasons(res) == ["currency", "future"]
+    assert res.duplicates == 0
+
+
+def test_lifecycle_dead_letters() -> None:
+    log = Log()
+    ap(log, "A", T0 + 100, 100)
+    ar(log, "R", T0 + 100, 100)
+    expected = []
+
+    def bad(etype: str, why: str, t: float = T0 + 500, **fields: Any) -> None:
+        expected.append((*log.add("invoices", etype, t, **fields), why))
+
+    bad("invoice.paid", "invalid_transition", invoice_id="A", amount=1)  # not approved yet
+    bad("invoice.approved", "invalid_transition", t=T0 + 99, invoice_id="A")  # before receipt
+    log.add("invoices", "invoice.approved", T0 + 200, invoice_id="A")
+    bad("invoice.approved", "invalid_transition", invoice_id="A")  # second approval
+    bad("invoice.rejected", "invalid_transition", invoice_id="A", reason="x")
+    log.add("invoices", "invoice.paid", T0 + 300, invoice_id="A", amount=60)
+    bad("invoice.paid", "invalid_transition", invoice_id="A", amount=40.01)  # overpayment
+    log.add("invoices", "invoice.paid", T0 + 300, invoice_id="A", amount=40)  # exactly the rest
+    bad("payment.received", "invalid_transition", invoice_id="A", amount=1)  # AP invoice
+    bad("invoice.approved", "invalid_transition", invoice_id="R")  # AR invoice
+    bad(
+        "invoice.received",
+        "invalid_transition",
+        invoice_id="R",
+        amount=5,
+        currency="USD",
+        department="finance",
+        vendor_id="v",
+    )  # start for an existing id
+    bad("invoice.paid", "unknown_entity", invoice_id="Z", amount=1)
+    res = log.run()
+    assert res.dead_letters == expected
+    assert res.applied == 5
+
+
+def test_topic_with_an_empty_partition_closes_nothing() -> None:
+    log = Log(hiring=2)
+    survey(log, T0 + 100, 8)  # partition 0 only
+    log.raw("hiring", b"garbage", partition=1)  # dead-lettered: does not move a watermark
+    ap(log, "A", T0 + 100, 10)
+    log.add("invoices", "invoice.approved", T0 + 200, invoice_id="A")
+    log.flush(T0 + 5 * DAY, topics=("invoices",))
+    survey(log, T0 + 5 * DAY, 8)
+    res = log.run()
+    assert res.watermarks[("hiring", 1)] == -math.inf
+    assert not any(k[0] in ("employee_satisfaction", "enps") for k in res.history)
+    assert res.history[("invoice_processing_time", "1h", "finance")] == {T0: (100.0, 1)}
+
+
+def test_min_watermark_over_partitions_closes() -> None:
+    log = Log(invoices=2)
+    ap(log, "A", T0 + 100, 10)
+    log.add("invoices", "invoice.approved", T0 + 200, invoice_id="A")
+    log.add(
+        "invoices",
+        "invoice.issued",
+        T0 + 5 * DAY,
+        partition=0,
+        invoice_id="p0",
+        amount=1,
+        currency="USD",
+        department="zz",
+        customer_id="c",
+    )
+    log.add(
+        "invoices",
+        "invoice.issued",
+        T0 + 2 * HOUR,
+        partition=1,
+        invoice_id="p1",
+        amount=1,
+        currency="USD",
+        department="zz",
+        customer_id="c",
+    )
+    # frontier = min(T0 + 5d, T0 + 2h) = T0 + 2h; - grace = T0 + 1h: H0 closes, D0 does not
+    h = log.run().history
+    assert h[("invoice_processing_time", "1h", "finance")] == {T0: (100.0, 1)}
+    assert ("invoice_processing_time", "1d", "finance") not in h
+
+
+def test_timestamps_are_normalised_to_utc() -> None:
+    assert parse_timestamp("2023-11-15T02:00:00+02:00") == T0
+    assert parse_timestamp("2023-11-14T19:00:00.250-05:00") == T0 + 0.25
+    assert parse_timestamp("2023-11-15T00:00:00Z") == T0
+    assert parse_timestamp("2023-11-15T00:00:00") is None
+    assert parse_timestamp("2023-02-29T00:00:00Z") is None
+    assert parse_timestamp(T0) is None
+
+
+def test_unknown_extra_fields_are_ignored_and_amount_strings_accepted() -> None:
+    log = Log()
+    log.add(
+        "invoices",
+        "invoice.received",
+        "2023-11-15T01:00:00+01:00",
+        invoice_id="A",
+        amount="12.5",
+        currency="USD",
+        department="finance",
+        vendor_id="v",
+        extra={"a": 1},
+    )
+    log.add("invoices", "invoice.rejected", T0 + 60, invoice_id="A", reason="r")
+    log.flush(T0 + DAY + HOUR)
+    h = log.run().history
+    # received at 01:00+01:00 = T0; rejected 60 s later
+    assert h[("invoice_processing_time", "1h", "finance")] == {T0: (60.0, 1)}
+    # AP_start 0, AP_end 12.5 - 12.5 (rejected) = 0 -> undefined; count received + rejected
+    assert h[("ap_turnover", "1h", "finance")] == {T0: (None, 2)}
+
+
+# ---------------------------------------------------------------------------------------
+# The generator, and properties of the reference on generated logs.
+
+
+def test_random_log_covers_every_type_and_reason() -> None:
+    parts = {"invoices": 3, "hiring": 2, "incidents": 4}
+    start = T0 + 1234
+    messages = random_log(7, 3000, 4, parts, start)
+    now = log_now(start, 4)
+    res = compute(messages, partitions=parts, now=now)
+    types = collections.Counter()
+    for m in messages:
+        try:
+            doc = orjson.loads(m.value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            types[doc.get("type")] += 1
+            key = next(
+                (
+                    doc[f]
+                    for f in (
+                        "invoice_id",
+                        "requisition_id",
+                        "employee_id",
+                        "response_id",
+                        "training_id",
+                        "incident_id",
+                        "ticket_id",
+                        "service",
+                    )
+                    if f in doc
+                ),
+                None,
+            )
+            if doc.get("type") == "training.completed":
+                key = doc["training_id"]
+            if isinstance(key, str) and doc.get("type") in EVENT_TYPES:
+                assert m.partition == zlib.crc32(key.encode()) % parts[m.topic]
+    assert set(EVENT_TYPES) <= set(types)
+    assert set(reasons(res)) == {
+        "invalid_json",
+        "schema",
+        "unknown_type",
+        "currency",
+        "future",
+        "late",
+        "unknown_entity",
+        "invalid_transition",
+    }
+    assert res.duplicates > 0
+    # offsets 0, 1, 2, ... per partition, in the order of the list
+    seen: dict[tuple[str, int], int] = collections.defaultdict(int)
+    for m in messages:
+        assert m.offset == seen[(m.topic, m.partition)]
+        seen[(m.topic, m.partition)] += 1
+    # the flush closed every partition's 1d windows of the regular events
+    assert len(res.history[("system_uptime", "1d", "all")]) >= 4
+    assert all(wm >= start + 4 * DAY for wm in res.watermarks.values())
+    assert len(res.history) > 100
+    # the same seed gives the same log
+    assert random_log(7, 3000, 4, parts, start) == messages
+
+
+def _interleave(messages: list[Message], seed: int) -> list[Message]:
+    """Another arbitrary interleaving of the partitions, each still in offset order."""
+    queues: dict[tuple[str, int], list[Message]] = collections.defaultdict(list)
+    for m in messages:
+        queues[(m.topic, m.partition)].append(m)
+    rnd = random.Random(seed)
+    pending = [q for q in queues.values()]
+    out = []
+    while pending:
+        q = rnd.choice(pending)
+        out.append(q.pop(0))
+        if not q:
+            pending.remove(q)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_logs(max_events=80))
+def test_reference_ignores_interleaving_and_is_consistent(
+    log: tuple[list[Message], dict[str, int], float],
+) -> None:
+    messages, partitions, now = log
+    res = compute(messages, partitions=partitions, now=now)
+    other = compute(_interleave(messages, len(messages)), partitions=partitions, now=now)
+    assert other.history == res.history
+    assert sorted(other.dead_letters) == sorted(res.dead_letters)
+    assert other.duplicates == res.duplicates
+    assert res.applied + len(res.dead_letters) + res.duplicates == len(messages)
+    for (kpi, _window, _scope), windows in res.history.items():
+        for value, count in windows.values():
+            assert count >= 0
+            assert count > 0 or kpi == "system_uptime"
+            if value is not None:
+                assert math.isfinite(value)
+                if kpi in ("system_uptime", "invoice_error_rate"):
+                    assert 0.0 <= value <= 1.0
+                if kpi == "enps":
+                    assert -100.0 <= value <= 100.0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_logs(max_events=80, faults=False))
+def test_logs_without_faults_are_all_applied(
+    log: tuple[list[Message], dict[str, int], float],
+) -> None:
+    # the generator's idea of every lifecycle agrees with the reference: nothing is refused
+    messages, partitions, now = log
+    res = compute(messages, partitions=partitions, now=now)
+    assert res.dead_letters == []
+    assert res.duplicates == 0
+    assert res.applied == len(messages)
+
+
+def test_larger_log_without_faults_is_all_applied() -> None:
+    parts = {"invoices": 2, "hiring": 3, "incidents": 1}
+    start = T0 - 5000
+    messages = random_log(11, 2000, 3.5, parts, start, faults=False)
+    res = compute(messages, partitions=parts, now=log_now(start, 3.5))
+    assert (res.dead_letters, res.duplicates, res.applied) == ([], 0, len(messages))
+    # every occurred_at <= now (only the future faults are dated later)
+    times = [parse_timestamp(orjson.loads(m.value)["occurred_at"]) for m in messages]
+    assert max(t for t in times if t is not None) <= log_now(start, 3.5)
