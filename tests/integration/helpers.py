@@ -1,0 +1,137 @@
+"""Helpers for integration tests: a worker subprocess, publishing, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.config import Settings
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(check: Callable[[], T], timeout_s: float = 60.0, interval_s: float = 0.25) -> T:
+    """Poll ``check`` until it returns something truthy; fail with the last value."""
+    deadline = time.monotonic() + timeout_s
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s (last: {last!r})")
+        time.sleep(interval_s)
+        last = check()
+    return last
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
+    env.update({f"KPI_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Worker:
+    """``kpi worker`` as a real subprocess, with its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            cwd=REPO,
+            env=process_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._web_up, timeout_s=60)
+        return self
+
+    def _web_up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}: {self.log()[-3000:]}")
+        try:
+            return httpx.get(self.url("/health"), timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def publish(settings: Settings, messages: Sequence[tuple[str, int, Any]]) -> None:
+    """Send (logical topic, partition, payload dict or raw bytes) in order, acks=all."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            for topic, partition, payload in messages:
+                raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+                await producer.send(settings.topic(topic), raw, key=b"k", partition=partition)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Every message of a (prefixed) topic, decoded from JSON."""
+
+    async def run() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            out: list[dict[str, Any]] = []
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                    break
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    out.extend(orjson.loads(r.value) for r in records)
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
