@@ -586,7 +586,13 @@ def resolve_kafka_libs(env: StackEnvironment, echo: Echo = print) -> Path:
     (staging / _CACHE_MARKER).write_text(pom_hash + "\n")
     shutil.rmtree(cache, ignore_errors=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(cache)
+    try:
+        staging.rename(cache)
+    except OSError:
+        # Another `kpi stack` resolved the same jars at the same time and swapped first.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (marker.is_file() and marker.read_text().strip() == pom_hash):
+            raise
     return cache
 
 
@@ -755,6 +761,7 @@ def stack_up(
     echo: Echo = print,
 ) -> StackInfo:
     """Start Kafka and Redis for ``settings`` unless they already run; return once both answer."""
+    began = time.monotonic()
     env = env or StackEnvironment()
     kafka = parse_kafka_bootstrap(settings.kafka_bootstrap)
     redis = parse_redis_url(settings.redis_url)
@@ -818,7 +825,6 @@ def stack_up(
                 paths.redis_port.write_text(f"{redis.port}\n")
                 echo(f"redis: started pid {redis_process.pid} on {redis}, log {paths.redis_log}")
 
-            began = time.monotonic()
             _wait_ready(
                 "redis", lambda: redis_answers(redis), redis_process, deadline, str(paths.redis_log)
             )
@@ -830,7 +836,7 @@ def stack_up(
                 f"{paths.kafka_log} and {paths.kafka_stdout}",
             )
             if started:
-                echo(f"stack: ready in {time.monotonic() - began:.1f} s")
+                echo(f"stack: ready after {time.monotonic() - began:.1f} s")
         except BaseException:
             # Leave nothing half-started behind; what already ran before this call stays.
             for process in started:
