@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import typer
+from pydantic import ValidationError
 
-from streams.errors import KpiError
+from streams.errors import ConfigurationError, KpiError
+
+try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in typer
+    from typer._click.exceptions import ClickException
+    from typer.exceptions import Abort, Exit
+except ImportError:  # pragma: no cover - older typer with click as a dependency
+    from click.exceptions import Abort, ClickException, Exit  # type: ignore[assignment]
 
 app = typer.Typer(
     name="kpi",
@@ -17,6 +25,7 @@ app = typer.Typer(
 )
 
 
+@app.command()
 def worker(
     loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
 ) -> None:
@@ -27,22 +36,63 @@ def worker(
     run_worker(Settings(), loglevel=loglevel)
 
 
+@app.command()
+def get(
+    name: str = typer.Argument(None, help="KPI name, e.g. dso (see --all for every KPI)."),
+    window: str = typer.Option("30d", "--window", "-w", help="1h, 1d or 30d."),
+    scope: str = typer.Option("all", "--scope", "-s", help="A dimension value, or all."),
+    all_: bool = typer.Option(False, "--all", help="A table of every KPI's current value."),
+    history: int = typer.Option(0, "--history", help="Also print the last N closed windows."),
+) -> None:
+    """Print a KPI's current value from Redis (or a table of all of them)."""
+    from streams.config import Settings
+    from streams.views import print_all, print_one
+
+    settings = Settings()
+    if all_:
+        asyncio.run(print_all(settings, window=window if window != "30d" else None))
+        return
+    if not name:
+        msg = "give a KPI name, or --all"
+        raise ConfigurationError(msg)
+    asyncio.run(print_one(settings, name, window, scope, history))
+
+
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
+    from producers import cli as producers_cli
     from streams import stack
 
     app.add_typer(stack.stack_app, name="stack")
-    app.command("worker")(worker)
+    producers_cli.register(app)
 
 
 def main() -> None:
-    """Run the CLI; product errors become one line on stderr and exit code 2."""
+    """Run the CLI; errors become one line on stderr (exit 2), never a traceback."""
     _register()
     try:
-        app()
+        app(standalone_mode=False)
+    except Abort:
+        typer.echo("kpi: aborted", err=True)
+        sys.exit(130)
+    except ClickException as exc:
+        # Usage errors (bad option, bad value): one line instead of click's usage box.
+        message = exc.format_message()
+        if message:  # empty for "no arguments: here is the help"
+            typer.echo(f"kpi: error: {message}", err=True)
+        sys.exit(exc.exit_code)
+    except Exit as exc:
+        sys.exit(exc.exit_code)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "settings"
+        typer.echo(f"kpi: error: bad setting KPI_{where.upper()}: {first['msg']}", err=True)
+        sys.exit(2)
     except KpiError as exc:
         typer.echo(f"kpi: error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""A small reader for downstream services over the Redis layout of SPEC section 3.
+
+    async with KpiReader("redis://localhost:6379/0") as kpis:
+        now = await kpis.current("dso", "30d", "all")          # KpiValue or None
+        past = await kpis.history("dso", "1d", "sales", since=t0)
+        async for change in kpis.follow_changes():            # resumes after disconnects
+            ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from streams.sinks.redis_sink import CATALOG_KEY, CHANGES_KEY, hash_key
+
+
+@dataclass(frozen=True, slots=True)
+class KpiValue:
+    """One window's value of a KPI for a scope; ``value`` None means undefined."""
+
+    name: str
+    window: str
+    scope: str
+    value: float | None
+    window_start: datetime
+    window_end: datetime
+    count: int
+    final: bool
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KpiChange:
+    """One entry of the ``kpi:changes`` stream; ``id`` is where to resume from."""
+
+    id: str
+    name: str
+    window: str
+    scope: str
+    value: float | None
+    window_start: datetime
+    window_end: datetime
+    final: bool
+
+
+def _float(text: str) -> float | None:
+    return float(text) if text else None
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class KpiReader:
+    """Read current values, closed-window history, the catalog and the change feed."""
+
+    def __init__(self, url: str) -> None:
+        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+
+    async def __aenter__(self) -> KpiReader:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+    async def catalog(self) -> dict[str, dict[str, Any]]:
+        """KPI name -> ``{name, title, unit, dimension, windows, target}``."""
+        raw: dict[str, str] = await self.redis.hgetall(CATALOG_KEY)
+        return {name: orjson.loads(doc) for name, doc in sorted(raw.items())}
+
+    async def current(self, name: str, window: str, scope: str = "all") -> KpiValue | None:
+        """The newest window's value, or None when nothing was written for it yet."""
+        h: dict[str, str] = await self.redis.hgetall(hash_key(name, window, scope))
+        if not h:
+            return None
+        return KpiValue(
+            name,
+            window,
+            scope,
+            _float(h.get("value", "")),
+            _time(h["window_start"]),
+            _time(h["window_end"]),
+            int(h.get("count", 0)),
+            h.get("final") == "1",
+            _time(h["updated_at"]) if h.get("updated_at") else None,
+        )
+
+    async def scopes(self, name: str, window: str) -> list[str]:
+        """Every scope that has a newest-window hash for this KPI and window."""
+        prefix = hash_key(name, window, "")
+        found = set()
+        async for key in self.redis.scan_iter(match=f"{prefix}*", count=500):
+            rest = key[len(prefix) :]
+            if ":" not in rest:
+                found.add(rest)
+        return sorted(found)
+
+    async def history(
+        self,
+        name: str,
+        window: str,
+        scope: str = "all",
+        *,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[KpiValue]:
+        """Closed windows with ``since <= window_start <= until`` (Unix seconds), oldest first."""
+        members = await self.redis.zrangebyscore(
+            hash_key(name, window, scope) + ":history",
+            "-inf" if since is None else since,
+            "+inf" if until is None else until,
+        )
+        out = []
+        for member in members:
+            doc = orjson.loads(member)
+            out.append(
+                KpiValue(
+                    name,
+                    window,
+                    scope,
+                    doc["value"],
+                    _time(doc["window_start"]),
+                    _time(doc["window_end"]),
+                    int(doc["count"]),
+                    True,
+                )
+            )
+        return out
+
+    async def follow_changes(
+        self, last_id: str = "$", block_ms: int = 5000
+    ) -> AsyncIterator[KpiChange]:
+        """Changes after ``last_id`` (``"0"`` for everything kept, ``"$"`` for new ones).
+
+        Keep the last ``KpiChange.id`` you handled and pass it back after a disconnect.
+        """
+        while True:
+            answer = await self.redis.xread({CHANGES_KEY: last_id}, block=block_ms, count=1000)
+            for _stream, entries in answer or []:
+                for entry_id, f in entries:
+                    last_id = entry_id
+                    yield KpiChange(
+                        entry_id,
+                        f["name"],
+                        f["window"],
+                        f["scope"],
+                        _float(f.get("value", "")),
+                        _time(f["window_start"]),
+                        _time(f["window_end"]),
+                        f.get("final") == "1",
+                    )

@@ -1,0 +1,99 @@
+"""Terminal views of the KPIs read from Redis: ``kpi get`` and its ``--all`` table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from streams.catalog import CATALOG, KPIS, KpiDef
+from streams.config import Settings
+from streams.errors import ConfigurationError
+from streams.reader import KpiReader, KpiValue
+
+WINDOWS = ("1h", "1d", "30d")
+
+
+def format_kpi(kpi: KpiDef, value: float | None, currency: str = "USD") -> str:
+    """A value in the KPI's unit, for people."""
+    if value is None:
+        return "-"
+    if kpi.unit == "seconds":
+        if value >= 86400:
+            return f"{value / 86400:.1f} d"
+        if value >= 3600:
+            return f"{value / 3600:.1f} h"
+        if value >= 60:
+            return f"{value / 60:.1f} min"
+        return f"{value:.0f} s"
+    if kpi.unit == "ratio":
+        return f"{value:.4f}" if kpi.name == "system_uptime" else f"{value:.3f}"
+    if kpi.unit == "currency":
+        return f"{value:,.2f} {currency}"
+    if kpi.unit == "days":
+        return f"{value:.1f} d"
+    if kpi.unit == "count":
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def meets(kpi: KpiDef, value: float | None) -> bool | None:
+    """Whether a value meets the KPI's target (None when undefined)."""
+    return None if value is None else kpi.target.met(value)
+
+
+def _check(name: str, window: str) -> KpiDef:
+    kpi = KPIS.get(name)
+    if kpi is None:
+        msg = f"unknown KPI {name!r}; one of: {', '.join(KPIS)}"
+        raise ConfigurationError(msg)
+    if window not in kpi.windows:
+        msg = f"unknown window {window!r} for {name}; one of: {', '.join(kpi.windows)}"
+        raise ConfigurationError(msg)
+    return kpi
+
+
+async def print_one(settings: Settings, name: str, window: str, scope: str, history: int) -> None:
+    """``kpi get NAME``: one value, optionally with recent history."""
+    kpi = _check(name, window)
+    async with KpiReader(settings.redis_url) as reader:
+        current = await reader.current(name, window, scope)
+        if current is None:
+            msg = f"no value yet for {name} {window} {scope} in {settings.redis_url}"
+            raise ConfigurationError(msg)
+        state = "final" if current.final else "open"
+        print(
+            f"{name} {window} {scope}: {format_kpi(kpi, current.value, settings.currency)} "
+            f"[{current.window_start:%Y-%m-%d %H:%M} .. {current.window_end:%Y-%m-%d %H:%M} UTC, "
+            f"{state}, {current.count} events; target {kpi.target.direction.replace('_', ' ')} "
+            f"{format_kpi(kpi, kpi.target.value, settings.currency)}]"
+        )
+        if history:
+            for past in (await reader.history(name, window, scope))[-history:]:
+                print(
+                    f"  {past.window_start:%Y-%m-%d %H:%M}  "
+                    f"{format_kpi(kpi, past.value, settings.currency):>14}  ({past.count} events)"
+                )
+
+
+async def print_all(settings: Settings, window: str | None = None) -> None:
+    """``kpi get --all``: every KPI's roll-up in every window, against its target."""
+    windows = (window,) if window else WINDOWS
+    table = Table(title=f"backoffice KPIs (scope all) from {settings.redis_url}")
+    table.add_column("KPI")
+    for w in windows:
+        table.add_column(w, justify="right")
+    table.add_column("target", justify="right")
+    async with KpiReader(settings.redis_url) as reader:
+        for kpi in CATALOG:
+            cells = []
+            for w in windows:
+                value: KpiValue | None = await reader.current(kpi.name, w, "all")
+                v = value.value if value else None
+                ok = meets(kpi, v)
+                text = format_kpi(kpi, v, settings.currency)
+                cells.append(text if ok is None else f"[{'green' if ok else 'red'}]{text}[/]")
+            goal = "<=" if kpi.target.direction == "at_most" else ">="
+            table.add_row(
+                kpi.name, *cells, f"{goal} {format_kpi(kpi, kpi.target.value, settings.currency)}"
+            )
+    Console().print(table)
