@@ -39,10 +39,11 @@ def worker(
 @app.command()
 def get(
     name: str = typer.Argument(None, help="KPI name, e.g. dso (see --all for every KPI)."),
-    window: str = typer.Option("30d", "--window", "-w", help="1h, 1d or 30d."),
+    window: str = typer.Option("30d", "--window", "-w", help="1h, 1d or 30d (one KPI)."),
     scope: str = typer.Option("all", "--scope", "-s", help="A dimension value, or all."),
     all_: bool = typer.Option(False, "--all", help="A table of every KPI's current value."),
     history: int = typer.Option(0, "--history", help="Also print the last N closed windows."),
+    watch: float = typer.Option(0, "--watch", help="With --all: redraw every N seconds."),
 ) -> None:
     """Print a KPI's current value from Redis (or a table of all of them)."""
     from streams.config import Settings
@@ -50,7 +51,7 @@ def get(
 
     settings = Settings()
     if all_:
-        asyncio.run(print_all(settings, window=window if window != "30d" else None))
+        asyncio.run(print_all(settings, window=None, watch_s=watch))
         return
     if not name:
         msg = "give a KPI name, or --all"

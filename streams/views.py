@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from streams.catalog import CATALOG, KPIS, KpiDef
@@ -75,10 +79,28 @@ async def print_one(settings: Settings, name: str, window: str, scope: str, hist
                 )
 
 
-async def print_all(settings: Settings, window: str | None = None) -> None:
-    """``kpi get --all``: every KPI's roll-up in every window, against its target."""
+async def print_all(settings: Settings, window: str | None = None, watch_s: float = 0) -> None:
+    """``kpi get --all``: every KPI's roll-up in every window, against its target.
+
+    With ``watch_s`` the table is redrawn every ``watch_s`` seconds until Ctrl-C.
+    """
+    if not watch_s:
+        Console().print(await all_table(settings, window))
+        return
+    with Live(await all_table(settings, window), refresh_per_second=4, screen=False) as live:
+        while True:
+            await asyncio.sleep(watch_s)
+            live.update(await all_table(settings, window))
+
+
+async def all_table(settings: Settings, window: str | None = None) -> Table:
+    """The table of every KPI's newest roll-up values, coloured against the targets."""
     windows = (window,) if window else WINDOWS
-    table = Table(title=f"backoffice KPIs (scope all) from {settings.redis_url}")
+    stamp = datetime.now(tz=UTC).strftime("%H:%M:%S")
+    table = Table(
+        title=f"backoffice KPIs (scope all) from {settings.redis_url} at {stamp} UTC",
+        caption="green: meets its target, red: misses it, -: undefined (no data in the window)",
+    )
     table.add_column("KPI")
     for w in windows:
         table.add_column(w, justify="right")
@@ -96,4 +118,4 @@ async def print_all(settings: Settings, window: str | None = None) -> None:
             table.add_row(
                 kpi.name, *cells, f"{goal} {format_kpi(kpi, kpi.target.value, settings.currency)}"
             )
-    Console().print(table)
+    return table
