@@ -72,7 +72,10 @@ def main() -> None:
     """Run the CLI; errors become one line on stderr (exit 2), never a traceback."""
     _register()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) a command's exit code.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except Abort:
         typer.echo("kpi: aborted", err=True)
         sys.exit(130)

@@ -143,7 +143,9 @@ class PartitionState:
             else:
                 latest[key] = raw_value
         if meta is None:
-            return state
+            # No commit ever completed; records of a crashed first commit may still be there
+            # and must not be mistaken for committed ones later.
+            meta = {"seq": 0, "wm": None, "a": -1, "dlq": 0}
         seq = int(meta["seq"])
         state.seq = seq
         state.applied_offset = state._committed_offset = int(meta["a"])

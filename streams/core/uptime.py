@@ -14,7 +14,7 @@ from typing import Any
 # A timeline is stored as JSON in the partition state:
 #   {"first": t of the first status event,
 #    "h": horizon t (events before it are folded), "hd": down-since at the horizon or None,
-#    "ev": [[t, is_down (0/1), arrival], ...] sorted}
+#    "ev": [[t, arrival, is_down (0/1)], ...] sorted: ties in event time keep arrival order}
 Timeline = dict[str, Any]
 
 
@@ -27,13 +27,13 @@ def insert(timeline: Timeline, t: float, is_down: bool, arrival: int) -> None:
     """Add one status event in event-time order (ties keep arrival order)."""
     if t < timeline["first"]:
         timeline["first"] = t
-    bisect.insort(timeline["ev"], [t, 1 if is_down else 0, arrival])
+    bisect.insort(timeline["ev"], [t, arrival, 1 if is_down else 0])
 
 
 def _down_since_at(timeline: Timeline, t: float) -> float | None:
     """Replay up to (excluding) time ``t``: when the service went down, or None if up."""
     down_since: float | None = timeline["hd"]
-    for et, d, _arrival in timeline["ev"]:
+    for et, _arrival, d in timeline["ev"]:
         if et >= t:
             break
         if d and down_since is None:
@@ -59,7 +59,7 @@ def downtime(timeline: Timeline, start: float, end: float, cut: float) -> float:
     events = timeline["ev"]
     i = bisect.bisect_left(events, [start])
     while i < len(events):
-        et, d, _arrival = events[i]
+        et, _arrival, d = events[i]
         if et >= cut:
             break
         if d and down_since is None:

@@ -100,14 +100,14 @@ def compare(
                 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(log=event_logs(max_events=80), seed=st.integers(0, 2**16))
 def test_engine_equals_reference(log: tuple[list[reference.Message], dict[str, int], float], seed: int) -> None:
     messages, partitions, now = log
     compare(messages, partitions, now, seed)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(log=event_logs(max_events=80), seed=st.integers(0, 2**16))
 def test_engine_equals_reference_across_crashes(
     log: tuple[list[reference.Message], dict[str, int], float], seed: int

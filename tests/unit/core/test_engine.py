@@ -234,3 +234,30 @@ def test_restore_from_changelog_resumes_exactly() -> None:
     result = eng2.process(log.messages)  # replays everything; offsets 0-1 are skipped
     assert result.applied[("invoices", "invoice.received")] == 1
     assert result.dead_letters == []
+
+
+def test_uptime_status_events_at_the_same_instant_keep_arrival_order() -> None:
+    # down and up at the same instant, in that order: no downtime at all.
+    log = Log()
+    log.ev("incidents", 0, "service.down", T0 + 600, service="web")
+    log.ev("incidents", 0, "service.up", T0 + 600, service="web")
+    log.ev("incidents", 0, "service.up", T0 + 3 * H, service="web")
+    closed = closed_map(engine().process(log.messages).closed)
+    assert closed[("system_uptime", "1h", "web", T0)] == (1.0, 2)
+
+
+def test_a_crashed_first_commit_is_not_taken_for_a_committed_one() -> None:
+    log = Log()
+    received(log, 0, "a", T0)
+    eng = engine()
+    eng.process(log.messages)
+    st = eng.states[("invoices", 0)]
+    lost = [(r.key, r.value) for r in st.commit() if r.key != b"m"]  # no meta: crashed
+    restored = PartitionState.restore("invoices", 0, lost)
+    assert restored.data == {} and restored.applied_offset == -1
+    # The restored state rewrites those keys at its next commit, numbered past them.
+    restored.applied_offset = 0
+    again = restored.commit()
+    assert restored.seq == 2 and {r.key for r in again} >= {b"e|inv|a", b"m"}
+    final = PartitionState.restore("invoices", 0, lost + [(r.key, r.value) for r in again])
+    assert "e|inv|a" not in final.data and final.applied_offset == 0
