@@ -1,3 +1,3 @@
-"""backoffice-kpi: a streaming KPI processor for the back office (Kafka -> Faust -> Redis, Prometheus)."""
+"""backoffice-kpi: a streaming back-office KPI processor (Kafka -> Faust -> Redis, Prometheus)."""
 
 __version__ = "0.1.0"

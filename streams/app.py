@@ -18,10 +18,10 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from streams.config import Settings
+from streams.core.windows import rfc3339
 from streams.runtime import Runtime
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink, format_value
-from streams.core.windows import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> tuple[Any, Runtime]:
+def create_app(
+    settings: Settings, registry: CollectorRegistry | None = None
+) -> tuple[Any, Runtime]:
     """Build the faust app and the runtime it drives."""
     registry = registry or CollectorRegistry()
     app = faust.App(
@@ -64,10 +66,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         logging_config=None,
     )
     metrics = Metrics(registry)
+
+    def redis_failed(exc: Exception) -> None:
+        metrics.redis_errors.inc()
+        metrics.redis_up.set(0)
+
     sink = RedisSink(
-        settings.redis_url,
-        on_error=lambda exc: (metrics.redis_errors.inc(), metrics.redis_up.set(0)),
-        on_ok=lambda: metrics.redis_up.set(1),
+        settings.redis_url, on_error=redis_failed, on_ok=lambda: metrics.redis_up.set(1)
     )
     runtime = Runtime(settings, app, metrics, sink)
     setup_prometheus_sensors(app, "/metrics", registry, name_prefix="faust")
@@ -86,8 +91,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await runtime.handle(events)
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        await runtime.on_revoked(revoked)
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await runtime.on_revoked(args[0])
 
     @app.page("/kpis")
     async def kpis(web: Any, request: Any) -> Any:

@@ -184,7 +184,7 @@ CATALOG: tuple[KpiDef, ...] = (
         Target(45 * 86400, "at_most", "1d", goal="Vacancies filled within 45 days on average"),
         MEAN,
         _mean,
-        description="Mean of offer accepted - requisition opened, requisitions filled in the window.",
+        description="Mean of offer accepted - requisition opened, for requisitions filled.",
     ),
     KpiDef(
         "employee_turnover_rate",

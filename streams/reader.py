@@ -1,10 +1,10 @@
 """A small reader for downstream services over the Redis layout of SPEC section 3.
 
-    async with KpiReader("redis://localhost:6379/0") as kpis:
-        now = await kpis.current("dso", "30d", "all")          # KpiValue or None
-        past = await kpis.history("dso", "1d", "sales", since=t0)
-        async for change in kpis.follow_changes():            # resumes after disconnects
-            ...
+async with KpiReader("redis://localhost:6379/0") as kpis:
+    now = await kpis.current("dso", "30d", "all")          # KpiValue or None
+    past = await kpis.history("dso", "1d", "sales", since=t0)
+    async for change in kpis.follow_changes():            # resumes after disconnects
+        ...
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class KpiReader:
     """Read current values, closed-window history, the catalog and the change feed."""
 
     def __init__(self, url: str) -> None:
-        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+        # decode_responses: every answer is str; typed Any because redis-py types both.
+        self.redis: Any = aioredis.from_url(url, decode_responses=True)
 
     async def __aenter__(self) -> KpiReader:
         return self

@@ -140,9 +140,7 @@ class Runtime:
         records = await read_partitions(self.settings.kafka_bootstrap, list(changelog))
         states = []
         for tp, (t, p) in changelog.items():
-            state = PartitionState.restore(
-                t, p, ((k, v) for k, v in records[tp] if k is not None)
-            )
+            state = PartitionState.restore(t, p, ((k, v) for k, v in records[tp] if k is not None))
             states.append(state)
         # Dead letters a crashed batch already sent: read the dead-letter partitions from the
         # position each state last committed.
@@ -158,18 +156,20 @@ class Runtime:
                     continue
                 try:
                     rec = orjson.loads(value)
-                    st = by_source.get((rec["topic"], rec["partition"]))
+                    source = by_source.get((rec["topic"], rec["partition"]))
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     continue
-                if st is not None and rec["offset"] > st.applied_offset:
-                    self._dlq_sent[(st.topic, st.partition)].add(int(rec["offset"]))
+                if source is not None and rec["offset"] > source.applied_offset:
+                    self._dlq_sent[(source.topic, source.partition)].add(int(rec["offset"]))
         for st in states:
             self.engine.assign(st)
         log.info(
             "restored %d partition(s) in %.2f s: %s",
             len(states),
             time.monotonic() - started,
-            ", ".join(f"{t}-{p}@{st.applied_offset}" for (t, p), st in zip(wanted, states, strict=True)),
+            ", ".join(
+                f"{t}-{p}@{st.applied_offset}" for (t, p), st in zip(wanted, states, strict=True)
+            ),
         )
 
     async def on_revoked(self, revoked: Iterable[Any]) -> None:

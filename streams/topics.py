@@ -65,9 +65,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str
         counts: dict[str, int] = {}
         for _ in range(50):
             described = await admin.describe_topics(list(wanted))
-            counts = {
-                d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")
-            }
+            counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")}
             if len(counts) == len(wanted):
                 break
             await asyncio.sleep(0.1)

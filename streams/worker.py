@@ -28,7 +28,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     app, runtime = create_app(settings)
     runtime.configure(partitions)
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def write_catalog() -> None:
         await runtime.sink.setup(CATALOG, settings.currency)
         log.info(

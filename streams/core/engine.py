@@ -30,6 +30,8 @@ DEDUP_WINDOW_S = 7 * 86400
 DEDUP_GROUP = 512
 FUTURE_TOLERANCE_S = 300
 NEG_INF = float("-inf")
+FUTURE = "future"
+LATE = "late"
 
 Decoder = Callable[[bytes, str, str], Any]
 
@@ -234,18 +236,16 @@ class Engine:
                 event = self._decode(msg.value, msg.topic, self.currency)
                 t = event.occurred_at_s
                 if t > now + FUTURE_TOLERANCE_S:
-                    raise InvalidEvent(
-                        "future", f"occurred_at is {t - now:.0f} s ahead of the clock"
-                    )
+                    detail = f"occurred_at is {t - now:.0f} s ahead of the clock"
+                    raise InvalidEvent(FUTURE, detail)
                 dedup = self._dedup[(msg.topic, msg.partition)]
                 seen = dedup.get(event.event_id)
                 if seen is not None and seen >= st.watermark - DEDUP_WINDOW_S:
                     result.duplicates[msg.topic] += 1
                     continue
                 if t < st.watermark - self.grace_s:
-                    raise InvalidEvent(
-                        "late", f"occurred_at is {st.watermark - t:.0f} s behind the watermark"
-                    )
+                    detail = f"occurred_at is {st.watermark - t:.0f} s behind the watermark"
+                    raise InvalidEvent(LATE, detail)
                 contributions, status = apply_event(st, event, t)
             except InvalidEvent as exc:
                 result.dead_letters.append(
@@ -277,8 +277,8 @@ class Engine:
         # record per id: a changelog write per event would dominate the cost.
         tp = (st.topic, st.partition)
         groups = self._dedup_groups[tp]
-        key = next(reversed(groups), None) if groups else None
-        group = st.data.get(key) if key is not None else None
+        key = next(reversed(groups), "")
+        group = st.data.get(key) if key else None
         if group is None or len(group) >= DEDUP_GROUP:
             key = f"d|{st.seq}|{st.applied_offset}"
             group = []

@@ -55,14 +55,16 @@ def _entity(state: PartitionState, key: str, kind: str, entity_id: str) -> dict[
 
 def _start_new(state: PartitionState, key: str, kind: str, entity_id: str, value: Any) -> None:
     if key in state.data:
-        raise _invalid(f"{kind} {entity_id!r} was already started")
+        msg = f"{kind} {entity_id!r} was already started"
+        raise _invalid(msg)
     state.put(key, value)
 
 
 def _not_before_start(entity: dict[str, Any], t: float, kind: str, entity_id: str) -> float:
-    duration = t - entity["t"]
+    duration = t - float(entity["t"])
     if duration < 0:
-        raise _invalid(f"{kind} {entity_id!r}: occurred_at is before its start event")
+        msg = f"{kind} {entity_id!r}: occurred_at is before its start event"
+        raise _invalid(msg)
     return duration
 
 
@@ -97,9 +99,11 @@ def _decision(state: PartitionState, e: Any, t: float) -> _Result:
     key = f"e|inv|{e.invoice_id}"
     inv = _entity(state, key, "invoice", e.invoice_id)
     if inv["k"] != "ap":
-        raise _invalid(f"invoice {e.invoice_id!r} is a customer invoice, not an AP invoice")
+        msg = f"invoice {e.invoice_id!r} is a customer invoice, not an AP invoice"
+        raise _invalid(msg)
     if inv["s"] != "received":
-        raise _invalid(f"invoice {e.invoice_id!r} was already {inv['s']}")
+        msg = f"invoice {e.invoice_id!r} was already {inv['s']}"
+        raise _invalid(msg)
     duration = _not_before_start(inv, t, "invoice", e.invoice_id)
     rejected = e.type == "invoice.rejected"
     state.touch(key)
@@ -119,17 +123,19 @@ def _payment(state: PartitionState, e: Any, t: float, *, ap: bool) -> _Result:
     inv = _entity(state, key, "invoice", e.invoice_id)
     if ap:
         if inv["k"] != "ap":
-            raise _invalid(f"invoice {e.invoice_id!r} is a customer invoice, not an AP invoice")
+            msg = f"invoice {e.invoice_id!r} is a customer invoice, not an AP invoice"
+            raise _invalid(msg)
         if inv["s"] != "approved":
-            raise _invalid(f"invoice {e.invoice_id!r} is {inv['s']}, not approved")
+            msg = f"invoice {e.invoice_id!r} is {inv['s']}, not approved"
+            raise _invalid(msg)
     elif inv["k"] != "ar":
-        raise _invalid(f"invoice {e.invoice_id!r} is an AP invoice, not a customer invoice")
+        msg = f"invoice {e.invoice_id!r} is an AP invoice, not a customer invoice"
+        raise _invalid(msg)
     _not_before_start(inv, t, "invoice", e.invoice_id)
     outstanding = inv["a"] - inv["paid"]
     if e.amount > outstanding + AMOUNT_TOLERANCE:
-        raise _invalid(
-            f"invoice {e.invoice_id!r}: payment {e.amount} exceeds outstanding {outstanding}"
-        )
+        msg = f"invoice {e.invoice_id!r}: payment {e.amount} exceeds outstanding {outstanding}"
+        raise _invalid(msg)
     state.touch(key)
     inv["paid"] += e.amount
     if ap:
@@ -170,7 +176,8 @@ def _offer_accepted(state: PartitionState, e: Any, t: float) -> _Result:
     key = f"e|req|{e.requisition_id}"
     req = _entity(state, key, "requisition", e.requisition_id)
     if req.get("filled"):
-        raise _invalid(f"requisition {e.requisition_id!r} was already filled")
+        msg = f"requisition {e.requisition_id!r} was already filled"
+        raise _invalid(msg)
     duration = _not_before_start(req, t, "requisition", e.requisition_id)
     state.touch(key)
     req["filled"] = True
@@ -187,7 +194,8 @@ def _employee_left(state: PartitionState, e: Any, t: float) -> _Result:
     key = f"e|emp|{e.employee_id}"
     emp = _entity(state, key, "employee", e.employee_id)
     if emp.get("left"):
-        raise _invalid(f"employee {e.employee_id!r} has already left")
+        msg = f"employee {e.employee_id!r} has already left"
+        raise _invalid(msg)
     _not_before_start(emp, t, "employee", e.employee_id)
     state.touch(key)
     emp["left"] = True
@@ -224,7 +232,8 @@ def _incident_acknowledged(state: PartitionState, e: Any, t: float) -> _Result:
     inc = _entity(state, key, "incident", e.incident_id)
     if inc.get("ack") or inc.get("res"):
         what = "resolved" if inc.get("res") else "acknowledged"
-        raise _invalid(f"incident {e.incident_id!r} was already {what}")
+        msg = f"incident {e.incident_id!r} was already {what}"
+        raise _invalid(msg)
     duration = _not_before_start(inc, t, "incident", e.incident_id)
     state.touch(key)
     inc["ack"] = True
@@ -235,7 +244,8 @@ def _incident_resolved(state: PartitionState, e: Any, t: float) -> _Result:
     key = f"e|inc|{e.incident_id}"
     inc = _entity(state, key, "incident", e.incident_id)
     if inc.get("res"):
-        raise _invalid(f"incident {e.incident_id!r} was already resolved")
+        msg = f"incident {e.incident_id!r} was already resolved"
+        raise _invalid(msg)
     duration = _not_before_start(inc, t, "incident", e.incident_id)
     state.touch(key)
     inc["res"] = True
@@ -252,7 +262,8 @@ def _ticket_resolved(state: PartitionState, e: Any, t: float) -> _Result:
     key = f"e|tkt|{e.ticket_id}"
     tkt = _entity(state, key, "ticket", e.ticket_id)
     if tkt.get("res"):
-        raise _invalid(f"ticket {e.ticket_id!r} was already resolved")
+        msg = f"ticket {e.ticket_id!r} was already resolved"
+        raise _invalid(msg)
     duration = _not_before_start(tkt, t, "ticket", e.ticket_id)
     state.touch(key)
     tkt["res"] = True

@@ -5,7 +5,8 @@ KPI panes, balances, service timelines) lives in one ``dict[str, JSON]`` whose k
 changelog keys. Every mutation first ``touch``es its key, which remembers the key's value as
 it was when the batch started. A commit turns the touched keys into changelog records
 ``{"o": commit sequence, "v": new value, "p": value before the batch}`` followed by the meta
-record ``m`` (which carries the sequence and the last input offset processed). Restoring keeps ``v`` for records of complete batches and falls back to ``p``
+record ``m`` (the sequence and the last input offset processed). Restoring keeps ``v`` for
+records of complete batches and falls back to ``p``
 for a batch whose meta record never made it, so a crash anywhere in a commit restores the
 partition exactly as of its last complete batch. That is what makes replay exact.
 """

@@ -102,7 +102,9 @@ class Metrics:
             registry=registry,
         )
 
-    def observe_batch(self, result: BatchResult, n_messages: int, topic_names: dict[str, str]) -> None:
+    def observe_batch(
+        self, result: BatchResult, n_messages: int, topic_names: dict[str, str]
+    ) -> None:
         """Count one processed batch (``topic_names`` maps logical to real topic names)."""
         self.batch_size.observe(n_messages)
         for (topic, event_type), n in result.applied.items():

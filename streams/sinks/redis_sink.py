@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -65,7 +66,9 @@ class RedisSink:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
-        self.redis: aioredis.Redis = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5
+        )
         self.history_keep = history_keep
         self._on_error = on_error
         self._on_ok = on_ok
@@ -76,7 +79,7 @@ class RedisSink:
 
     async def setup(self, catalog: Sequence[KpiDef], currency: str) -> None:
         """Write the ``kpi:catalog`` hash."""
-        mapping = {}
+        mapping: dict[Any, Any] = {}
         for k in catalog:
             entry = k.catalog_entry()
             if entry["unit"] == "currency":
