@@ -15,6 +15,9 @@ all (1800+2100+2700)/3 = 2200 (3); error rate finance 0, hr 1, all 1/3.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,8 @@ import pytest
 import redis
 
 from streams.config import Settings
-from tests.integration.helpers import Worker, publish, read_topic, wait_until
+from streams.reader import KpiReader
+from tests.integration.helpers import Worker, process_env, publish, read_topic, wait_until
 
 T0 = 1_767_225_600
 M = 60
@@ -36,8 +40,16 @@ def ts(t: float) -> str:
 
 
 def received(eid: str, inv: str, t: float, dept: str, currency: str = "USD") -> dict[str, Any]:
-    return {"event_id": eid, "type": "invoice.received", "occurred_at": ts(t), "invoice_id": inv,
-            "amount": 100.0, "currency": currency, "department": dept, "vendor_id": "v1"}
+    return {
+        "event_id": eid,
+        "type": "invoice.received",
+        "occurred_at": ts(t),
+        "invoice_id": inv,
+        "amount": 100.0,
+        "currency": currency,
+        "department": dept,
+        "vendor_id": "v1",
+    }
 
 
 def decided(eid: str, inv: str, t: float, type_: str = "invoice.approved") -> dict[str, Any]:
@@ -109,12 +121,55 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
 
     letters = wait_until(dead_letters, timeout_s=30)
     assert sorted(d["reason"] for d in letters) == [
-        "currency", "invalid_json", "late", "unknown_entity"
+        "currency",
+        "invalid_json",
+        "late",
+        "unknown_entity",
     ]
     garbage = next(d for d in letters if d["reason"] == "invalid_json")
     assert garbage["payload"] == "{this is not json"
     assert garbage["topic"] == kpi_env.topic("invoices")
     assert (garbage["partition"], garbage["offset"]) == (3, 0)
+
+    kpis = httpx.get(worker.url("/kpis"), timeout=5).json()["kpis"]
+    mine = {(k["name"], k["window"], k["scope"]): k for k in kpis}
+    assert mine[("invoice_error_rate", "30d", "hr")]["value"] == 1.0
+    assert mine[("invoice_processing_time", "1h", "all")]["final"] is False
+
+    async def read() -> tuple[Any, Any, Any]:
+        async with KpiReader(kpi_env.redis_url) as reader:
+            return (
+                await reader.current("invoice_error_rate", "30d", "all"),
+                await reader.history("invoice_processing_time", "1h", "finance"),
+                await reader.catalog(),
+            )
+
+    current_rate, finance, catalog_read = asyncio.run(read())
+    assert current_rate is not None and current_rate.value == pytest.approx(1 / 3)
+    assert [(h.value, h.count) for h in finance] == [(1950.0, 2)]
+    assert catalog_read["dso"]["target"]["direction"] == "at_most"
+
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "get",
+            "invoice_processing_time",
+            "-w",
+            "1h",
+            "-s",
+            "finance",
+            "--history",
+            "3",
+        ],
+        env=process_env(kpi_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "invoice_processing_time 1h finance" in shown and "32.5 min" in shown
 
     metrics = httpx.get(worker.url("/metrics"), timeout=5).text
     assert 'backoffice_invoice_processing_time_seconds{department="all",window="30d"}' in metrics

@@ -38,7 +38,9 @@ def recent_start() -> float:
     return float(int(start))
 
 
-def redis_history(r: redis.Redis, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+def redis_history(
+    r: redis.Redis, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], dict[str, Any]]:
     out = {}
     for kpi, window, scope in keys:
         members = r.zrange(f"kpi:{kpi}:{window}:{scope}:history", 0, -1)
@@ -49,8 +51,11 @@ def redis_history(r: redis.Redis, keys: list[tuple[str, str, str]]) -> dict[tupl
 
 
 def test_multi_day_log_equals_reference(kpi_env: Settings, tmp_path: Path) -> None:
-    partitions = {"invoices": kpi_env.partitions, "hiring": kpi_env.partitions,
-                  "incidents": kpi_env.partitions}
+    partitions = {
+        "invoices": kpi_env.partitions,
+        "hiring": kpi_env.partitions,
+        "incidents": kpi_env.partitions,
+    }
     start = recent_start()
     messages = random_log(seed=3, n_events=3000, days=DAYS, partitions=partitions, start=start)
     now = time.time()
@@ -90,8 +95,8 @@ def test_multi_day_log_equals_reference(kpi_env: Settings, tmp_path: Path) -> No
 
         letters = wait_until(dead_letters, timeout_s=60)
         logical = {kpi_env.topic(t): t for t in partitions}
-        assert sorted((logical[d["topic"]], d["partition"], d["offset"], d["reason"]) for d in letters) == sorted(
-            expected.dead_letters
-        )
+        assert sorted(
+            (logical[d["topic"]], d["partition"], d["offset"], d["reason"]) for d in letters
+        ) == sorted(expected.dead_letters)
     finally:
         worker.stop()

@@ -60,7 +60,11 @@ def run_engine(
             for (topic, p), records in changelog.items():
                 engine.assign(PartitionState.restore(topic, p, records))
             restart = min(
-                (k for k, m in enumerate(messages) if m.offset > engine.state(m.topic, m.partition).applied_offset),
+                (
+                    k
+                    for k, m in enumerate(messages)
+                    if m.offset > engine.state(m.topic, m.partition).applied_offset
+                ),
                 default=len(messages),
             )
             i = restart
@@ -70,7 +74,11 @@ def run_engine(
 
 
 def compare(
-    messages: list[reference.Message], partitions: dict[str, int], now: float, seed: int, crash_every: int = 0
+    messages: list[reference.Message],
+    partitions: dict[str, int],
+    now: float,
+    seed: int,
+    crash_every: int = 0,
 ) -> None:
     expected = reference.compute(messages, partitions=partitions, grace_seconds=3600, now=now)
     closed, dead, duplicates = run_engine(messages, partitions, now, seed, crash_every)
@@ -96,13 +104,18 @@ def compare(
                 assert got_value == value, (key, start, got_value, value)
             else:
                 assert math.isclose(got_value, value, rel_tol=REL, abs_tol=1e-12), (
-                    key, start, got_value, value,
+                    key,
+                    start,
+                    got_value,
+                    value,
                 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(log=event_logs(max_events=80), seed=st.integers(0, 2**16))
-def test_engine_equals_reference(log: tuple[list[reference.Message], dict[str, int], float], seed: int) -> None:
+def test_engine_equals_reference(
+    log: tuple[list[reference.Message], dict[str, int], float], seed: int
+) -> None:
     messages, partitions, now = log
     compare(messages, partitions, now, seed)
 

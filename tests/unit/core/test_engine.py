@@ -38,7 +38,9 @@ class Log:
     def ev(self, topic: str, partition: int, type_: str, t: float, **fields: Any) -> None:
         self.n += 1
         event_id = fields.pop("event_id", f"ev{self.n}")
-        self.add(topic, partition, {"event_id": event_id, "type": type_, "occurred_at": ts(t), **fields})
+        self.add(
+            topic, partition, {"event_id": event_id, "type": type_, "occurred_at": ts(t), **fields}
+        )
 
 
 def engine(partitions: dict[str, int] | None = None, grace: float = H) -> Engine:
@@ -50,7 +52,9 @@ def engine(partitions: dict[str, int] | None = None, grace: float = H) -> Engine
     )
 
 
-def closed_map(values: list[WindowValue]) -> dict[tuple[str, str, str, int], tuple[float | None, int]]:
+def closed_map(
+    values: list[WindowValue],
+) -> dict[tuple[str, str, str, int], tuple[float | None, int]]:
     out = {}
     for wv in values:
         key = (wv.kpi, wv.window, wv.scope, wv.start)
@@ -62,8 +66,18 @@ def closed_map(values: list[WindowValue]) -> dict[tuple[str, str, str, int], tup
 def received(
     log: Log, p: int, inv: str, t: float, amount: float = 100.0, dept: str = "finance", **kw: Any
 ) -> None:
-    log.ev("invoices", p, "invoice.received", t, invoice_id=inv, amount=amount, currency="USD",
-           department=dept, vendor_id="v1", **kw)
+    log.ev(
+        "invoices",
+        p,
+        "invoice.received",
+        t,
+        invoice_id=inv,
+        amount=amount,
+        currency="USD",
+        department=dept,
+        vendor_id="v1",
+        **kw,
+    )
 
 
 def test_processing_time_and_error_rate_per_department_and_rollup() -> None:
@@ -71,7 +85,9 @@ def test_processing_time_and_error_rate_per_department_and_rollup() -> None:
     received(log, 0, "a", T0)
     received(log, 0, "b", T0 + 600, dept="hr")
     log.ev("invoices", 0, "invoice.approved", T0 + 1800, invoice_id="a")  # 1800 s
-    log.ev("invoices", 0, "invoice.rejected", T0 + 3000, invoice_id="b", reason="wrong vat")  # 2400 s
+    log.ev(
+        "invoices", 0, "invoice.rejected", T0 + 3000, invoice_id="b", reason="wrong vat"
+    )  # 2400 s
     received(log, 0, "flush", T0 + 3 * H)  # moves the watermark: [T0, T0+1h) closes
     eng = engine()
     closed = closed_map(eng.process(log.messages).closed)
@@ -136,15 +152,52 @@ def test_duplicates_never_count_twice() -> None:
     [
         (b"{not json", "invalid_json"),
         ({"event_id": "x", "type": "invoice.received"}, "schema"),
-        ({"event_id": "x", "type": "ticket.opened", "occurred_at": ts(T0), "ticket_id": "t",
-          "queue": "q", "priority": "p1"}, "unknown_type"),
-        ({"event_id": "x", "type": "invoice.received", "occurred_at": ts(T0), "invoice_id": "i",
-          "amount": 5, "currency": "EUR", "department": "d", "vendor_id": "v"}, "currency"),
-        ({"event_id": "x", "type": "invoice.approved", "occurred_at": ts(T0), "invoice_id": "nope"},
-         "unknown_entity"),
-        ({"event_id": "x", "type": "invoice.received", "occurred_at": ts(NOW + 3600),
-          "invoice_id": "i", "amount": 5, "currency": "USD", "department": "d", "vendor_id": "v"},
-         "future"),
+        (
+            {
+                "event_id": "x",
+                "type": "ticket.opened",
+                "occurred_at": ts(T0),
+                "ticket_id": "t",
+                "queue": "q",
+                "priority": "p1",
+            },
+            "unknown_type",
+        ),
+        (
+            {
+                "event_id": "x",
+                "type": "invoice.received",
+                "occurred_at": ts(T0),
+                "invoice_id": "i",
+                "amount": 5,
+                "currency": "EUR",
+                "department": "d",
+                "vendor_id": "v",
+            },
+            "currency",
+        ),
+        (
+            {
+                "event_id": "x",
+                "type": "invoice.approved",
+                "occurred_at": ts(T0),
+                "invoice_id": "nope",
+            },
+            "unknown_entity",
+        ),
+        (
+            {
+                "event_id": "x",
+                "type": "invoice.received",
+                "occurred_at": ts(NOW + 3600),
+                "invoice_id": "i",
+                "amount": 5,
+                "currency": "USD",
+                "department": "d",
+                "vendor_id": "v",
+            },
+            "future",
+        ),
     ],
 )
 def test_invalid_events_are_dead_lettered_with_their_reason(payload: Any, reason: str) -> None:
@@ -157,8 +210,17 @@ def test_invalid_events_are_dead_lettered_with_their_reason(payload: Any, reason
 
 def test_overpayment_is_an_invalid_transition_and_partial_payments_are_fine() -> None:
     log = Log()
-    log.ev("invoices", 0, "invoice.issued", T0, invoice_id="ar1", amount=100, currency="USD",
-           department="sales", customer_id="c1")
+    log.ev(
+        "invoices",
+        0,
+        "invoice.issued",
+        T0,
+        invoice_id="ar1",
+        amount=100,
+        currency="USD",
+        department="sales",
+        customer_id="c1",
+    )
     log.ev("invoices", 0, "payment.received", T0 + 60, invoice_id="ar1", amount=60)
     log.ev("invoices", 0, "payment.received", T0 + 120, invoice_id="ar1", amount=40)
     log.ev("invoices", 0, "payment.received", T0 + 180, invoice_id="ar1", amount=1)
@@ -168,11 +230,29 @@ def test_overpayment_is_an_invalid_transition_and_partial_payments_are_fine() ->
 
 def test_dso_uses_receivables_at_window_end() -> None:
     log = Log()
-    log.ev("invoices", 0, "invoice.issued", T0 + 60, invoice_id="ar1", amount=1000,
-           currency="USD", department="sales", customer_id="c1")
+    log.ev(
+        "invoices",
+        0,
+        "invoice.issued",
+        T0 + 60,
+        invoice_id="ar1",
+        amount=1000,
+        currency="USD",
+        department="sales",
+        customer_id="c1",
+    )
     log.ev("invoices", 0, "payment.received", T0 + H + 60, invoice_id="ar1", amount=400)
-    log.ev("invoices", 0, "invoice.issued", T0 + DAY + 60, invoice_id="ar2", amount=500,
-           currency="USD", department="sales", customer_id="c1")
+    log.ev(
+        "invoices",
+        0,
+        "invoice.issued",
+        T0 + DAY + 60,
+        invoice_id="ar2",
+        amount=500,
+        currency="USD",
+        department="sales",
+        customer_id="c1",
+    )
     received(log, 0, "flush", T0 + 3 * DAY)
     closed = closed_map(engine().process(log.messages).closed)
     # Day 1: AR_end = 1000 - 400 = 600, credit sales 1000 -> 0.6 days.
@@ -203,9 +283,20 @@ def test_uptime_outage_spanning_windows_and_repeats() -> None:
 def test_rolling_30d_window_sums_thirty_daily_panes() -> None:
     log = Log()
     for day in (0, 10, 29, 30):
-        log.ev("hiring", 0, "training.completed", T0 + day * DAY + 60, training_id=f"t{day}",
-               employee_id="e", department="hr", cost=100.0 * (day + 1), currency="USD")
-    log.ev("hiring", 0, "survey.submitted", T0 + 40 * DAY, response_id="r", department="hr", score=9)
+        log.ev(
+            "hiring",
+            0,
+            "training.completed",
+            T0 + day * DAY + 60,
+            training_id=f"t{day}",
+            employee_id="e",
+            department="hr",
+            cost=100.0 * (day + 1),
+            currency="USD",
+        )
+    log.ev(
+        "hiring", 0, "survey.submitted", T0 + 40 * DAY, response_id="r", department="hr", score=9
+    )
     closed = closed_map(engine().process(log.messages).closed)
     # [T0, T0+30d) holds days 0, 10 and 29.
     assert closed[("training_cost", "30d", "hr", T0)] == (100.0 + 1100.0 + 3000.0, 3)
