@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.1
-#: A worker that has assigned partitions with lag but made no progress for this long is
-#: reported unhealthy by ``/health``.
-STALL_AFTER_S = 60.0
 
 
 def broker_urls(bootstrap: str) -> list[str]:
