@@ -1,0 +1,217 @@
+"""Publishing simulated (or any) events to the product's Kafka topics, and creating those topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from streams.config import INPUT_TOPICS, Settings
+from streams.errors import KpiError
+
+# CreateTopics error code for a topic created meanwhile by someone else: not an error here.
+_TOPIC_ALREADY_EXISTS = 36
+_LEADER_SETTLE_S = 0.5
+
+
+class PublishError(KpiError):
+    """Kafka is unreachable or refused messages; the message is one line for the user."""
+
+
+class Publisher:
+    """An idempotent Kafka producer for the product's topics, batching its sends.
+
+    ``await send(...)`` only enqueues: aiokafka batches per partition (``linger_ms``), and
+    delivery results are collected every ``flush_every`` messages, on :meth:`flush` and on
+    exit, so a failed delivery is reported within one batch instead of stalling each send.
+    Retriable broker errors are retried by aiokafka for up to ``request_timeout_ms``;
+    idempotence (with ``acks="all"``) keeps those retries from writing duplicates.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        linger_ms: int = 10,
+        flush_every: int = 5000,
+        start_timeout_s: float = 12.0,
+        request_timeout_ms: int = 30_000,
+        client_id: str = "kpi-simulator",
+    ) -> None:
+        self._settings = settings
+        self._linger_ms = linger_ms
+        self._flush_every = max(1, flush_every)
+        self._start_timeout_s = start_timeout_s
+        self._request_timeout_ms = request_timeout_ms
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future[Any]] = []
+        #: Messages handed to :meth:`send`.
+        self.sent = 0
+        #: Messages acknowledged by Kafka (as of the last flush).
+        self.delivered = 0
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self.flush()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        """Connect to Kafka; :class:`PublishError` if that fails within ``start_timeout_s``."""
+        bootstrap = self._settings.kafka_bootstrap
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self._linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=self._request_timeout_ms,
+            retry_backoff_ms=200,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), self._start_timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            msg = f"cannot reach Kafka at {bootstrap}: {_reason(exc)}"
+            raise PublishError(msg) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Disconnect (pending messages are sent first by aiokafka)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send(self, topic: str, key: str, payload: dict[str, Any] | bytes) -> None:
+        """Enqueue one message for ``topic`` (unprefixed) keyed by the entity ``key``.
+
+        Dicts are serialised with orjson; bytes are sent as they are (e.g. invalid JSON).
+        """
+        producer = self._producer
+        if producer is None:
+            msg = "Publisher.send() before start(): use 'async with Publisher(settings)'"
+            raise PublishError(msg)
+        value = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        try:
+            future = await producer.send(self._settings.topic(topic), value=value, key=key.encode())
+        except KafkaError as exc:
+            msg = f"cannot publish to {self._settings.topic(topic)}: {_reason(exc)}"
+            raise PublishError(msg) from exc
+        self._pending.append(future)
+        self.sent += 1
+        if len(self._pending) >= self._flush_every:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far is acknowledged; raise if any was not."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        self.delivered += len(results) - len(failures)
+        if failures:
+            msg = f"{len(failures)} message(s) not delivered to Kafka: {_reason(failures[0])}"
+            raise PublishError(msg) from failures[0]
+
+
+async def ensure_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[str]:
+    """Create the three input topics and the dead-letter topic if missing; return those created.
+
+    Uses ``settings.partitions`` partitions and a replication factor of up to 3 (fewer on a
+    smaller cluster). A topic created concurrently by another process is not an error.
+    """
+    wanted = [settings.topic(name) for name in INPUT_TOPICS] + [settings.dead_letter_topic]
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="kpi-admin",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        with contextlib.suppress(Exception):
+            await admin.close()
+        msg = f"cannot reach Kafka at {settings.kafka_bootstrap}: {_reason(exc)}"
+        raise PublishError(msg) from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = max(1, min(3, brokers))
+        response = await admin.create_topics(
+            [NewTopic(name, settings.partitions, replication) for name in missing],
+            timeout_ms=int(timeout_s * 1000),
+        )
+        created = []
+        for topic, code, *details in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                detail = details[0] if details and details[0] else f"error code {code}"
+                msg = f"cannot create topic {topic}: {detail}"
+                raise PublishError(msg)
+        await _wait_for_leaders(admin, created, timeout_s)
+        return created
+    except KafkaError as exc:
+        msg = f"cannot create topics on {settings.kafka_bootstrap}: {_reason(exc)}"
+        raise PublishError(msg) from exc
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float
+) -> None:
+    # A new topic's partitions get leaders a moment after CreateTopics returns; producing
+    # before that works (aiokafka retries) but logs a NotLeaderForPartition warning per batch.
+    # On a local KRaft broker the metadata shows the leaders a few hundred ms before the
+    # broker accepts writes for them (measured), hence a settling pause once they appear.
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while topics and asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(topics)
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and t["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+        }
+        if ready >= set(topics):
+            await asyncio.sleep(_LEADER_SETTLE_S)
+            return
+        await asyncio.sleep(0.1)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line on why a Kafka call failed."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, KafkaConnectionError | ConnectionError):
+        return "connection failed (is Kafka running there?)"
+    name = type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    # aiokafka's errors already start with their class name.
+    text = lines[0].removeprefix(f"{name}: ") if lines else ""
+    return f"{name}: {text}" if text and text != name else name
