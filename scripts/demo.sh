@@ -12,7 +12,10 @@ SIM_LOG="$STACK_DIR/simulator.log"
 # it catches up with the wall clock, then live: history fills in while you watch.
 DEMO_START=${DEMO_START:-3d}
 DEMO_SPEED=${DEMO_SPEED:-3600}
-DEMO_RATE=${DEMO_RATE:-400}
+DEMO_RATE=${DEMO_RATE:-1000}
+# Ten times the activity of the default company, so even the current night-time hour
+# has invoices being decided.
+DEMO_SCALE=${DEMO_SCALE:-10}
 
 pids=()
 started_stack=0
@@ -46,6 +49,7 @@ done
 
 echo "demo: starting the simulator, seed 7, from $DEMO_START ago at ${DEMO_SPEED}x (log: $SIM_LOG)"
 "$BIN/kpi" simulate --seed 7 --start "$DEMO_START" --speed "$DEMO_SPEED" --rate "$DEMO_RATE" \
+  --scale "$DEMO_SCALE" \
   --out-of-order 0.02 --duplicates 0.01 --invalid 0.005 >"$SIM_LOG" 2>&1 &
 pids+=($!)
 
