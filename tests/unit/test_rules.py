@@ -1,0 +1,245 @@
+"""Prometheus rules generated from the catalog: committed = generated, and promtool agrees.
+
+promtool comes from Debian's ``prometheus`` package (``make install`` installs it). Without
+it these checks skip on a developer machine and fail under CI, where a skip would hide them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from streams import rules
+from streams.catalog import CATALOG
+
+REPO = Path(__file__).resolve().parents[2]
+PROM_DIR = REPO / "ops" / "prometheus"
+RULES_DIR = PROM_DIR / "rules"
+
+
+def all_rules() -> list[rules.Rule]:
+    return [r for groups in rules.rule_groups().values() for g in groups for r in g.rules]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool not found: install Debian's prometheus package (make install)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+# -- drift ----------------------------------------------------------------------------
+
+
+def test_committed_rule_files_equal_the_generated_ones() -> None:
+    rendered = rules.render_rules()
+    assert sorted(p.name for p in RULES_DIR.glob("*.yml")) == sorted(rendered)
+    for name, text in rendered.items():
+        committed = (RULES_DIR / name).read_text(encoding="utf-8")
+        assert committed == text, f"{name} is out of date with streams/catalog.py: run `kpi rules`"
+
+
+def test_rendering_is_deterministic() -> None:
+    assert rules.render_rules() == rules.render_rules()
+
+
+# -- what the catalog becomes ---------------------------------------------------------
+
+
+def test_every_kpi_has_exactly_one_alert_with_its_target() -> None:
+    alerts = {r.alert: r for r in all_rules() if r.alert}
+    for kpi in CATALOG:
+        alert = alerts[rules.alert_name(kpi)]
+        window = rules.alert_window(kpi)
+        assert alert.for_ == kpi.target.for_
+        assert alert.labels == {"severity": kpi.target.severity, "kpi": kpi.name}
+        assert f'{kpi.metric}{{window="{window}"}}' in alert.expr
+        assert f'backoffice_kpi_target{{kpi="{kpi.name}", window="{window}"}}' in alert.expr
+        comparison = ">" if kpi.target.direction == "at_most" else "<"
+        assert f"\n  {comparison} on(job, instance, window) group_left()\n" in alert.expr
+        description = alert.annotations["description"]
+        for words in (kpi.title, f"{{{{ $labels.{kpi.dimension} }}}}", window, "$value"):
+            assert words in description
+        assert rules.format_target(kpi) in description
+    kpi_alerts = [r for r in all_rules() if r.alert and r.alert.endswith("OffTarget")]
+    assert len(kpi_alerts) == len(CATALOG)
+    text = rules.render_rules()[rules.KPI_FILE]
+    assert len(re.findall(r"^      - alert: \w+OffTarget$", text, re.M)) == len(CATALOG)
+
+
+def test_every_kpi_has_miss_and_gap_recording_rules() -> None:
+    recorded = {(r.record, r.labels["kpi"]) for r in all_rules() if r.record}
+    expected = {
+        (record, k.name)
+        for k in CATALOG
+        for record in ("backoffice:kpi_miss", "backoffice:kpi_target_gap")
+    }
+    assert recorded == expected
+
+
+def test_balance_and_slow_kpis_alert_on_30d_the_others_on_1d() -> None:
+    windows = {k.name: rules.alert_window(k) for k in CATALOG}
+    monthly = {n for n, w in windows.items() if w == "30d"}
+    balance = {"dso", "ap_turnover", "employee_turnover_rate"}
+    # for: 1d, which could never elapse on a daily window that restarts at midnight.
+    slow = {"time_to_hire", "employee_satisfaction", "enps", "training_cost"}
+    assert monthly == balance | slow
+    assert set(windows.values()) == {"1d", "30d"}
+    for kpi in CATALOG:
+        if windows[kpi.name] == "1d":
+            assert rules.duration_seconds(kpi.target.for_) <= rules.MAX_FOR_ON_DAILY_S
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5m", 300), ("2h", 7200), ("1d", 86400), ("1h30m", 5400)]
+)
+def test_duration_seconds(text: str, seconds: int) -> None:
+    assert rules.duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "1x", "h1", "1h 30m"])
+def test_duration_seconds_rejects_non_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        rules.duration_seconds(text)
+
+
+def test_targets_in_words() -> None:
+    by_name = {k.name: k for k in CATALOG}
+    assert rules.format_target(by_name["invoice_processing_time"]) == "at most 3d"
+    assert rules.format_target(by_name["incident_response_time"]) == "at most 15m"
+    assert rules.format_target(by_name["system_uptime"]) == "at least 0.999"
+    assert rules.format_target(by_name["dso"]) == "at most 45 days"
+    assert rules.format_target(by_name["training_cost"]) == ("at most 250,000 (reporting currency)")
+
+
+def test_pipeline_alerts() -> None:
+    alerts = {r.alert: r for r in rules.pipeline_alerts()}
+    assert set(alerts) == {
+        "BackofficeKpiWorkerDown",
+        "BackofficeKpiRedisWritesFailing",
+        "BackofficeKpiNoEvents",
+        "BackofficeKpiDeadLettersHigh",
+        "BackofficeKpiWatermarkStalled",
+    }
+    assert alerts["BackofficeKpiWorkerDown"].expr == 'up{job="backoffice-kpi"} == 0'
+    assert alerts["BackofficeKpiWorkerDown"].for_ == "2m"
+    assert alerts["BackofficeKpiRedisWritesFailing"].for_ == "2m"
+    assert alerts["BackofficeKpiNoEvents"].for_ == "10m"
+    assert "[15m]" in alerts["BackofficeKpiDeadLettersHigh"].expr
+    assert alerts["BackofficeKpiDeadLettersHigh"].expr.endswith("> 0.05")
+    assert alerts["BackofficeKpiWatermarkStalled"].for_ == "30m"
+
+
+@pytest.mark.parametrize(
+    ("text", "yaml"),
+    [
+        ("backoffice:kpi_miss", "backoffice:kpi_miss"),
+        ("2h", "2h"),
+        ("warning", "warning"),
+        ("yes", "'yes'"),  # YAML 1.1 would read a bool
+        ("10", "'10'"),
+        ("worker:6066", "worker:6066"),
+        ('up{job="x"} == 0', "'up{job=\"x\"} == 0'"),
+        ("it's", '"it\'s"'),
+    ],
+)
+def test_yaml_scalars_are_quoted_when_needed(text: str, yaml: str) -> None:
+    assert rules._scalar(text) == yaml
+
+
+# -- writing and checking -------------------------------------------------------------
+
+
+def test_write_then_check_detects_changes_and_stale_files(tmp_path: Path) -> None:
+    out = tmp_path / "rules"
+    written = rules.write_rules(out)
+    assert sorted(p.name for p in written) == sorted(rules.render_rules())
+    assert rules.outdated_rules(out) == []
+
+    (out / rules.KPI_FILE).write_text("groups: []\n", encoding="utf-8")
+    stale = out / "old.yml"
+    stale.write_text(rules.GENERATED_MARKER + "\ngroups: []\n", encoding="utf-8")
+    own = out / "hand_written.yml"
+    own.write_text("groups: []\n", encoding="utf-8")
+    assert rules.outdated_rules(out) == [rules.KPI_FILE, "old.yml"]
+
+    rules.write_rules(out)
+    assert rules.outdated_rules(out) == []
+    assert not stale.exists()
+    assert own.exists()  # not generated: never deleted
+    assert rules.outdated_rules(tmp_path / "missing") == sorted(rules.render_rules())
+
+
+def test_rules_command_writes_and_checks(tmp_path: Path) -> None:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """A stand-in for the kpi application."""
+
+    rules.register(app)
+    runner = CliRunner()
+    out = tmp_path / "rules"
+
+    result = runner.invoke(app, ["rules", "--out", str(out), "--check"])
+    assert result.exit_code == 1
+    assert "out of date" in result.output and len(result.output.strip().splitlines()) == 1
+
+    result = runner.invoke(app, ["rules", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert rules.outdated_rules(out) == []
+
+    result = runner.invoke(app, ["rules", "--out", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
+
+
+# -- promtool -------------------------------------------------------------------------
+
+
+def test_promtool_accepts_the_generated_rules(promtool: str, tmp_path: Path) -> None:
+    paths = rules.write_rules(tmp_path)
+    result = run(promtool, "check", "rules", *map(str, paths))
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout))
+    assert found == len(all_rules())
+
+
+def test_promtool_accepts_the_prometheus_configs(promtool: str) -> None:
+    configs = sorted(PROM_DIR.glob("prometheus*.yml"))
+    assert [p.name for p in configs] == ["prometheus.docker.yml", "prometheus.yml"]
+    result = run(promtool, "check", "config", *map(str, configs))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Both load every generated rule file.
+    n_files = len(rules.render_rules())
+    assert result.stdout.count(f"SUCCESS: {n_files} rule files found") == len(configs)
+
+
+def test_promtool_unit_tests_of_the_alerts(promtool: str) -> None:
+    tests = sorted(str(p) for p in (PROM_DIR / "tests").glob("*.yml"))
+    assert len(tests) >= 2
+    result = run(promtool, "test", "rules", *tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_operations_doc_lists_every_alert() -> None:
+    doc = (REPO / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    alerts_section = doc.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    for rule in all_rules():
+        if rule.alert:
+            assert f"`{rule.alert}`" in alerts_section, f"docs/OPERATIONS.md: add {rule.alert}"
