@@ -8,10 +8,11 @@ STACK_DIR=${KPI_STACK_DIR:-.stack}
 mkdir -p "$STACK_DIR"
 WORKER_LOG="$STACK_DIR/worker.log"
 SIM_LOG="$STACK_DIR/simulator.log"
-# A simulated company that started three days ago, replayed at one hour per second until
-# it catches up with the wall clock, then live: history fills in while you watch.
-DEMO_START=${DEMO_START:-3d}
-DEMO_SPEED=${DEMO_SPEED:-3600}
+# A simulated company that started two days ago, replayed at five simulated minutes per
+# second (a new hour every 12 s) until it catches up with the wall clock after about ten
+# minutes, then live: windows close and history fills in while you watch.
+DEMO_START=${DEMO_START:-2d}
+DEMO_SPEED=${DEMO_SPEED:-300}
 DEMO_RATE=${DEMO_RATE:-1000}
 # Ten times the activity of the default company, so even the current night-time hour
 # has invoices being decided.

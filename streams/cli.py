@@ -62,10 +62,11 @@ def get(
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
     from producers import cli as producers_cli
-    from streams import stack
+    from streams import rules, stack
 
     app.add_typer(stack.stack_app, name="stack")
     producers_cli.register(app)
+    rules.register(app)
 
 
 def main() -> None:
