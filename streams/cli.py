@@ -61,12 +61,17 @@ def get(
 
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
+    from producers import backfill
     from producers import cli as producers_cli
-    from streams import rules, stack
+    from schemas import cli as schemas_cli
+    from streams import dashboards, rules, stack
 
     app.add_typer(stack.stack_app, name="stack")
     producers_cli.register(app)
+    backfill.register(app)
+    schemas_cli.register(app)
     rules.register(app)
+    dashboards.register(app)
 
 
 def main() -> None:
