@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streams import rules
+from streams import dashboards, rules
 from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.stack import free_port
@@ -192,6 +192,10 @@ def test_rules_run_on_a_real_prometheus(kpi_env: Settings, tmp_path: Path) -> No
             assert not unhealthy
 
             results = check_queries(prom, rule_queries() + EXTRA_QUERIES)
+            panels = check_queries(prom, dashboards.all_panel_queries())
+            # Every Grafana panel's query is valid and returns data (issue 5's bar).
+            no_data = sorted(q for q, r in panels.items() if not r)
+            assert not no_data, f"dashboard panels without data: {no_data}"
             # The joins match the worker's real labels: every KPI's miss/gap rules yield data.
             for kpi in CATALOG:
                 for rule in rules.kpi_recording_rules(kpi):
