@@ -87,6 +87,12 @@ def create_app(
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             await runtime.handle(events)
 
+    if settings.idle_partition_seconds:
+
+        @app.timer(max(1.0, settings.idle_partition_seconds / 4))  # type: ignore[untyped-decorator]
+        async def close_idle() -> None:
+            await runtime.tick()
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.on_revoked(args[0])
@@ -119,16 +125,23 @@ def create_app(
 
 
 def runtime_health(runtime: Runtime) -> dict[str, Any]:
-    """Health of the worker: Redis reachable, and not stalled."""
+    """Health of the worker: Redis reachable, and not stalled (lag but no progress)."""
     problems = []
     if not runtime.sink.healthy:
         problems.append("redis unreachable")
-    idle_s = time.time() - runtime.last_batch_at if runtime.last_batch_at else None
+    now = time.time()
+    since_progress = now - (runtime.last_batch_at or runtime.started_at)
+    lag = runtime.lag()
+    if lag > 0 and since_progress > runtime.settings.stall_seconds:
+        problems.append(
+            f"stalled: {lag} messages waiting, no batch completed for {since_progress:.0f} s"
+        )
     engine = runtime.engine
     return {
         "status": "ok" if not problems else "unhealthy",
         "problems": problems,
         "events_processed": runtime.events_processed,
+        "lag": lag,
         "partitions": sorted(f"{t}-{p}" for t, p in engine.states) if engine else [],
-        "seconds_since_last_batch": idle_s,
+        "seconds_since_last_batch": now - runtime.last_batch_at if runtime.last_batch_at else None,
     }

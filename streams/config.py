@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     #: Where ``kpi stack`` keeps its data, logs and pid files.
     stack_dir: str = ".stack"
+    #: ``/health`` turns unhealthy when input is waiting (lag > 0) but no batch has completed
+    #: for this many seconds.
+    stall_seconds: float = Field(default=60.0, gt=0)
+    #: Cardinality guard: at most this many distinct values per dimension (per input
+    #: partition); events bringing more are dead-lettered with reason ``cardinality``.
+    max_dimension_values: int = Field(default=1000, ge=1)
+    #: Close windows without partitions that received nothing for this many wall-clock
+    #: seconds (0 = off, the default: exact, a quiet partition holds windows open).
+    idle_partition_seconds: float = Field(default=0.0, ge=0)
+    #: Restrict the worker to some KPIs / windows (comma-separated; empty = all). For
+    #: benchmarks and focused deployments.
+    only_kpis: str = ""
+    only_windows: str = ""
 
     def topic(self, name: str) -> str:
         """The full name of one of the product's topics, with the configured prefix."""

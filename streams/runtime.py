@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -23,10 +24,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.catalog import CATALOG
+from streams.catalog import CATALOG, KpiDef
 from streams.config import INPUT_TOPICS, Settings
-from streams.core.engine import DeadLetter, Engine, Message, WindowValue
+from streams.core.engine import BatchResult, DeadLetter, Engine, Message, WindowValue
 from streams.core.state import PartitionState
+from streams.errors import ConfigurationError
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
 from streams.topics import changelog_topic
@@ -91,6 +93,30 @@ async def read_partitions(
     return out
 
 
+def selected_catalog(settings: Settings) -> tuple[KpiDef, ...]:
+    """The catalog, restricted by ``KPI_ONLY_KPIS`` / ``KPI_ONLY_WINDOWS`` when set."""
+    names = {n.strip() for n in settings.only_kpis.split(",") if n.strip()}
+    windows = tuple(w.strip() for w in settings.only_windows.split(",") if w.strip())
+    unknown = names - {k.name for k in CATALOG}
+    if unknown:
+        msg = f"KPI_ONLY_KPIS names unknown KPIs: {', '.join(sorted(unknown))}"
+        raise ConfigurationError(msg)
+    chosen = []
+    for kpi in CATALOG:
+        if names and kpi.name not in names:
+            continue
+        if windows:
+            kept = tuple(w for w in kpi.windows if w in windows)
+            if not kept:
+                continue
+            kpi = dataclasses.replace(kpi, windows=kept)
+        chosen.append(kpi)
+    if not chosen:
+        msg = "KPI_ONLY_KPIS / KPI_ONLY_WINDOWS leave no KPI to compute"
+        raise ConfigurationError(msg)
+    return tuple(chosen)
+
+
 class Runtime:
     """Everything the agent needs between Kafka and the engine."""
 
@@ -107,7 +133,10 @@ class Runtime:
         self._dlq_sent: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.current: dict[tuple[str, str, str], WindowValue] = {}
         self.last_batch_at = 0.0
+        self.started_at = time.time()
         self.events_processed = 0
+        # Input partition -> last offset handed to the engine (for the lag in /health).
+        self.processed: dict[Any, int] = {}
 
     def configure(self, partitions: dict[str, int]) -> None:
         """Build the engine once the topics' partition counts are known."""
@@ -116,9 +145,12 @@ class Runtime:
             grace_s=self.settings.grace_seconds,
             currency=self.settings.currency,
             clock=time.time,
-            catalog=CATALOG,
+            catalog=selected_catalog(self.settings),
+            max_dimension_values=self.settings.max_dimension_values,
+            idle_partition_s=self.settings.idle_partition_seconds,
         )
         self.dlq_partitions = partitions[self.settings.dead_letter_topic]
+        self.started_at = time.time()
 
     # -- rebalancing -------------------------------------------------------------------
 
@@ -214,23 +246,51 @@ class Runtime:
                 for e in events
             ]
             result = engine.process(messages)
-            await self._send_dead_letters(result.dead_letters)
-            await self.sink.write(result.closed, result.current)
+            await self._emit(engine, result, len(messages))
             written_at = time.time()
             for e in events:
                 ts = e.message.timestamp
                 if ts:
                     self.metrics.latency.observe(max(0.0, written_at - ts))
-            self.metrics.observe_batch(result, len(messages), self.real)
-            for wv in result.current:
-                self.current[(wv.kpi, wv.window, wv.scope)] = wv
-            for (t, p), st in engine.states.items():
-                self.metrics.watermark.labels(self.real[t], str(p)).set(
-                    st.watermark if st.watermark != float("-inf") else 0
-                )
-            await self._commit_state(engine)
-            self.last_batch_at = time.time()
+                self.processed[e.message.tp] = e.message.offset
             self.events_processed += len(messages)
+
+    async def tick(self) -> None:
+        """Close and prune without new input (idle partitions left out by wall clock)."""
+        async with self.lock:
+            engine = self.engine
+            if engine is None or not engine.states:
+                return
+            await self._emit(engine, engine.process([]), 0)
+
+    async def _emit(self, engine: Engine, result: BatchResult, n_messages: int) -> None:
+        await self._send_dead_letters(result.dead_letters)
+        await self.sink.write(result.closed, result.current)
+        self.metrics.observe_batch(result, n_messages, self.real)
+        for wv in result.current:
+            self.current[(wv.kpi, wv.window, wv.scope)] = wv
+        for (t, p), st in engine.states.items():
+            self.metrics.watermark.labels(self.real[t], str(p)).set(
+                st.watermark if st.watermark != float("-inf") else 0
+            )
+        await self._commit_state(engine)
+        self.last_batch_at = time.time()
+
+    def lag(self) -> int:
+        """Input messages waiting in the assigned partitions (from the consumer's highwaters)."""
+        consumer = self.app.consumer
+        waiting = 0
+        for tp in consumer.assignment():
+            if tp.topic not in self.logical:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - no fetch for this partition yet
+                continue
+            if highwater is None:
+                continue
+            waiting += max(0, highwater - 1 - self.processed.get(tp, -1))
+        return waiting
 
     async def _send_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         if not dead_letters:

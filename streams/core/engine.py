@@ -32,6 +32,9 @@ FUTURE_TOLERANCE_S = 300
 NEG_INF = float("-inf")
 FUTURE = "future"
 LATE = "late"
+CARDINALITY = "cardinality"
+#: Event fields that carry a dimension value (follow-up events inherit theirs).
+DIMENSION_FIELDS = ("department", "service", "queue")
 
 Decoder = Callable[[bytes, str, str], Any]
 
@@ -118,8 +121,17 @@ class Engine:
         clock: Callable[[], float],
         catalog: Sequence[KpiDef] = CATALOG,
         decoder: Decoder = _default_decoder,
+        max_dimension_values: int = 1000,
+        idle_partition_s: float = 0.0,
     ) -> None:
         self.grace_s = float(grace_s)
+        self.max_dimension_values = max_dimension_values
+        self.idle_partition_s = float(idle_partition_s)
+        self._started_at = clock()
+        # Wall clock of the last message per partition, for the opt-in idleness rule.
+        self._last_seen: dict[tuple[str, int], float] = {}
+        # (topic, partition) -> dimension -> admitted values (the cardinality guard).
+        self._admitted: dict[tuple[str, int], dict[str, set[str]]] = {}
         self.currency = currency
         self.clock = clock
         self.catalog = {k.name: k for k in catalog}
@@ -155,6 +167,7 @@ class Engine:
             groups[key] = max((t for _id, t in group), default=NEG_INF)
         self._dedup[tp] = dedup
         self._dedup_groups[tp] = groups
+        self._admitted[tp] = {key[2:]: set(state.data[key]) for key in state.keys_with_prefix("c|")}
         for key in state.keys_with_prefix("p|"):
             _, kpi, window, scope, start = key.split("|")
             self._panes[(kpi, window, scope)].add((state.partition, int(start)))
@@ -172,6 +185,7 @@ class Engine:
         self.states.pop((topic, partition), None)
         self._dedup.pop((topic, partition), None)
         self._dedup_groups.pop((topic, partition), None)
+        self._admitted.pop((topic, partition), None)
         for kpi in self.topics[topic].kpis:
             for spec in kpi.specs:
                 for scope in list(self._scopes[kpi.name]):
@@ -200,13 +214,25 @@ class Engine:
     # -- watermarks --------------------------------------------------------------------
 
     def frontier(self, topic: str) -> float:
-        """Minimum watermark over all partitions of a topic (-inf if one has none)."""
+        """Minimum watermark over all partitions of a topic (-inf if one has none).
+
+        With ``idle_partition_s`` set, partitions that received nothing for that long (wall
+        clock) are left out; when every partition is idle the topic's largest watermark
+        counts, so a quiet topic still closes its windows.
+        """
         view = self.topics[topic]
+        now = self.clock() if self.idle_partition_s else 0.0
         lowest = math.inf
         for p in range(view.n_partitions):
             st = self.states.get((topic, p))
+            if self.idle_partition_s:
+                seen = self._last_seen.get((topic, p), self._started_at)
+                if now - seen > self.idle_partition_s:
+                    continue
             wm = st.watermark if st is not None else NEG_INF
             lowest = min(lowest, wm)
+        if lowest == math.inf:
+            return self.max_watermark(topic)
         return lowest
 
     def max_watermark(self, topic: str) -> float:
@@ -232,6 +258,7 @@ class Engine:
             if msg.offset <= st.applied_offset:
                 continue  # already in the restored state: a replay after a crash
             st.applied_offset = msg.offset
+            self._last_seen[(msg.topic, msg.partition)] = now
             try:
                 event = self._decode(msg.value, msg.topic, self.currency)
                 t = event.occurred_at_s
@@ -246,6 +273,13 @@ class Engine:
                 if t < st.watermark - self.grace_s:
                     detail = f"occurred_at is {st.watermark - t:.0f} s behind the watermark"
                     raise InvalidEvent(LATE, detail)
+                closed_upto = self.topics[msg.topic].closed_upto
+                if closed_upto is not None and t < closed_upto:
+                    # Only reachable when idle partitions were left out of the frontier:
+                    # the windows of this event were closed without this partition.
+                    detail = "its windows were closed while this partition was idle"
+                    raise InvalidEvent(LATE, detail)
+                new_values = self._new_dimension_values(st, event)
                 contributions, status = apply_event(st, event, t)
             except InvalidEvent as exc:
                 result.dead_letters.append(
@@ -255,6 +289,8 @@ class Engine:
                 )
                 continue
             self._remember(st, event.event_id, t)
+            for dimension, value in new_values:
+                self._admit(st, dimension, value)
             if t > st.watermark:
                 st.watermark = t
             result.applied[(msg.topic, event.type)] += 1
@@ -290,8 +326,41 @@ class Engine:
         group.append([event_id, t])
         self._dedup[tp][event_id] = t
 
+    def _new_dimension_values(self, st: PartitionState, event: Any) -> list[tuple[str, str]]:
+        """Dimension values this event would add; ``cardinality`` if over the limit."""
+        admitted = self._admitted.setdefault((st.topic, st.partition), {})
+        new = []
+        for dimension in DIMENSION_FIELDS:
+            value = getattr(event, dimension, None)
+            if value is None:
+                continue
+            known = admitted.get(dimension, ())
+            if value in known:
+                continue
+            if len(known) >= self.max_dimension_values:
+                detail = (
+                    f"{dimension} {value!r} would be distinct value number "
+                    f"{len(known) + 1} (limit {self.max_dimension_values})"
+                )
+                raise InvalidEvent(CARDINALITY, detail)
+            new.append((dimension, value))
+        return new
+
+    def _admit(self, st: PartitionState, dimension: str, value: str) -> None:
+        key = f"c|{dimension}"
+        values = st.data.get(key)
+        if values is None:
+            values = []
+            st.put(key, values)
+        else:
+            st.touch(key)
+        values.append(value)
+        self._admitted[(st.topic, st.partition)].setdefault(dimension, set()).add(value)
+
     def _contribute(self, st: PartitionState, c: Contribution) -> None:
-        kpi = self.catalog[c.kpi]
+        kpi = self.catalog.get(c.kpi)
+        if kpi is None:  # a KPI left out of this worker (KPI_ONLY_KPIS)
+            return
         width = len(kpi.parts) + (1 if kpi.balance else 0)
         for spec in kpi.specs:
             pane = spec.pane_start(c.t)

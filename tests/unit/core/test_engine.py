@@ -352,3 +352,101 @@ def test_a_crashed_first_commit_is_not_taken_for_a_committed_one() -> None:
     assert restored.seq == 2 and {r.key for r in again} >= {b"e|inv|a", b"m"}
     final = PartitionState.restore("invoices", 0, lost + [(r.key, r.value) for r in again])
     assert "e|inv|a" not in final.data and final.applied_offset == 0
+
+
+def test_cardinality_guard_dead_letters_values_beyond_the_limit() -> None:
+    log = Log()
+    for i in range(4):
+        log.ev(
+            "hiring",
+            0,
+            "survey.submitted",
+            T0 + i,
+            response_id=f"r{i}",
+            department=f"d{i}",
+            score=8,
+        )
+    log.ev("hiring", 0, "survey.submitted", T0 + 10, response_id="again", department="d1", score=8)
+    eng = Engine(
+        partitions={"invoices": 1, "hiring": 1, "incidents": 1},
+        grace_s=H,
+        currency="USD",
+        clock=lambda: NOW,
+        max_dimension_values=3,
+    )
+    result = eng.process(log.messages)
+    assert [(d.reason, d.offset) for d in result.dead_letters] == [("cardinality", 3)]
+    assert result.applied[("hiring", "survey.submitted")] == 4  # d1 again is known
+    # The admitted values are state: a restored partition keeps the same decisions.
+    st = eng.states[("hiring", 0)]
+    restored = PartitionState.restore("hiring", 0, [(r.key, r.value) for r in st.commit()])
+    eng2 = Engine(
+        partitions={"invoices": 1, "hiring": 1, "incidents": 1},
+        grace_s=H,
+        currency="USD",
+        clock=lambda: NOW,
+        max_dimension_values=3,
+    )
+    eng2.assign(restored)
+    log2 = Log()
+    log2.offsets[("hiring", 0)] = 5
+    log2.ev(
+        "hiring",
+        0,
+        "survey.submitted",
+        T0 + 20,
+        response_id="x",
+        department="d9",
+        score=1,
+        event_id="fresh",
+    )
+    assert [d.reason for d in eng2.process(log2.messages).dead_letters] == ["cardinality"]
+
+
+def test_idle_partitions_are_left_out_of_the_frontier_only_when_enabled() -> None:
+    clock = [NOW]
+    log = Log()
+    received(log, 0, "a", T0)
+    log.ev("invoices", 0, "invoice.approved", T0 + 60, invoice_id="a")
+    received(log, 0, "b", T0 + 5 * H)
+    exact = Engine(
+        partitions={"invoices": 2, "hiring": 1, "incidents": 1},
+        grace_s=H,
+        currency="USD",
+        clock=lambda: clock[0],
+    )
+    idle = Engine(
+        partitions={"invoices": 2, "hiring": 1, "incidents": 1},
+        grace_s=H,
+        currency="USD",
+        clock=lambda: clock[0],
+        idle_partition_s=30,
+    )
+    assert exact.process(log.messages).closed == []
+    assert idle.process(log.messages).closed == []  # partition 1 is not idle yet
+    clock[0] += 31
+    assert exact.process([]).closed == []
+    closed = closed_map(idle.process([]).closed)
+    assert closed[("invoice_processing_time", "1h", "all", T0)] == (60.0, 1)
+    # An event of partition 1 for a window closed without it is late, not silently lost.
+    log2 = Log()
+    received(log2, 1, "c", T0 + 600)
+    assert [d.reason for d in idle.process(log2.messages).dead_letters] == ["late"]
+
+
+def test_restricted_catalog_computes_only_its_kpis() -> None:
+    from streams.catalog import KPIS
+
+    log = Log()
+    received(log, 0, "a", T0)
+    log.ev("invoices", 0, "invoice.approved", T0 + 60, invoice_id="a")
+    received(log, 0, "z", T0 + 5 * H)
+    eng = Engine(
+        partitions={"invoices": 1, "hiring": 1, "incidents": 1},
+        grace_s=H,
+        currency="USD",
+        clock=lambda: NOW,
+        catalog=[KPIS["invoice_processing_time"]],
+    )
+    result = eng.process(log.messages)
+    assert {wv.kpi for wv in result.closed} == {"invoice_processing_time"}
