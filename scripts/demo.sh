@@ -48,6 +48,25 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
+PROM_PORT=${DEMO_PROMETHEUS_PORT:-9090}
+if command -v prometheus >/dev/null 2>&1; then
+  if curl -fs "http://localhost:$PROM_PORT/-/ready" >/dev/null 2>&1; then
+    echo "demo: something already answers on :$PROM_PORT; not starting Prometheus"
+  else
+    # The committed config scrapes localhost:6066; follow KPI_WEB_PORT when it differs.
+    mkdir -p "$STACK_DIR/prometheus"
+    sed "s/localhost:6066/localhost:$port/" ops/prometheus/prometheus.yml \
+      | sed "s#rules/\*.yml#$PWD/ops/prometheus/rules/*.yml#" >"$STACK_DIR/prometheus/prometheus.yml"
+    echo "demo: starting Prometheus with the KPI alert rules on http://localhost:$PROM_PORT (log: $STACK_DIR/prometheus.log)"
+    prometheus --config.file="$STACK_DIR/prometheus/prometheus.yml" \
+      --storage.tsdb.path="$STACK_DIR/prometheus/data" \
+      --web.listen-address="127.0.0.1:$PROM_PORT" >"$STACK_DIR/prometheus.log" 2>&1 &
+    pids+=($!)
+  fi
+else
+  echo "demo: Prometheus is not installed (apt-get install prometheus); skipping it"
+fi
+
 echo "demo: starting the simulator, seed 7, from $DEMO_START ago at ${DEMO_SPEED}x (log: $SIM_LOG)"
 "$BIN/kpi" simulate --seed 7 --start "$DEMO_START" --speed "$DEMO_SPEED" --rate "$DEMO_RATE" \
   --scale "$DEMO_SCALE" \
@@ -60,7 +79,8 @@ demo: running. While it runs, try in another terminal:
   curl -s localhost:$port/metrics | grep ^backoffice_
   curl -s localhost:$port/kpis
   .venv/bin/kpi get dso --window 1d --history 5
+  http://localhost:$PROM_PORT/alerts   (Prometheus: KPI targets as alert rules, if started)
 Ctrl-C stops the demo.
 INFO
 sleep 3
-"$BIN/kpi" get --all --watch 2
+"$BIN/kpi" watch

@@ -59,6 +59,17 @@ def get(
     asyncio.run(print_one(settings, name, window, scope, history))
 
 
+@app.command()
+def watch(
+    interval: float = typer.Option(2.0, "--interval", "-n", min=0.2, help="Seconds per redraw."),
+) -> None:
+    """A live terminal dashboard: every KPI's newest value against its target (Ctrl-C ends)."""
+    from streams.config import Settings
+    from streams.views import print_all
+
+    asyncio.run(print_all(Settings(), window=None, watch_s=interval))
+
+
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
     from producers import backfill
