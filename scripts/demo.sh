@@ -38,7 +38,24 @@ else
   started_stack=1
 fi
 
-echo "demo: starting the worker (log: $WORKER_LOG)"
+# Each run replays the simulated company from two days ago: it gets topics and a consumer
+# group of its own (an earlier run's watermarks would make every replayed event late), and
+# the KPI keys of an earlier run are removed from Redis.
+RUN_ID=$(date +%s)
+export KPI_TOPIC_PREFIX=${KPI_TOPIC_PREFIX:-demo-$RUN_ID.}
+export KPI_APP_ID=${KPI_APP_ID:-demo-$RUN_ID}
+"$BIN/python" - <<'PY'
+import redis
+from streams.config import Settings
+
+client = redis.Redis.from_url(Settings().redis_url)
+keys = list(client.scan_iter(match="kpi:*", count=1000))
+if keys:
+    client.delete(*keys)
+    print(f"demo: removed {len(keys)} kpi:* keys of an earlier run from {Settings().redis_url}")
+PY
+
+echo "demo: starting the worker (log: $WORKER_LOG, topics $KPI_TOPIC_PREFIX*)"
 "$BIN/kpi" worker >"$WORKER_LOG" 2>&1 &
 pids+=($!)
 port=${KPI_WEB_PORT:-6066}
