@@ -105,6 +105,7 @@ def simulate(
         seed,
         start_at,
         clock=pacer.clock,
+        wall_clock=time.time,
         currency=settings.currency,
         domains=chosen,
         faults=faults,

@@ -211,6 +211,7 @@ class CompanySimulator:
         start: float,
         *,
         clock: Clock = time.time,
+        wall_clock: Clock | None = None,
         currency: str = "USD",
         domains: Iterable[str] = TOPICS,
         faults: Faults | None = None,
@@ -238,6 +239,9 @@ class CompanySimulator:
         self.faults = faults or Faults()
         self.grace_seconds = float(grace_seconds)
         self._clock = clock
+        # ``clock`` may be a paced, simulated clock running behind the real one; "future"
+        # faults must be in the future of the processor's wall clock, so they use this one.
+        self._wall_clock = wall_clock or clock
         self._run = f"{seed}-{_base36(int(start))}"
         # Two generators: the company's own randomness never depends on fault injection.
         self._rng = random.Random(seed)
@@ -723,7 +727,7 @@ class CompanySimulator:
                 "occurred_at": rfc3339(now),
             }
         elif reason == "future":
-            ahead = max(self._clock(), now) + rng.uniform(1 * _DAY, 2 * _DAY)
+            ahead = max(self._wall_clock(), now) + rng.uniform(1 * _DAY, 2 * _DAY)
             event["occurred_at"] = rfc3339(ahead)
         self._push_fault(now, topic, key, payload, reason)
 

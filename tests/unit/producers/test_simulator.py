@@ -632,3 +632,27 @@ def test_shape_of_people(quarter: list[dict[str, Any]]) -> None:
     assert left and 0.5 <= statistics.mean(e["voluntary"] for e in left) <= 0.95
     costs = [e["cost"] for e in by_type(quarter, "training.completed")]
     assert 300 <= statistics.median(costs) <= 3000
+
+
+def test_future_faults_are_ahead_of_the_wall_clock_when_the_simulated_clock_lags() -> None:
+    # `kpi simulate --start 2d --speed 300` paces a simulated clock two days behind the real
+    # one; a "future" event must still be future for the worker, which reads the wall clock.
+    wall = 1_800_000_000.0
+    simulated_now = wall - 2 * 86400
+    sim = CompanySimulator(
+        3,
+        simulated_now - 5 * 86400,
+        clock=lambda: simulated_now,
+        wall_clock=lambda: wall,
+        faults=Faults(invalid={"future": 0.05}),
+    )
+    future = [
+        e.payload
+        for e in sim
+        if isinstance(e.payload, dict)
+        and e.payload.get("event_id", "").startswith("sim-3")
+        and "x" in e.payload["event_id"].rsplit("-", 1)[-1]
+    ]
+    times = [datetime.fromisoformat(p["occurred_at"]).timestamp() for p in future]
+    assert sim.injected["future"] > 0
+    assert len([t for t in times if t > wall + 300]) == sim.injected["future"]
