@@ -21,7 +21,7 @@ DEMO_SCALE=${DEMO_SCALE:-10}
 pids=()
 started_stack=0
 cleanup() {
-  trap - INT TERM EXIT
+  trap - INT TERM HUP EXIT
   echo
   echo "demo: stopping the worker and the simulator"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -29,7 +29,7 @@ cleanup() {
   if [ "$started_stack" = 1 ]; then "$BIN/kpi" stack down || true; fi
   echo "demo: logs kept in $WORKER_LOG and $SIM_LOG"
 }
-trap cleanup INT TERM EXIT
+trap cleanup INT TERM HUP EXIT
 
 if "$BIN/kpi" stack status >/dev/null 2>&1; then
   echo "demo: using the running stack"
