@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streams.catalog import CATALOG, KpiDef
 from streams.core import uptime
 from streams.core.measures import Contribution, StatusChange, apply_event
@@ -141,6 +143,15 @@ class Engine:
             for topic, n in partitions.items()
         }
         self.states: dict[tuple[str, int], PartitionState] = {}
+        # Read-only copies of the view keys (panes, balances, timelines, watermark) of the
+        # partitions other workers own, fed from their changelogs: every worker can then
+        # read any window, and the leader of a topic closes its windows.
+        self.replicas: dict[tuple[str, int], PartitionState] = {}
+        #: Topics whose windows this engine closes and reads (None: every topic).
+        self.leading: set[str] | None = None
+        #: Per topic, how far windows have been closed *and written* (by whichever worker
+        #: leads the topic): the safe bound for pruning panes and a leader's starting point.
+        self.progress: dict[str, float] = {}
         # Derived indexes, rebuilt from the state on assignment:
         #  dedup: (topic, partition) -> event_id -> occurred_at
         #  panes: (kpi, window, scope) -> {(partition, pane_start)}
@@ -168,33 +179,88 @@ class Engine:
         self._dedup[tp] = dedup
         self._dedup_groups[tp] = groups
         self._admitted[tp] = {key[2:]: set(state.data[key]) for key in state.keys_with_prefix("c|")}
-        for key in state.keys_with_prefix("p|"):
-            _, kpi, window, scope, start = key.split("|")
-            self._panes[(kpi, window, scope)].add((state.partition, int(start)))
-            self._scopes[kpi].add(scope)
-        for key in state.keys_with_prefix("b|"):
-            _, kpi, _window, scope = key.split("|")
-            self._scopes[kpi].add(scope)
-        for key in state.keys_with_prefix("s|"):
-            self._services[key[2:]] = state.partition
+        if tp in self.replicas:
+            self.drop_replica(*tp)
+        for key in list(state.data):
+            self._index(state.partition, key, present=True)
         view = self.topics[state.topic]
         view.closed_upto = None  # recomputed from the restored watermarks
 
+    def _index(self, partition: int, key: str, *, present: bool) -> None:
+        """Keep the pane, scope and service indexes in step with one view key."""
+        kind = key[:2]
+        if kind == "p|":
+            _, kpi, window, scope, start = key.split("|")
+            panes = self._panes[(kpi, window, scope)]
+            if present:
+                panes.add((partition, int(start)))
+                self._scopes[kpi].add(scope)
+            else:
+                panes.discard((partition, int(start)))
+        elif kind == "b|":
+            if present:
+                _, kpi, _window, scope = key.split("|")
+                self._scopes[kpi].add(scope)
+        elif kind == "s|":
+            if present:
+                self._services[key[2:]] = partition
+            elif self._services.get(key[2:]) == partition:
+                del self._services[key[2:]]
+
+    # -- replicas of other workers' partitions -------------------------------------------
+
+    def replica_apply(
+        self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Apply changelog records of a partition this engine does not own."""
+        tp = (topic, partition)
+        if tp in self.states:
+            return  # our own state is the authority, and fresher
+        replica = self.replicas.get(tp)
+        if replica is None:
+            replica = self.replicas[tp] = PartitionState(topic, partition)
+        for raw_key, raw_value in records:
+            key = raw_key.decode()
+            if key == "m":
+                if raw_value is not None:
+                    wm = orjson.loads(raw_value)["wm"]
+                    replica.watermark = NEG_INF if wm is None else float(wm)
+                continue
+            if key[:2] not in ("p|", "b|", "s|"):
+                continue  # entities, applied ids, admitted values: not needed to read windows
+            value = None if raw_value is None else orjson.loads(raw_value)["v"]
+            if value is None:
+                if replica.data.pop(key, None) is not None:
+                    self._index(partition, key, present=False)
+            else:
+                replica.data[key] = value
+                self._index(partition, key, present=True)
+
+    def drop_replica(self, topic: str, partition: int) -> None:
+        """Forget the replica of a partition (it became ours, or must be re-read)."""
+        replica = self.replicas.pop((topic, partition), None)
+        if replica is not None:
+            for key in replica.data:
+                self._index(partition, key, present=False)
+
+    def _view_state(self, topic: str, partition: int) -> PartitionState | None:
+        """The state windows are read from: our own, else the replica."""
+        tp = (topic, partition)
+        return self.states.get(tp) or self.replicas.get(tp)
+
+    def leads(self, topic: str) -> bool:
+        """Whether this engine closes and reads the windows of ``topic``."""
+        return self.leading is None or topic in self.leading
+
     def revoke(self, topic: str, partition: int) -> None:
         """Drop a partition's state (it moved to another worker)."""
-        self.states.pop((topic, partition), None)
         self._dedup.pop((topic, partition), None)
         self._dedup_groups.pop((topic, partition), None)
         self._admitted.pop((topic, partition), None)
-        for kpi in self.topics[topic].kpis:
-            for spec in kpi.specs:
-                for scope in list(self._scopes[kpi.name]):
-                    panes = self._panes.get((kpi.name, spec.name, scope))
-                    if panes:
-                        panes.difference_update({p for p in panes if p[0] == partition})
-        for service, p in list(self._services.items()):
-            if topic == "incidents" and p == partition:
-                del self._services[service]
+        state = self.states.pop((topic, partition), None)
+        if state is not None:
+            for key in state.data:
+                self._index(partition, key, present=False)
         self.topics[topic].closed_upto = None
 
     def state(self, topic: str, partition: int) -> PartitionState:
@@ -224,7 +290,7 @@ class Engine:
         now = self.clock() if self.idle_partition_s else 0.0
         lowest = math.inf
         for p in range(view.n_partitions):
-            st = self.states.get((topic, p))
+            st = self._view_state(topic, p)
             if self.idle_partition_s:
                 seen = self._last_seen.get((topic, p), self._started_at)
                 if now - seen > self.idle_partition_s:
@@ -238,7 +304,13 @@ class Engine:
     def max_watermark(self, topic: str) -> float:
         """Largest watermark among a topic's partitions (defines the newest window)."""
         return max(
-            (st.watermark for (t, _p), st in self.states.items() if t == topic), default=NEG_INF
+            (
+                st.watermark
+                for states in (self.states, self.replicas)
+                for (t, _p), st in states.items()
+                if t == topic
+            ),
+            default=NEG_INF,
         )
 
     # -- the batch ---------------------------------------------------------------------
@@ -250,8 +322,17 @@ class Engine:
         status_touched = False
         for view in self.topics.values():
             if view.closed_upto is None:
-                view.closed_upto = self.frontier(view.topic) - self.grace_s
-        prune_upto = {t: v.closed_upto for t, v in self.topics.items()}
+                # A leader resumes where windows were last written; without that record,
+                # from what the restored watermarks had closed (see ARCHITECTURE.md).
+                written = self.progress.get(view.topic)
+                derived = self.frontier(view.topic) - self.grace_s
+                view.closed_upto = written if written is not None else derived
+        # Panes may go once every window holding them was closed and written, by an
+        # earlier batch of ours when we lead the topic, else by its leader.
+        prune_upto = {
+            t: v.closed_upto if self.leads(t) else self.progress.get(t)
+            for t, v in self.topics.items()
+        }
         now = self.clock()
         for msg in messages:
             st = self.state(msg.topic, msg.partition)
@@ -302,7 +383,8 @@ class Engine:
                 self._status(st, status, msg.offset)
                 status_touched = True
         for view in self.topics.values():
-            self._close_and_read(view, result, touched, status_touched)
+            if self.leads(view.topic):
+                self._close_and_read(view, result, touched, status_touched)
             self._prune(view, prune_upto[view.topic])
         return result
 
@@ -403,7 +485,7 @@ class Engine:
         starts = spec.pane_starts(end)
         prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
         for p in range(n):
-            st = self.states.get((topic, p))
+            st = self._view_state(topic, p)
             if st is None:
                 continue
             data = st.data
@@ -429,13 +511,19 @@ class Engine:
         prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
         total = 0.0
         for p in range(self.topics[topic].n_partitions):
-            st = self.states.get((topic, p))
+            st = self._view_state(topic, p)
             if st is not None:
                 total += st.data.get(base_key, 0.0)
         for p, start in sorted(self._panes.get((kpi.name, spec.name, scope), ())):
             if start < end:
-                total += self.states[(topic, p)].data[prefix + str(start)][-1]
+                total += self._timeline_or_pane(topic, p, prefix + str(start))[-1]
         return total
+
+    def _timeline_or_pane(self, topic: str, partition: int, key: str) -> Any:
+        """A view key (pane, timeline) of a partition, from our state or the replica."""
+        st = self._view_state(topic, partition)
+        assert st is not None, (topic, partition, key)
+        return st.data[key]
 
     def _value(
         self, kpi: KpiDef, spec: WindowSpec, scope: str, end: int
@@ -453,7 +541,7 @@ class Engine:
         for service, p in sorted(services.items()):
             if p is None:
                 continue
-            tl = self.states[("incidents", p)].data[f"s|{service}"]
+            tl = self._timeline_or_pane("incidents", p, f"s|{service}")
             if tl["first"] >= end:
                 continue
             down = uptime.downtime(tl, start, end, cut)
@@ -540,14 +628,15 @@ class Engine:
         if upto <= after or not self._services:
             return
         first_all = min(
-            self.states[("incidents", p)].data[f"s|{s}"]["first"] for s, p in self._services.items()
+            self._timeline_or_pane("incidents", p, f"s|{s}")["first"]
+            for s, p in self._services.items()
         )
         scopes = [ROLLUP, *sorted(self._services)]
         for end in spec.window_ends_between(max(after, first_all), upto):
             for scope in scopes:
                 if scope != ROLLUP:
                     p = self._services[scope]
-                    if self.states[("incidents", p)].data[f"s|{scope}"]["first"] >= end:
+                    if self._timeline_or_pane("incidents", p, f"s|{scope}")["first"] >= end:
                         continue
                 value, count = self._uptime(spec, scope, end, end)
                 if value is None:
@@ -596,7 +685,12 @@ class Engine:
                     panes = self._panes.get((kpi.name, spec.name, scope))
                     if not panes:
                         continue
-                    done = [pp for pp in panes if spec.window_end_of_pane(pp[1]) <= upto]
+                    done = [
+                        pp
+                        for pp in panes
+                        if spec.window_end_of_pane(pp[1]) <= upto
+                        and (view.topic, pp[0]) in self.states
+                    ]
                     for p, start in done:
                         st = self.states[(view.topic, p)]
                         key = f"p|{kpi.name}|{spec.name}|{scope}|{start}"
@@ -609,7 +703,10 @@ class Engine:
         if view.topic == "incidents":
             horizon = upto - 31 * 86400
             for service, p in self._services.items():
-                st = self.states[("incidents", p)]
+                own = self.states.get(("incidents", p))
+                if own is None:
+                    continue
+                st = own
                 key = f"s|{service}"
                 tl = st.data[key]
                 if tl["ev"] and tl["ev"][0][0] < horizon:
