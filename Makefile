@@ -78,7 +78,17 @@ stack-down: $(STAMP)
 demo: install
 	bash scripts/demo.sh
 
+# BENCH_EVENTS=50000 for a quick run; see bench/README.md. The Quix Streams peer gets its
+# own virtualenv (.venv/quix): quixstreams pins pydantic < 2.14, the product 2.14.
 bench: install
+	@if [ ! $(VENV)/.bench-installed -nt pyproject.toml ] \
+	    || [ ! $(VENV)/.bench-installed -nt bench/requirements-quix.txt ]; then \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' && \
+	  { test -x $(VENV)/quix/bin/python || $(PYTHON) -m venv $(VENV)/quix; } && \
+	  $(VENV)/quix/bin/python -m pip install -q --disable-pip-version-check \
+	    -r bench/requirements-quix.txt && \
+	  touch $(VENV)/.bench-installed; \
+	fi
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,195 @@
+"""The table, the JSON report and the one-line summary."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.config import (
+    TARGET_P99_MS,
+    TARGET_PRODUCT_EPS,
+    TARGET_QUIX_RATIO,
+    TARGET_RATIO,
+    TARGET_RSS_MB,
+)
+
+
+def median(values: list[float]) -> float | None:
+    """Median of the values that are numbers, or None."""
+    nums = [v for v in values if isinstance(v, int | float)]
+    return statistics.median(nums) if nums else None
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures from the raw per-run results."""
+    runs = results.get("runs", {})
+
+    def eps(name: str) -> float | None:
+        return median([r["eps"] for r in runs.get(name, [])])
+
+    product, raw = eps("product"), eps("raw")
+    single, quix = eps("single"), eps("quix")
+    lat = results.get("latency") or {}
+    product_runs = runs.get("product", [])
+    rss = max((r["rss_hwm_mb"] for r in product_runs), default=None)
+    return {
+        "product_eps": product,
+        "raw_eps": raw,
+        "ratio": product / raw if product and raw else None,
+        "single_eps": single,
+        "quix_eps": quix,
+        "quix_ratio": single / quix if single and quix else None,
+        "p99_ms": lat.get("marker_p99_ms"),
+        "p50_ms": lat.get("marker_p50_ms"),
+        "max_ms": lat.get("marker_max_ms"),
+        "histogram_p50_ms": lat.get("histogram_p50_ms"),
+        "histogram_p99_ms": lat.get("histogram_p99_ms"),
+        "rss_mb": rss,
+        "startup_s": median([r["startup_s"] for r in product_runs]),
+        "changelog_mb": (
+            median([r["changelog_bytes"] / 1e6 for r in product_runs]) if product_runs else None
+        ),
+        "worker_cpu_util": median([r.get("worker_cpu_util") for r in product_runs]),
+        "kafka_cpu_util": median([r.get("kafka_cpu_util") for r in product_runs]),
+    }
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _verdict(value: float | None, ok: bool | None) -> str:
+    if value is None or ok is None:
+        return "[yellow]n/a[/]"
+    return "[green]pass[/]" if ok else "[red]FAIL[/]"
+
+
+def table(results: dict[str, Any], s: dict[str, Any]) -> Table:
+    """The rich table of every figure, with the targets."""
+    runs = results.get("runs", {})
+    events = results["config"]["events"]
+    t = Table(title=f"make bench: {events:,} events, median of {results['config']['repeat']}")
+    for col in ("figure", "value", "runs", "target", "result"):
+        t.add_column(col, justify="right" if col in ("value", "runs") else "left")
+
+    def runs_of(name: str, key: str = "eps", digits: int = 0) -> str:
+        return " / ".join(_fmt(r.get(key), digits) for r in runs.get(name, []))
+
+    t.add_row(
+        "product: kpi worker, 14 KPIs (events/s)",
+        _fmt(s["product_eps"]),
+        runs_of("product"),
+        f">= {TARGET_PRODUCT_EPS:,}",
+        _verdict(s["product_eps"], (s["product_eps"] or 0) >= TARGET_PRODUCT_EPS),
+    )
+    t.add_row("limit: aiokafka getmany + orjson (events/s)", _fmt(s["raw_eps"]), runs_of("raw"))
+    t.add_row(
+        "ratio product / limit",
+        _fmt(s["ratio"], 3),
+        "",
+        f">= {TARGET_RATIO}",
+        _verdict(s["ratio"], (s["ratio"] or 0) >= TARGET_RATIO),
+    )
+    t.add_row(
+        "worker start-up to first batch (s)",
+        _fmt(s["startup_s"], 1),
+        runs_of("product", "startup_s", 1),
+    )
+    t.add_row(
+        "worker CPU / Kafka CPU during run (cores)",
+        f"{_fmt(s['worker_cpu_util'], 2)} / {_fmt(s['kafka_cpu_util'], 2)}",
+    )
+    single_note = results.get("single_kpi_mode", "")
+    t.add_row(
+        f"single KPI, our worker ({single_note}) (events/s)",
+        _fmt(s["single_eps"]),
+        runs_of("single"),
+    )
+    t.add_row("single KPI, Quix Streams (events/s)", _fmt(s["quix_eps"]), runs_of("quix"))
+    t.add_row(
+        "ratio ours / Quix (single KPI)",
+        _fmt(s["quix_ratio"], 2),
+        "",
+        f">= {TARGET_QUIX_RATIO}",
+        _verdict(s["quix_ratio"], (s["quix_ratio"] or 0) >= TARGET_QUIX_RATIO),
+    )
+    lat = results.get("latency") or {}
+    t.add_row(
+        f"latency p50 / p99 / max (ms) at {_fmt(lat.get('rate_achieved'))} ev/s, markers",
+        f"{_fmt(s['p50_ms'], 1)} / {_fmt(s['p99_ms'], 1)} / {_fmt(s['max_ms'], 1)}",
+        f"{lat.get('markers', 0)} markers",
+        f"p99 <= {TARGET_P99_MS:.0f}",
+        _verdict(s["p99_ms"], s["p99_ms"] is not None and s["p99_ms"] <= TARGET_P99_MS),
+    )
+    t.add_row(
+        "latency p50 / p99 (ms), worker histogram",
+        f"{_fmt(s['histogram_p50_ms'], 1)} / {_fmt(s['histogram_p99_ms'], 1)}",
+        f"{_fmt(lat.get('histogram_events'))} events",
+    )
+    t.add_row(
+        "worker peak RSS, VmHWM (MB)",
+        _fmt(s["rss_mb"], 1),
+        runs_of("product", "rss_hwm_mb", 1),
+        f"<= {TARGET_RSS_MB:.0f}" + ("" if events >= 1_000_000 else " (1M run)"),
+        _verdict(s["rss_mb"], s["rss_mb"] is not None and s["rss_mb"] <= TARGET_RSS_MB),
+    )
+    t.add_row(
+        "state on disk: changelog log dirs (MB)",
+        _fmt(s["changelog_mb"], 1),
+        " / ".join(_fmt(r["changelog_bytes"] / 1e6, 1) for r in runs.get("product", [])),
+    )
+    t.add_row(
+        "second worker adds >= 60% throughput",
+        "not measurable",
+        "",
+        ">= +60%",
+        "[yellow]n/a[/]",
+    )
+    return t
+
+
+def final_line(s: dict[str, Any]) -> str:
+    """``bench: product_eps=N raw_eps=N ratio=R ...`` (the last line printed)."""
+
+    def n(v: Any) -> str:
+        return "nan" if v is None else f"{v:.0f}"
+
+    def r(v: Any, d: int) -> str:
+        return "nan" if v is None else f"{v:.{d}f}"
+
+    return (
+        f"bench: product_eps={n(s['product_eps'])} raw_eps={n(s['raw_eps'])} "
+        f"ratio={r(s['ratio'], 3)} single_eps={n(s['single_eps'])} quix_eps={n(s['quix_eps'])} "
+        f"quix_ratio={r(s['quix_ratio'], 2)} p99_ms={r(s['p99_ms'], 1)} rss_mb={r(s['rss_mb'], 1)}"
+    )
+
+
+def write(results: dict[str, Any], path: Path) -> None:
+    """The JSON report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def show(results: dict[str, Any], console: Console) -> str:
+    """Print the table (and the profile) and return the final line."""
+    s = results["summary"]
+    console.print(table(results, s))
+    prof = results.get("profile") or {}
+    if prof.get("cumulative"):
+        pt = Table(title=f"worker profile (py-spy, {prof['samples']:,} samples, below the loop)")
+        pt.add_column("cumulative")
+        pt.add_column("function")
+        pt.add_column("self")
+        for e in prof["cumulative"]:
+            pt.add_row(f"{e['share']:.1%}", e["function"], f"{e['self_share']:.1%}")
+        console.print(pt)
+    return final_line(s)
