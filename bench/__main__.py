@@ -102,6 +102,8 @@ def main() -> int:
         },
         "versions": _versions(),
         "started_at": stamp,
+        # Other work on the (2-core) machine skews every figure: recorded at both ends.
+        "loadavg_start": os.getloadavg(),
         "logs": str(workdir),
         "runs": {},
         "errors": [],
@@ -260,6 +262,7 @@ def main() -> int:
         if not cfg.keep_stack:
             shutil.rmtree(cfg.stack_dir, ignore_errors=True)
 
+    results["loadavg_end"] = os.getloadavg()
     results["summary"] = report.summarize(results)
     results["duration_s"] = time.monotonic() - began
     report.write(results, RESULTS_DIR / "latest.json")
