@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -86,6 +87,28 @@ def redis_kpis(url: str) -> dict[str, set[str]]:
             if len(parts) == 4:
                 out.setdefault(parts[1], set()).add(parts[2])
         return out
+    finally:
+        client.close()
+
+
+def redis_digest(url: str) -> str:
+    """A fingerprint of the KPI values in Redis.
+
+    Every newest-window hash (less its ``updated_at``) and every history member: equal
+    across repetitions, and across changes that must not change results.
+    """
+    client = redis.Redis.from_url(url)
+    try:
+        digest = hashlib.sha256()
+        for raw in sorted(client.scan_iter("kpi:*", count=1000)):
+            kind = client.type(raw)
+            if kind == b"hash" and raw != b"kpi:catalog":
+                fields = client.hgetall(raw)
+                fields.pop(b"updated_at", None)
+                digest.update(raw + repr(sorted(fields.items())).encode())
+            elif kind == b"zset":
+                digest.update(raw + repr(client.zrange(raw, 0, -1, withscores=True)).encode())
+        return digest.hexdigest()[:16]
     finally:
         client.close()
 
@@ -302,6 +325,7 @@ def run_worker(
             ),
         },
         "redis_kpis": {k: sorted(v) for k, v in sorted(redis_kpis(settings.redis_url).items())},
+        "redis_digest": redis_digest(settings.redis_url),
         "changelog_bytes": log_dirs_size(settings, is_changelog),
         "changelog_segment_bytes": log_dirs_size(settings, is_changelog, ".log"),
         "log": str(log),
