@@ -87,11 +87,19 @@ def create_app(
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             await runtime.handle(events)
 
-    if settings.idle_partition_seconds:
+    # Windows also close without input of our own: other workers' partitions advance
+    # through the replicas, and idle partitions drop out by the wall clock.
+    tick_s = (
+        min(1.0, settings.idle_partition_seconds / 4) if settings.idle_partition_seconds else 1.0
+    )
 
-        @app.timer(max(1.0, settings.idle_partition_seconds / 4))  # type: ignore[untyped-decorator]
-        async def close_idle() -> None:
-            await runtime.tick()
+    @app.timer(max(0.25, tick_s))  # type: ignore[untyped-decorator]
+    async def close_without_input() -> None:
+        await runtime.tick()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_changelogs() -> None:
+        await runtime.replicate()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -143,5 +151,7 @@ def runtime_health(runtime: Runtime) -> dict[str, Any]:
         "events_processed": runtime.events_processed,
         "lag": lag,
         "partitions": sorted(f"{t}-{p}" for t, p in engine.states) if engine else [],
+        "assigned": sorted(f"{t}-{p}" for t, p in runtime.assigned_inputs()),
+        "leading": sorted(engine.leading or ()) if engine else [],
         "seconds_since_last_batch": now - runtime.last_batch_at if runtime.last_batch_at else None,
     }

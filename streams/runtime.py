@@ -54,6 +54,18 @@ def dead_letter_record(dl: DeadLetter, topic_name: str) -> bytes:
     return orjson.dumps(record)
 
 
+async def seek_to_start(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]) -> None:
+    """Position ``tps`` at their first offset, now.
+
+    Not ``seek_to_beginning``: it only requests a reset, and a reset to the latest offset
+    already under way (from the assignment) can win the race, so a restore would silently
+    read nothing. Explicit offsets leave no race.
+    """
+    firsts = await consumer.beginning_offsets(list(tps))
+    for tp in tps:
+        consumer.seek(tp, firsts[tp])
+
+
 async def read_partitions(
     bootstrap: str, tps: Sequence[TopicPartition], start: dict[TopicPartition, int] | None = None
 ) -> dict[TopicPartition, list[tuple[bytes | None, bytes | None]]]:
@@ -65,6 +77,7 @@ async def read_partitions(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         group_id=None,
+        auto_offset_reset="earliest",
         isolation_level="read_uncommitted",
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
@@ -72,13 +85,11 @@ async def read_partitions(
     try:
         consumer.assign(list(tps))
         ends = await consumer.end_offsets(list(tps))
+        await seek_to_start(consumer, [tp for tp in tps if (start or {}).get(tp) is None])
+        for tp, first in (start or {}).items():
+            consumer.seek(tp, first)
         pending = set()
         for tp in tps:
-            first = (start or {}).get(tp)
-            if first is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, first)
             if await consumer.position(tp) < ends[tp]:
                 pending.add(tp)
         while pending:
@@ -132,6 +143,8 @@ class Runtime:
         # (topic, partition) -> offsets whose dead letter is already in the topic (replays).
         self._dlq_sent: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.current: dict[tuple[str, str, str], WindowValue] = {}
+        # Changelog partitions the replication task must re-read from their beginning.
+        self._rewind: set[TopicPartition] = set()
         self.last_batch_at = 0.0
         self.started_at = time.time()
         self.events_processed = 0
@@ -153,6 +166,10 @@ class Runtime:
         self.started_at = time.time()
 
     # -- rebalancing -------------------------------------------------------------------
+
+    def assigned_inputs(self) -> set[tuple[str, int]]:
+        """The input partitions the consumer group gave this worker."""
+        return self._assigned_inputs()
 
     def _assigned_inputs(self) -> set[tuple[str, int]]:
         assignment = self.app.consumer.assignment()
@@ -215,11 +232,90 @@ class Runtime:
                     continue
                 self.engine.revoke(topic, tp.partition)
                 self._dlq_sent.pop((topic, tp.partition), None)
-            # Series are rebuilt from what the worker still owns on the next batch.
-            for kpi in CATALOG:
+                # Its changelog is now someone else's: read it again from the start.
+                self._rewind.add(
+                    TopicPartition(changelog_topic(self.settings, topic), tp.partition)
+                )
+            self._update_leadership()
+
+    def _update_leadership(self) -> None:
+        """Lead a topic (close and publish its windows) iff we own its partition 0.
+
+        A topic we stop leading loses its KPI series here (its new leader exports them); a
+        topic we start leading resumes from the progress its last leader wrote to Redis.
+        """
+        engine = self.engine
+        assert engine is not None
+        now_leading = {t for t in INPUT_TOPICS if (t, 0) in self._assigned_inputs()}
+        before = engine.leading if engine.leading is not None else set()
+        for topic in before - now_leading:
+            for kpi in engine.topics[topic].kpis:
                 scopes = {k[2] for k in self.current if k[0] == kpi.name}
                 self.metrics.forget_scopes(kpi.name, scopes)
-            self.current.clear()
+                for key in [k for k in self.current if k[0] == kpi.name]:
+                    del self.current[key]
+        for topic in now_leading - before:
+            engine.topics[topic].closed_upto = None
+        if now_leading != before:
+            log.info(
+                "leading %s (was %s)", sorted(now_leading) or "no topic", sorted(before) or "none"
+            )
+        engine.leading = now_leading
+
+    async def _refresh_progress(self, engine: Engine) -> None:
+        # Needed to prune partitions of topics others lead, and to resume a topic we
+        # (start to) lead from what its last leader wrote, not from what our view shows.
+        if engine.leading != set(INPUT_TOPICS) or any(
+            v.closed_upto is None for v in engine.topics.values()
+        ):
+            engine.progress = await self.sink.read_progress()
+            fresh = [t for t, v in engine.topics.items() if v.closed_upto is None]
+            if fresh:
+                log.info("resuming %s from written progress %s", fresh, engine.progress)
+
+    async def replicate(self) -> None:
+        """Follow every changelog partition, keeping replicas of the ones others own.
+
+        Runs for the life of the worker. Records of partitions we own are skipped (our
+        state is the authority); a revoked partition's changelog is re-read from its start.
+        """
+        assert self.engine is not None
+        names = {changelog_topic(self.settings, t): t for t in INPUT_TOPICS}
+        tps = [
+            TopicPartition(name, p)
+            for name, t in names.items()
+            for p in range(self.engine.topics[t].n_partitions)
+        ]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await seek_to_start(consumer, tps)
+            while True:
+                if self._rewind:
+                    rewind, self._rewind = self._rewind, set()
+                    async with self.lock:
+                        for tp in rewind:
+                            self.engine.drop_replica(names[tp.topic], tp.partition)
+                    await seek_to_start(consumer, list(rewind))
+                batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                if not batches:
+                    continue
+                async with self.lock:
+                    for tp, records in batches.items():
+                        self.engine.replica_apply(
+                            names[tp.topic],
+                            tp.partition,
+                            ((r.key, r.value) for r in records if r.key),
+                        )
+        finally:
+            await consumer.stop()
 
     # -- the batch ---------------------------------------------------------------------
 
@@ -236,6 +332,8 @@ class Runtime:
             }
             if missing:
                 await self._restore(missing)
+            self._update_leadership()
+            await self._refresh_progress(engine)
             messages = [
                 Message(
                     self.logical[e.message.topic],
@@ -256,16 +354,27 @@ class Runtime:
             self.events_processed += len(messages)
 
     async def tick(self) -> None:
-        """Close and prune without new input (idle partitions left out by wall clock)."""
+        """Close, read and prune without new input of our own.
+
+        Other workers' progress arrives through the replicas, and idle partitions are left
+        out by the wall clock, so windows can close while our partitions are quiet.
+        """
         async with self.lock:
             engine = self.engine
             if engine is None or not engine.states:
                 return
+            self._update_leadership()
+            await self._refresh_progress(engine)
             await self._emit(engine, engine.process([]), 0)
 
     async def _emit(self, engine: Engine, result: BatchResult, n_messages: int) -> None:
         await self._send_dead_letters(result.dead_letters)
-        await self.sink.write(result.closed, result.current)
+        progress = {
+            t: v.closed_upto
+            for t, v in engine.topics.items()
+            if engine.leads(t) and v.closed_upto is not None and v.closed_upto != float("-inf")
+        }
+        await self.sink.write(result.closed, result.current, progress)
         self.metrics.observe_batch(result, n_messages, self.real)
         for wv in result.current:
             self.current[(wv.kpi, wv.window, wv.scope)] = wv

@@ -685,12 +685,13 @@ class Engine:
                     panes = self._panes.get((kpi.name, spec.name, scope))
                     if not panes:
                         continue
-                    done = [
+                    # Sorted: the base is a float sum, and a replay must fold in the same order.
+                    done = sorted(
                         pp
                         for pp in panes
                         if spec.window_end_of_pane(pp[1]) <= upto
                         and (view.topic, pp[0]) in self.states
-                    ]
+                    )
                     for p, start in done:
                         st = self.states[(view.topic, p)]
                         key = f"p|{kpi.name}|{spec.name}|{scope}|{start}"

@@ -26,6 +26,9 @@ from streams.core.windows import rfc3339
 log = logging.getLogger(__name__)
 
 CATALOG_KEY = "kpi:catalog"
+#: Internal: per input topic, up to which event time windows were closed *and* written
+#: (Unix seconds). Written in the same transaction as the history it covers.
+PROGRESS_KEY = "kpi:_progress"
 CHANGES_KEY = "kpi:changes"
 CHANGES_MAXLEN = 100_000
 HISTORY_KEEP = 1000
@@ -87,9 +90,14 @@ class RedisSink:
             mapping[k.name] = orjson.dumps(entry)
         await self._retrying(lambda pipe: pipe.hset(CATALOG_KEY, mapping=mapping))
 
-    async def write(self, closed: Sequence[WindowValue], current: Sequence[WindowValue]) -> None:
-        """Write one batch: history of closed windows, then newest-window hashes."""
-        if not closed and not current:
+    async def write(
+        self,
+        closed: Sequence[WindowValue],
+        current: Sequence[WindowValue],
+        progress: dict[str, float] | None = None,
+    ) -> None:
+        """Write one batch: history of closed windows, newest-window hashes, progress."""
+        if not closed and not current and not progress:
             return
         updated_at = rfc3339(self._clock())
         changes: list[tuple[str, tuple[str, int, int, int, int], WindowValue]] = []
@@ -100,6 +108,8 @@ class RedisSink:
                 changes.append((key, content, wv))
 
         def fill(pipe: aioredis.client.Pipeline) -> None:
+            if progress:
+                pipe.hset(PROGRESS_KEY, mapping={t: repr(v) for t, v in progress.items()})
             for wv in closed:
                 hist = hash_key(wv.kpi, wv.window, wv.scope) + ":history"
                 pipe.zremrangebyscore(hist, wv.start, wv.start)
@@ -157,6 +167,11 @@ class RedisSink:
             if self._on_ok is not None:
                 self._on_ok()
             return
+
+    async def read_progress(self) -> dict[str, float]:
+        """The closing progress per topic recorded by the topics' leaders."""
+        raw = await self.redis.hgetall(PROGRESS_KEY)
+        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
     async def close(self) -> None:
         """Close the connection pool."""

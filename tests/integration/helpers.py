@@ -17,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.config import Settings
+from streams.runtime import seek_to_start
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -115,12 +116,14 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
     """Every message of a (prefixed) topic, decoded from JSON."""
 
     async def run() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await seek_to_start(consumer, tps)
             ends = await consumer.end_offsets(tps)
             out: list[dict[str, Any]] = []
             deadline = time.monotonic() + timeout_s

@@ -56,7 +56,9 @@ def kpi_publish(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
 
 async def read_back(settings: Settings) -> list[Any]:
     """Every record of the prefixed input and dead-letter topics that exist, to their end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         existing = await consumer.topics()

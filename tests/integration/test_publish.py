@@ -37,7 +37,9 @@ def simulated(count: int) -> list[Emission]:
 
 async def consume_all(settings: Settings, expected: int, timeout_s: float = 60.0) -> list[Any]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
