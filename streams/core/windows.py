@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 HOUR_S = 3600
@@ -26,11 +26,11 @@ class WindowSpec:
     name: str
     size_s: int
     step_s: int
+    #: Length of the panes this spec keeps (computed once: it is on the per-event path).
+    pane_s: int = field(init=False)
 
-    @property
-    def pane_s(self) -> int:
-        """Length of the panes this spec keeps."""
-        return math.gcd(self.size_s, self.step_s)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pane_s", math.gcd(self.size_s, self.step_s))
 
     @property
     def panes_per_window(self) -> int:
