@@ -61,6 +61,7 @@ def build_state(entities: int) -> PartitionState:
 
 
 async def publish_changelog(bootstrap: str, topic: str, state: PartitionState) -> int:
+    """Commit the state into a fresh compacted changelog topic, as the worker would."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -82,6 +83,7 @@ async def publish_changelog(bootstrap: str, topic: str, state: PartitionState) -
 
 
 async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
+    """One restore, timed: read the changelog, rebuild the state, index it."""
     started = time.perf_counter()
     tp = TopicPartition(topic, 0)
     records = await read_partitions(bootstrap, [tp])
@@ -97,6 +99,7 @@ async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
 
 
 def main() -> None:
+    """Build, publish, restore three times, report the median."""
     entities = int(os.environ.get("BENCH_ENTITIES", "1000000").replace("_", ""))
     settings = Settings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
