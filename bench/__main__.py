@@ -175,8 +175,8 @@ def main() -> int:
                         f"product #{i}: {r['eps']:,.0f} events/s ({r['seconds']:.1f} s, start-up "
                         f"{r['startup_s']:.1f} s, VmHWM {r['rss_hwm_mb']:.0f} MB, worker CPU "
                         f"{r['worker_cpu_util'] or 0:.2f}, accounted "
-                        f"{r['metrics']['accounted']:.0f}/{cfg.events}, Redis digest "
-                        f"{r['redis_digest']})"
+                        f"{r['metrics']['accounted']:.0f}/{cfg.events}, history digest "
+                        f"{r['redis_digest']['history']})"
                     )
             if "single" in cfg.phases:
                 s = worker_settings("single", i, inv, 2)

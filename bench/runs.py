@@ -91,24 +91,27 @@ def redis_kpis(url: str) -> dict[str, set[str]]:
         client.close()
 
 
-def redis_digest(url: str) -> str:
-    """A fingerprint of the KPI values in Redis.
+def redis_digests(url: str) -> dict[str, str]:
+    """Fingerprints of the KPI values in Redis.
 
-    Every newest-window hash (less its ``updated_at``) and every history member: equal
-    across repetitions, and across changes that must not change results.
+    ``history``: every closed-window member, which must be equal across repetitions and
+    across changes that must not change results. ``hashes``: every newest-window hash less
+    its ``updated_at``; a hash holds the newest window as of its last write, so it may
+    legitimately depend on where batches were cut.
     """
     client = redis.Redis.from_url(url)
     try:
-        digest = hashlib.sha256()
+        history, hashes = hashlib.sha256(), hashlib.sha256()
         for raw in sorted(client.scan_iter("kpi:*", count=1000)):
             kind = client.type(raw)
             if kind == b"hash" and raw != b"kpi:catalog":
                 fields = client.hgetall(raw)
                 fields.pop(b"updated_at", None)
-                digest.update(raw + repr(sorted(fields.items())).encode())
+                hashes.update(raw + repr(sorted(fields.items())).encode())
             elif kind == b"zset":
-                digest.update(raw + repr(client.zrange(raw, 0, -1, withscores=True)).encode())
-        return digest.hexdigest()[:16]
+                members = client.zrange(raw, 0, -1, withscores=True)
+                history.update(raw + repr(members).encode())
+        return {"history": history.hexdigest()[:16], "hashes": hashes.hexdigest()[:16]}
     finally:
         client.close()
 
@@ -325,7 +328,7 @@ def run_worker(
             ),
         },
         "redis_kpis": {k: sorted(v) for k, v in sorted(redis_kpis(settings.redis_url).items())},
-        "redis_digest": redis_digest(settings.redis_url),
+        "redis_digest": redis_digests(settings.redis_url),
         "changelog_bytes": log_dirs_size(settings, is_changelog),
         "changelog_segment_bytes": log_dirs_size(settings, is_changelog, ".log"),
         "log": str(log),
