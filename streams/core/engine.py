@@ -519,19 +519,26 @@ class Engine:
     def _balance_end(self, kpi: KpiDef, spec: WindowSpec, scope: str, end: int) -> float:
         """Balance at ``end``: every partition's base plus its retained panes before ``end``.
 
-        Partitions and panes are visited in sorted order so the float sum is reproducible.
+        Per partition a left fold in time order (base, then panes by start), then the
+        partitions in order: the base is itself that fold over the panes pruned so far, so
+        the float result does not depend on where batches happened to prune.
         """
         topic = kpi.topic
         base_key = f"b|{kpi.name}|{spec.name}|{scope}"
         prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
+        retained: dict[int, list[int]] = defaultdict(list)
+        for p, start in self._panes.get((kpi.name, spec.name, scope), ()):
+            if start < end:
+                retained[p].append(start)
         total = 0.0
         for p in range(self.topics[topic].n_partitions):
             st = self._view_state(topic, p)
-            if st is not None:
-                total += st.data.get(base_key, 0.0)
-        for p, start in sorted(self._panes.get((kpi.name, spec.name, scope), ())):
-            if start < end:
-                total += self._timeline_or_pane(topic, p, prefix + str(start))[-1]
+            if st is None:
+                continue
+            partition_balance = st.data.get(base_key, 0.0)
+            for start in sorted(retained.get(p, ())):
+                partition_balance += st.data[prefix + str(start)][-1]
+            total += partition_balance
         return total
 
     def _timeline_or_pane(self, topic: str, partition: int, key: str) -> Any:
