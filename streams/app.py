@@ -9,7 +9,9 @@ restart), nor its exactly-once mode (see docs/ARCHITECTURE.md).
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -43,6 +45,8 @@ def create_app(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap),
         store="memory://",
+        # faust wants a data directory even with in-memory stores; keep it out of the cwd.
+        datadir=str(Path(tempfile.gettempdir()) / "backoffice-kpi" / settings.app_id),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=True,

@@ -143,6 +143,7 @@ class Runtime:
         # (topic, partition) -> offsets whose dead letter is already in the topic (replays).
         self._dlq_sent: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.current: dict[tuple[str, str, str], WindowValue] = {}
+        self._progress_written: dict[str, float] = {}
         # Changelog partitions the replication task must re-read from their beginning.
         self._rewind: set[TopicPartition] = set()
         self.last_batch_at = 0.0
@@ -369,12 +370,7 @@ class Runtime:
 
     async def _emit(self, engine: Engine, result: BatchResult, n_messages: int) -> None:
         await self._send_dead_letters(result.dead_letters)
-        progress = {
-            t: v.closed_upto
-            for t, v in engine.topics.items()
-            if engine.leads(t) and v.closed_upto is not None and v.closed_upto != float("-inf")
-        }
-        await self.sink.write(result.closed, result.current, progress)
+        await self.sink.write(result.closed, result.current)
         self.metrics.observe_batch(result, n_messages, self.real)
         for wv in result.current:
             self.current[(wv.kpi, wv.window, wv.scope)] = wv
@@ -383,6 +379,18 @@ class Runtime:
                 st.watermark if st.watermark != float("-inf") else 0
             )
         await self._commit_state(engine)
+        # The progress marker only after the state commit: a worker that resumes from it
+        # must find every window up to it closed in the state it restores, or it would
+        # judge the replayed events of a lost commit late. Lagging behind the history is
+        # harmless: windows after it are closed again, byte-identically.
+        progress = {
+            t: v.closed_upto
+            for t, v in engine.topics.items()
+            if engine.leads(t) and v.closed_upto is not None and v.closed_upto != float("-inf")
+        }
+        if progress and progress != self._progress_written:
+            await self.sink.write([], [], progress)
+            self._progress_written = progress
         self.last_batch_at = time.time()
 
     def lag(self) -> int:

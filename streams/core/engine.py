@@ -358,7 +358,7 @@ class Engine:
                     detail = f"occurred_at is {st.watermark - t:.0f} s behind the watermark"
                     raise InvalidEvent(LATE, detail)
                 closed_upto = self.topics[msg.topic].closed_upto
-                if closed_upto is not None and t < closed_upto:
+                if self.idle_partition_s and closed_upto is not None and t < closed_upto:
                     # Only reachable when idle partitions were left out of the frontier:
                     # the windows of this event were closed without this partition.
                     detail = "its windows were closed while this partition was idle"
