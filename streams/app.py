@@ -41,12 +41,14 @@ def create_app(
 ) -> tuple[Any, Runtime]:
     """Build the faust app and the runtime it drives."""
     registry = registry or CollectorRegistry()
+    # faust wants a data directory even with in-memory stores; keep it out of the cwd.
+    datadir = Path(tempfile.gettempdir()) / "backoffice-kpi" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap),
         store="memory://",
-        # faust wants a data directory even with in-memory stores; keep it out of the cwd.
-        datadir=str(Path(tempfile.gettempdir()) / "backoffice-kpi" / settings.app_id),
+        datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=True,
