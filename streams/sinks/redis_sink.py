@@ -26,8 +26,8 @@ from streams.core.windows import rfc3339
 log = logging.getLogger(__name__)
 
 CATALOG_KEY = "kpi:catalog"
-#: Internal: per input topic, up to which event time windows were closed *and* written
-#: (Unix seconds). Written in the same transaction as the history it covers.
+#: Internal: per input topic, up to which event time windows were closed, written and
+#: committed (Unix seconds). Written after the state commit of the batch that got there.
 PROGRESS_KEY = "kpi:_progress"
 CHANGES_KEY = "kpi:changes"
 CHANGES_MAXLEN = 100_000
