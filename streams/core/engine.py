@@ -607,16 +607,7 @@ class Engine:
                     if anchor_moved or became_final or (kpi.name, scope) in touched:
                         value, count = self._value(kpi, spec, scope, end)
                         result.current.append(
-                            WindowValue(
-                                kpi.name,
-                                spec.name,
-                                scope,
-                                end - spec.size_s,
-                                end,
-                                value,
-                                count,
-                                end <= close_to,
-                            )
+                            _window_value(kpi, spec, scope, end, value, count, end <= close_to)
                         )
         if moved:
             view.closed_upto = close_to
@@ -638,11 +629,7 @@ class Engine:
             for end in sorted(ends):
                 value, count = self._value(kpi, spec, scope, end)
                 if count > 0:
-                    result.closed.append(
-                        WindowValue(
-                            kpi.name, spec.name, scope, end - spec.size_s, end, value, count, True
-                        )
-                    )
+                    result.closed.append(_window_value(kpi, spec, scope, end, value, count, True))
 
     def _close_uptime(
         self, kpi: KpiDef, spec: WindowSpec, after: float, upto: float, result: BatchResult
@@ -663,11 +650,7 @@ class Engine:
                 value, count = self._uptime(spec, scope, end, end)
                 if value is None:
                     continue
-                result.closed.append(
-                    WindowValue(
-                        kpi.name, spec.name, scope, end - spec.size_s, end, value, count, True
-                    )
-                )
+                result.closed.append(_window_value(kpi, spec, scope, end, value, count, True))
 
     def _read_newest_uptime(
         self, kpi: KpiDef, spec: WindowSpec, newest_wm: float, close_to: float, result: BatchResult
@@ -678,16 +661,7 @@ class Engine:
             if value is None:
                 continue
             result.current.append(
-                WindowValue(
-                    kpi.name,
-                    spec.name,
-                    scope,
-                    end - spec.size_s,
-                    end,
-                    value,
-                    count,
-                    end <= close_to,
-                )
+                _window_value(kpi, spec, scope, end, value, count, end <= close_to)
             )
 
     # -- pruning -----------------------------------------------------------------------
@@ -753,6 +727,19 @@ class Engine:
 
 
 _DIMENSIONS_OF_TYPE: dict[str, tuple[str, ...]] = {}
+
+
+def _window_value(
+    kpi: KpiDef,
+    spec: WindowSpec,
+    scope: str,
+    end: int,
+    value: float | None,
+    count: int,
+    final: bool,
+) -> WindowValue:
+    """The value of window ``[end - size, end)`` of a KPI and scope."""
+    return WindowValue(kpi.name, spec.name, scope, end - spec.size_s, end, value, count, final)
 
 
 def _group_order(key: str) -> tuple[int, int]:
