@@ -9,9 +9,7 @@ to their topic with their entity key, in file order, through one idempotent prod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
-import logging
 import math
 import re
 import signal
@@ -35,7 +33,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from producers.publisher import Publisher, ensure_topics
+from producers.publisher import Publisher, ensure_topics, quiet_logger
 from schemas.decode import SCHEMA, decode
 from schemas.events import MODEL_OF_TYPE, NUMERIC_STRING_PATTERN, TOPIC_OF_TYPE, key_of
 from streams.config import INPUT_TOPICS, Settings
@@ -566,7 +564,7 @@ async def _publish_file(
         loop.add_signal_handler(sig, stop.set)
     try:
         # aiokafka logs every failed connection attempt; PublishError says it in one line.
-        with _quiet("aiokafka"):
+        with quiet_logger("aiokafka"):
             if create_topics:
                 created = await ensure_topics(settings)
                 if created:
@@ -583,17 +581,6 @@ async def _publish_file(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class _Progress:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -21,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producers.publisher import Publisher, ensure_topics
+from producers.publisher import Publisher, ensure_topics, quiet_logger
 from producers.simulator import INVALID_REASONS, TOPICS, CompanySimulator, Emission, Faults
 from streams.config import Settings
 from streams.errors import ConfigurationError, KpiError
@@ -180,7 +178,7 @@ async def _run(
     try:
         async with contextlib.AsyncExitStack() as resources:
             # aiokafka logs every failed connection attempt; PublishError says it in one line.
-            with _quiet("aiokafka"):
+            with quiet_logger("aiokafka"):
                 if create_topics:
                     created = await ensure_topics(settings)
                     if created:
@@ -232,17 +230,6 @@ async def _publish(
         if tally.sent % 500 == 0:
             progress.update()
             await asyncio.sleep(0)  # let signal handlers and aiokafka's sender run
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _count(tally: _Tally, emission: Emission) -> None:

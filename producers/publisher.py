@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -202,6 +204,18 @@ async def _wait_for_leaders(
             await asyncio.sleep(_LEADER_SETTLE_S)
             return
         await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def quiet_logger(logger_name: str) -> Iterator[None]:
+    """Silence a library logger for a while (aiokafka's retry noise on Ctrl-C, say)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _reason(exc: BaseException) -> str:
