@@ -16,6 +16,7 @@ import redis
 
 from bench import procs
 from bench.config import REPO, BenchConfig
+from bench.offsets import GroupOffsets
 from streams.config import Settings
 from streams.stack import stack_paths
 
@@ -226,37 +227,55 @@ def run_worker(
     workdir: Path,
     scratch: Path,
     *,
+    processes: int = 1,
     extra_env: dict[str, str] | None = None,
     profile_to: Path | None = None,
 ) -> dict[str, Any]:
-    """``kpi worker`` from start until every message is reflected in its state and Redis.
+    """``processes`` x ``kpi worker`` (one group) until every message is reflected.
 
-    Throughput counts from the first processed batch (``/health`` ``events_processed`` > 0)
-    to the moment it equals ``expected`` (incremented after Redis was written and the state
-    committed), over the messages after that first batch.
+    The workers are started together with the same ``settings`` (app id, so one consumer
+    group, and Redis database), each with its own web port. Every ``poll_interval_s`` the
+    bench reads each worker's ``/health``; ``events_processed`` grows after a batch's Redis
+    pipeline and state commit. A worker counts every message it handled, so after a
+    rebalance a message replayed by its new owner counts twice: the sum is no "done" signal
+    with more than one worker. Done is when the group's committed offsets reach the end of
+    every input partition (checked once the sum reaches ``expected``; offsets are committed
+    only after the batch, so this holds exactly when every message is reflected), and the
+    end time is the last poll that saw the sum grow before that, i.e. the last batch.
+    Throughput counts from the first poll that saw a batch (sum > 0) to that end, over the
+    messages after that first poll. CPU is sampled at both ends.
     """
+    if processes < 1:
+        msg = f"processes must be >= 1, not {processes}"
+        raise ValueError(msg)
     flush_redis(settings.redis_url)
-    log = workdir / f"{settings.app_id}.log"
+    many = processes > 1
+    group = GroupOffsets(settings.kafka_bootstrap, settings.app_id, list(settings.input_topics))
+    if group.total != expected:
+        group.close()
+        msg = f"the input topics hold {group.total} messages, {expected} expected"
+        raise RuntimeError(msg)
+    workers = []
     spawned = time.time()
-    proc = procs.spawn(
-        [sys.executable, "-m", "streams", "worker"],
-        env=kpi_env(settings, extra_env),
-        cwd=scratch / settings.app_id,  # faust writes <app id>-data/ into its cwd
-        log=log,
-    )
-    base = f"http://127.0.0.1:{settings.web_port}"
+    for i in range(processes):
+        s = settings if i == 0 else settings.model_copy(update={"web_port": procs.free_port()})
+        name = f"{settings.app_id}-w{i}" if many else settings.app_id
+        log = workdir / f"{name}.log"
+        proc = procs.spawn(
+            [sys.executable, "-m", "streams", "worker"],
+            env=kpi_env(s, extra_env),
+            cwd=scratch / name,
+            log=log,
+        )
+        workers.append(_Worker(proc, f"http://127.0.0.1:{s.web_port}", log))
     spy = None
     kpid = kafka_pid(settings)
 
-    def alive_health() -> Any:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            msg = f"worker exited with {proc.returncode}; log {log}:\n{tail}"
-            raise RuntimeError(msg)
-        return procs.http_json(base + "/health", timeout_s=5.0)
+    def kafka_cpu() -> float | None:
+        return procs.cpu_seconds(kpid) if kpid else None
 
     try:
-        procs.wait_for(alive_health, 120, 0.1, "the worker's web server")
+        procs.wait_for(lambda: all(w.health() for w in workers), 120, 0.1, "the web servers")
         web_up = time.time()
         if profile_to is not None:
             spy = procs.spawn(
@@ -264,7 +283,7 @@ def run_worker(
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--pid",
-                    str(proc.pid),
+                    str(workers[0].proc.pid),
                     "--rate",
                     "100",
                     "--format",
@@ -277,73 +296,194 @@ def run_worker(
                 log=workdir / "py-spy.log",
             )
         t0 = n0 = None
-        cpu0 = kcpu0 = None
+        t_all = n_all = None  # the first poll at which every worker had completed a batch
+        kcpu0 = kcpu1 = None
+        last = last_at = 0
+        reached_at = None  # first poll with the sum >= expected
+        assigned_at = None  # last poll that saw any worker's assignment change
         deadline = time.monotonic() + cfg.run_timeout_s
-        n = 0
+        next_offsets = 0.0
+        remaining = group.total
         while True:
-            health = alive_health()
+            for w in workers:
+                w.poll()
             now = time.time()
-            n = int(health.get("events_processed", 0)) if isinstance(health, dict) else n
-            if t0 is None and n > 0:
-                t0, n0 = now, n
-                cpu0 = procs.cpu_seconds(proc.pid)
-                kcpu0 = procs.cpu_seconds(kpid) if kpid else None
-            if n >= expected:
-                done = now
-                break
+            total = sum(w.processed for w in workers)
+            if any(w.assignment_changed for w in workers):
+                assigned_at = now
+            if t0 is None and total > 0:
+                t0, n0 = now, total
+                kcpu0 = kafka_cpu()
+                for w in workers:
+                    w.cpu0 = procs.cpu_seconds(w.proc.pid)
+            if t_all is None and all(w.first_batch_at for w in workers):
+                t_all, n_all = now, total
+            if total > last:
+                last, last_at = total, now
+                kcpu1 = kafka_cpu()
+                for w in workers:
+                    w.cpu1 = procs.cpu_seconds(w.proc.pid)
+            if total >= expected:
+                reached_at = reached_at or now
+                if time.monotonic() >= next_offsets:
+                    next_offsets = time.monotonic() + 0.2
+                    remaining = group.remaining()
+                    if remaining == 0:
+                        break
             if time.monotonic() > deadline:
-                msg = f"worker processed {n} of {expected} messages in {cfg.run_timeout_s:.0f} s"
+                msg = (
+                    f"workers processed {total} messages, {expected} expected, committed "
+                    f"offsets {remaining} behind the end, in {cfg.run_timeout_s:.0f} s"
+                )
                 raise TimeoutError(msg)
+            if last_at and now - last_at > _STALL_S and total >= expected:
+                msg = (
+                    f"no batch for {_STALL_S:.0f} s with {total} of {expected} messages "
+                    f"processed and the committed offsets of group {group.group} "
+                    f"{group.remaining()} behind the end"
+                )
+                raise RuntimeError(msg)
             time.sleep(cfg.poll_interval_s)
-        cpu1 = procs.cpu_seconds(proc.pid)
-        kcpu1 = procs.cpu_seconds(kpid) if kpid else None
-        status = procs.proc_status(proc.pid)
-        metrics_text = procs.http_get(base + "/metrics", timeout_s=30.0) or b""
-        metrics = parse_metrics(metrics_text.decode(errors="replace"))
+        committed_at = time.time()
+        for w in workers:
+            w.finish()
     finally:
+        group.close()
         if spy is not None:
             procs.stop(spy, signal.SIGINT, timeout_s=60.0)
-        procs.stop(proc)
+        for w in workers:
+            procs.stop(w.proc)
     assert t0 is not None and n0 is not None
+    done = last_at
     seconds = done - t0
-    events_in = metric_sum(metrics, "backoffice_events_in_total")
-    dead = metric_sum(metrics, "backoffice_dead_letters_total")
-    dups = metric_sum(metrics, "backoffice_duplicates_total")
     wall = seconds or 1e-9
+    metrics = [w.metrics for w in workers]
+
+    def msum(name: str) -> float:
+        return sum(metric_sum(m, name) for m in metrics)
+
+    events_in = msum("backoffice_events_in_total")
+    dups = msum("backoffice_duplicates_total")
+    batches = msum("backoffice_batch_messages_count")
     prefix = f"{settings.topic_prefix}{settings.app_id}-"
 
     def is_changelog(name: str) -> bool:
         return name.startswith(prefix) and "-changelog-" in name
 
+    per_worker = [w.report(t0, wall) for w in workers]
+    cpus = [p["cpu_util"] for p in per_worker]
     return {
         "app_id": settings.app_id,
+        "processes": processes,
         "eps": (expected - n0) / seconds if seconds > 0 else float("nan"),
         "seconds": seconds,
         "first_batch_messages": n0,
+        # With several workers: from the first poll at which every one had completed a
+        # batch (the rebalance that gave the later ones partitions is over) to the end.
+        "eps_all_active": (
+            (expected - n_all) / (done - t_all)
+            if many and t_all is not None and n_all is not None and done > t_all
+            else None
+        ),
+        "all_active_s": t_all - t0 if many and t_all is not None else None,
         "startup_s": t0 - spawned,
         "web_up_s": web_up - spawned,
-        "rss_hwm_mb": status.get("VmHWM", 0) / 1024,
-        "rss_end_mb": status.get("VmRSS", 0) / 1024,
-        "worker_cpu_util": (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None,
+        # From the first batch: the sum reaching the count, the offsets reaching the end.
+        "count_reached_s": (reached_at or done) - t0,
+        "committed_s": committed_at - t0,
+        "assignment_settled_s": assigned_at - t0 if assigned_at else None,
+        # Messages handled twice (a replay after a rebalance): the sum of events_processed
+        # less the messages.
+        "replayed": last - expected,
+        "rss_hwm_mb": max(p["rss_hwm_mb"] for p in per_worker),
+        "rss_end_mb": max(p["rss_end_mb"] for p in per_worker),
+        "worker_cpu_util": None if None in cpus else sum(cpus),
         "kafka_cpu_util": (kcpu1 - kcpu0) / wall if kcpu0 is not None and kcpu1 else None,
+        "workers": per_worker if many else None,
         "metrics": {
             "events_in_total": events_in,
-            "dead_letters_total": dead,
+            "dead_letters_total": msum("backoffice_dead_letters_total"),
             "duplicates_total": dups,
             # Dead letters are also counted in events_in (type "invalid").
             "accounted": events_in + dups,
-            "batches": metric_sum(metrics, "backoffice_batch_messages_count"),
-            "mean_batch": (
-                metric_sum(metrics, "backoffice_batch_messages_sum")
-                / max(1.0, metric_sum(metrics, "backoffice_batch_messages_count"))
-            ),
+            "batches": batches,
+            "mean_batch": msum("backoffice_batch_messages_sum") / max(1.0, batches),
         },
         "redis_kpis": {k: sorted(v) for k, v in sorted(redis_kpis(settings.redis_url).items())},
         "redis_digest": redis_digests(settings.redis_url),
         "changelog_bytes": log_dirs_size(settings, is_changelog),
         "changelog_segment_bytes": log_dirs_size(settings, is_changelog, ".log"),
-        "log": str(log),
+        "log": str(workers[0].log) if not many else [str(w.log) for w in workers],
     }
+
+
+_STALL_S = 60.0
+
+
+class _Worker:
+    """One ``kpi worker`` process of a run and what the bench saw of it."""
+
+    def __init__(self, proc: Any, base: str, log: Path) -> None:
+        self.proc, self.base, self.log = proc, base, log
+        self.processed = 0
+        self.first_batch_at: float | None = None
+        self.assigned: list[str] = []
+        self.partitions: list[str] = []
+        self.lag: int | None = None
+        self.assignment_changed = False
+        self.cpu0: float | None = None
+        self.cpu1: float | None = None
+        self.status: dict[str, int] = {}
+        self.metrics: dict[str, list[tuple[str, float]]] = {}
+
+    def health(self) -> Any:
+        """``/health`` as JSON (None when it does not answer); raises when it exited."""
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            msg = f"worker exited with {self.proc.returncode}; log {self.log}:\n{tail}"
+            raise RuntimeError(msg)
+        return procs.http_json(self.base + "/health", timeout_s=5.0)
+
+    def poll(self) -> None:
+        """Read ``/health``; a worker that does not answer keeps its last figures."""
+        health = self.health()
+        self.assignment_changed = False
+        if not isinstance(health, dict):
+            return
+        self.processed = int(health.get("events_processed", 0))
+        if self.first_batch_at is None and self.processed > 0:
+            self.first_batch_at = time.time()
+        self.lag = health.get("lag")
+        assigned = list(health.get("assigned") or [])
+        self.assignment_changed = assigned != self.assigned
+        self.assigned = assigned
+        self.partitions = list(health.get("partitions") or [])
+
+    def finish(self) -> None:
+        """Peak RSS and ``/metrics`` once the run is done (before it is stopped)."""
+        self.status = procs.proc_status(self.proc.pid)
+        text = procs.http_get(self.base + "/metrics", timeout_s=30.0) or b""
+        self.metrics = parse_metrics(text.decode(errors="replace"))
+
+    def report(self, t0: float, wall: float) -> dict[str, Any]:
+        """The share of the run of this worker."""
+        cpu = (
+            (self.cpu1 - self.cpu0) / wall
+            if self.cpu0 is not None and self.cpu1 is not None
+            else None
+        )
+        return {
+            "pid": self.proc.pid,
+            "events_processed": self.processed,
+            "first_batch_s": self.first_batch_at - t0 if self.first_batch_at else None,
+            "events_in_total": metric_sum(self.metrics, "backoffice_events_in_total"),
+            "assigned": self.assigned,
+            "partitions": self.partitions,
+            "cpu_util": cpu,
+            "rss_hwm_mb": self.status.get("VmHWM", 0) / 1024,
+            "rss_end_mb": self.status.get("VmRSS", 0) / 1024,
+            "log": str(self.log),
+        }
 
 
 def run_quix(
