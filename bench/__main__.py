@@ -2,10 +2,11 @@
 
 See bench/README.md. In short: a dedicated local stack (own ports, own stack dir) is started,
 a fixed simulator workload is published (not timed), then, in rounds of ``BENCH_REPEAT``:
-the raw consumer (the limit), ``kpi worker`` with all fourteen KPIs, ``kpi worker`` with only
-the invoice processing time KPI, and the same KPI in Quix Streams; then one profiled worker
-run (py-spy) and the latency run at half the product's throughput. The stack is stopped and
-its directory removed at the end, also on failure or Ctrl-C.
+the raw consumer (the limit), ``kpi worker`` with all fourteen KPIs, two such workers in one
+consumer group (scale-out), ``kpi worker`` with only the invoice processing time KPI, and the
+same KPI in Quix Streams; then one profiled worker run (py-spy) and the latency run at half
+the product's throughput. The stack is stopped and its directory removed at the end, also on
+failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bench import procs, report
 from bench.config import (
     REPO,
     RESULTS_DIR,
+    SCALE_PROCESSES,
     SINGLE_KPI,
     SINGLE_WINDOWS,
     BenchConfig,
@@ -175,6 +177,28 @@ def main() -> int:
                         f"product #{i}: {r['eps']:,.0f} events/s ({r['seconds']:.1f} s, start-up "
                         f"{r['startup_s']:.1f} s, VmHWM {r['rss_hwm_mb']:.0f} MB, worker CPU "
                         f"{r['worker_cpu_util'] or 0:.2f}, accounted "
+                        f"{r['metrics']['accounted']:.0f}/{cfg.events}, history digest "
+                        f"{r['redis_digest']['history']})"
+                    )
+            if "scale" in cfg.phases:
+                s = worker_settings("scale", i, full, 5)
+                r = attempt(
+                    "scale",
+                    lambda s=s: run_worker(
+                        cfg, s, cfg.events, workdir, scratch, processes=SCALE_PROCESSES
+                    ),
+                )
+                if r:
+                    runs.setdefault("scale", []).append(r)
+                    cpus = " + ".join(f"{w['cpu_util'] or 0:.2f}" for w in r["workers"] or [])
+                    say(
+                        f"scale #{i}: {r['eps']:,.0f} events/s with {r['processes']} workers "
+                        f"({r['seconds']:.1f} s, start-up {r['startup_s']:.1f} s, assignment "
+                        f"settled at {r['assignment_settled_s'] or 0:.1f} s, all workers busy "
+                        f"from {r['all_active_s'] or 0:.1f} s at {r['eps_all_active'] or 0:,.0f} "
+                        f"events/s, replayed "
+                        f"{r['replayed']}, worker CPU "
+                        f"{cpus}, accounted "
                         f"{r['metrics']['accounted']:.0f}/{cfg.events}, history digest "
                         f"{r['redis_digest']['history']})"
                     )

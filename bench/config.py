@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-PHASES = ("raw", "product", "profile", "single", "quix", "latency")
+PHASES = ("raw", "product", "scale", "profile", "single", "quix", "latency")
 
 # Targets (issue 7); the table reports pass/fail against them.
 TARGET_PRODUCT_EPS = 20_000
@@ -17,9 +17,12 @@ TARGET_RATIO = 0.25
 TARGET_QUIX_RATIO = 2.0
 TARGET_P99_MS = 500.0
 TARGET_RSS_MB = 400.0
+TARGET_SCALE_RATIO = 1.6  # two workers / one worker ("a second worker adds >= 60%")
 
 SINGLE_KPI = "invoice_processing_time"
 SINGLE_WINDOWS = "1h"
+#: Worker processes of the ``scale`` phase (one consumer group).
+SCALE_PROCESSES = 2
 
 
 def _env(name: str, default: str) -> str:

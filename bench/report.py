@@ -16,6 +16,7 @@ from bench.config import (
     TARGET_QUIX_RATIO,
     TARGET_RATIO,
     TARGET_RSS_MB,
+    TARGET_SCALE_RATIO,
 )
 
 
@@ -33,6 +34,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         return median([r["eps"] for r in runs.get(name, [])])
 
     product, raw = eps("product"), eps("raw")
+    scale = eps("scale")
+    scale_runs = runs.get("scale", [])
     single, quix = eps("single"), eps("quix")
     lat = results.get("latency") or {}
     product_runs = runs.get("product", [])
@@ -56,7 +59,27 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         ),
         "worker_cpu_util": median([r.get("worker_cpu_util") for r in product_runs]),
         "kafka_cpu_util": median([r.get("kafka_cpu_util") for r in product_runs]),
+        "scale_eps": scale,
+        # Two workers over one, both medians of this bench run.
+        "scale_ratio": scale / product if scale and product else None,
+        # Both workers together, and each (workers in start order), in cores.
+        "scale_worker_cpu_util": median([r.get("worker_cpu_util") for r in scale_runs]),
+        "scale_worker_cpu_utils": _per_worker(scale_runs, "cpu_util"),
+        "scale_kafka_cpu_util": median([r.get("kafka_cpu_util") for r in scale_runs]),
+        # Two workers must write the same closed windows to Redis as one.
+        "scale_history_matches": (
+            len({r["redis_digest"]["history"] for r in product_runs + scale_runs}) == 1
+            if product_runs and scale_runs
+            else None
+        ),
     }
+
+
+def _per_worker(runs: list[dict[str, Any]], key: str) -> list[float | None]:
+    """Median of ``key`` of the k-th worker (start order) over multi-worker runs, per k."""
+    workers = [r.get("workers") or [] for r in runs]
+    n = max((len(w) for w in workers), default=0)
+    return [median([w[k].get(key) for w in workers if len(w) > k]) for k in range(n)]
 
 
 def _fmt(v: Any, digits: int = 0) -> str:
@@ -148,17 +171,33 @@ def table(results: dict[str, Any], s: dict[str, Any]) -> Table:
         " / ".join(_fmt(r["changelog_bytes"] / 1e6, 1) for r in runs.get("product", [])),
     )
     t.add_row(
-        "second worker adds >= 60% throughput",
-        "not measurable",
+        "scale: 2 kpi workers, one group (events/s)",
+        _fmt(s["scale_eps"]),
+        runs_of("scale"),
+    )
+    t.add_row(
+        "ratio 2 workers / 1 worker",
+        _fmt(s["scale_ratio"], 2),
         "",
-        ">= +60%",
-        "[yellow]n/a[/]",
+        f">= {TARGET_SCALE_RATIO}",
+        _verdict(s["scale_ratio"], (s["scale_ratio"] or 0) >= TARGET_SCALE_RATIO),
+    )
+    t.add_row(
+        "scale: CPU of worker 1 + worker 2 / Kafka (cores)",
+        f"{' + '.join(_fmt(v, 2) for v in s['scale_worker_cpu_utils']) or '-'} / "
+        f"{_fmt(s['scale_kafka_cpu_util'], 2)}",
+        runs_of("scale", "worker_cpu_util", 2),
+    )
+    t.add_row(
+        "scale: Redis history digest equals product's",
+        _fmt({True: "yes", False: "NO"}.get(s["scale_history_matches"])),
+        " / ".join(r["redis_digest"]["history"] for r in runs.get("scale", [])),
     )
     return t
 
 
 def final_line(s: dict[str, Any]) -> str:
-    """``bench: product_eps=N raw_eps=N ratio=R ...`` (the last line printed)."""
+    """``bench: product_eps=N raw_eps=N ratio=R ... scale_ratio=S`` (the last line printed)."""
 
     def n(v: Any) -> str:
         return "nan" if v is None else f"{v:.0f}"
@@ -169,7 +208,8 @@ def final_line(s: dict[str, Any]) -> str:
     return (
         f"bench: product_eps={n(s['product_eps'])} raw_eps={n(s['raw_eps'])} "
         f"ratio={r(s['ratio'], 3)} single_eps={n(s['single_eps'])} quix_eps={n(s['quix_eps'])} "
-        f"quix_ratio={r(s['quix_ratio'], 2)} p99_ms={r(s['p99_ms'], 1)} rss_mb={r(s['rss_mb'], 1)}"
+        f"quix_ratio={r(s['quix_ratio'], 2)} p99_ms={r(s['p99_ms'], 1)} rss_mb={r(s['rss_mb'], 1)} "
+        f"scale_ratio={r(s.get('scale_ratio'), 2)}"
     )
 
 
