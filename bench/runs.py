@@ -298,7 +298,7 @@ def run_worker(
         t0 = n0 = None
         t_all = n_all = None  # the first poll at which every worker had completed a batch
         kcpu0 = kcpu1 = None
-        last = last_at = 0
+        last, last_at = 0, 0.0
         reached_at = None  # first poll with the sum >= expected
         assigned_at = None  # last poll that saw any worker's assignment change
         deadline = time.monotonic() + cfg.run_timeout_s
