@@ -1,9 +1,10 @@
-"""The Faust application: one agent over the three input topics, plus the web endpoints.
+"""The Faust application: the worker's services, timers and web endpoints.
 
-The agent is thin: it takes batches of events and hands them to ``Runtime.handle``. Faust
-provides the consumer group, rebalancing, batching, acks/commits and the web server; its
-windowed tables are not used (they close windows by wall clock and forget pending expiry on
-restart), nor its exactly-once mode (see docs/ARCHITECTURE.md).
+faust runs the worker (service tree, signals, logging, the web server, timers). Its Kafka
+consumer and stream path are switched off: the input is consumed by ``InputConsumer``
+(``streams/consumer.py``), which hands whole fetches to ``Runtime.handle``. Its windowed
+tables are not used (they close windows by wall clock and forget pending expiry on restart),
+nor its exactly-once mode (see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 
 import faust
 import orjson
+from faust.app.base import BootStrategy
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from streams.config import Settings
+from streams.consumer import InputConsumer
 from streams.core.windows import rfc3339
 from streams.runtime import Runtime
 from streams.sinks.metrics import Metrics
@@ -27,8 +30,17 @@ from streams.sinks.redis_sink import RedisSink, format_value
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 2000
-BATCH_WITHIN_S = 0.1
+
+class WorkerBoot(BootStrategy):
+    """faust's services minus its Kafka clients: ``InputConsumer`` owns the Kafka traffic."""
+
+    enable_kafka = False
+
+
+class WorkerApp(faust.App):
+    """The faust app of a worker (see ``WorkerBoot``)."""
+
+    BootStrategy = WorkerBoot
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -44,7 +56,7 @@ def create_app(
     # faust wants a data directory even with in-memory stores; keep it out of the cwd.
     datadir = Path(tempfile.gettempdir()) / "backoffice-kpi" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap),
         store="memory://",
@@ -55,17 +67,7 @@ def create_app(
         web_port=settings.web_port,
         web_in_thread=False,
         autodiscover=False,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
         topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        broker_commit_interval=1.0,
-        # A restarted worker rejoins only after its killed predecessor's session expired.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0,
-        broker_request_timeout=90.0,
-        stream_buffer_maxsize=8192,
         logging_config=None,
     )
     metrics = Metrics(registry)
@@ -77,21 +79,10 @@ def create_app(
     sink = RedisSink(
         settings.redis_url, on_error=redis_failed, on_ok=lambda: metrics.redis_up.set(1)
     )
-    runtime = Runtime(settings, app, metrics, sink)
+    runtime = Runtime(settings, metrics, sink)
     setup_prometheus_sensors(app, "/metrics", registry, name_prefix="faust")
-
-    source = app.topic(
-        *settings.input_topics,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    @app.agent(source, concurrency=1)
-    async def kpi_agent(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await runtime.handle(events)
+    # faust starts an instance as given (its annotation only names classes).
+    app.service(InputConsumer(settings, runtime))  # type: ignore[arg-type]
 
     # Windows also close without input of our own: other workers' partitions advance
     # through the replicas, and idle partitions drop out by the wall clock.
@@ -106,10 +97,6 @@ def create_app(
     @app.task  # type: ignore[untyped-decorator]
     async def follow_changelogs() -> None:
         await runtime.replicate()
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await runtime.on_revoked(args[0])
 
     @app.page("/kpis")
     async def kpis(web: Any, request: Any) -> Any:

@@ -411,8 +411,8 @@ def _operations() -> builders.Dashboard:
     board.with_panel(
         _op_stat(
             "Consumer lag",
-            "Messages not yet committed, all input partitions (faust end offset - committed).",
-            "sum(faust_topic_partition_end_offset - faust_topic_partition_offset_commited)",
+            "Input messages waiting, all partitions (high-water mark - next to process).",
+            "sum(backoffice_consumer_lag_messages)",
             "short",
             [model.Threshold(None, "green"), model.Threshold(10_000, "orange")],
             5,
@@ -464,16 +464,8 @@ def _operations() -> builders.Dashboard:
     board.with_panel(
         _ts(
             "Consumer lag by topic",
-            # The end offset is the high-water mark faust saw at its last fetch, so an idle
-            # partition keeps its last (caught-up) lag rather than going stale upwards.
-            "Partition end offset - committed offset, from faust's sensors, summed per topic.",
-            [
-                (
-                    "sum by (topic) (faust_topic_partition_end_offset"
-                    " - faust_topic_partition_offset_commited)",
-                    "{{topic}}",
-                )
-            ],
+            "Input messages waiting (high-water mark - next offset to process), per topic.",
+            [("sum by (topic) (backoffice_consumer_lag_messages)", "{{topic}}")],
             "short",
         )
     )

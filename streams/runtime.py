@@ -2,12 +2,12 @@
 
 One batch goes: restore any newly assigned partition from its changelog -> ``Engine.process``
 -> dead letters to ``kpi.dead-letter`` (awaited) -> Redis (retried until it succeeds) ->
-metrics -> state changelog records (flushed) -> faust acks the batch and later commits the
-input offsets. Input offsets are therefore committed only after everything the batch caused
-is durable. A crash anywhere replays from the committed offsets; the restored state knows the
-last input offset it reflects, skips what it already holds and recomputes the rest
-bit-identically, and the dead-letter topic is read back so a replay never dead-letters a
-message twice. See docs/ARCHITECTURE.md for the argument.
+metrics -> state changelog records (awaited) -> the input consumer commits the batch's
+offsets (``streams/consumer.py``). Input offsets are therefore committed only after
+everything the batch caused is durable. A crash anywhere replays from the committed
+offsets; the restored state knows the last input offset it reflects, skips what it already
+holds and recomputes the rest bit-identically, and the dead-letter topic is read back so a
+replay never dead-letters a message twice. See docs/ARCHITECTURE.md for the argument.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams.catalog import CATALOG, KpiDef
 from streams.config import INPUT_TOPICS, Settings
@@ -131,9 +131,8 @@ def selected_catalog(settings: Settings) -> tuple[KpiDef, ...]:
 class Runtime:
     """Everything the agent needs between Kafka and the engine."""
 
-    def __init__(self, settings: Settings, app: Any, metrics: Metrics, sink: RedisSink) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, sink: RedisSink) -> None:
         self.settings = settings
-        self.app = app
         self.metrics = metrics
         self.sink = sink
         self.logical = {settings.topic(t): t for t in INPUT_TOPICS}
@@ -149,8 +148,15 @@ class Runtime:
         self.last_batch_at = 0.0
         self.started_at = time.time()
         self.events_processed = 0
-        # Input partition -> last offset handed to the engine (for the lag in /health).
-        self.processed: dict[Any, int] = {}
+        # Input partition -> last offset processed (committed by the input consumer).
+        self.processed: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    def attach(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """The input consumer and the producer of dead letters and changelog records."""
+        self.consumer = consumer
+        self.producer = producer
 
     def configure(self, partitions: dict[str, int]) -> None:
         """Build the engine once the topics' partition counts are known."""
@@ -173,7 +179,9 @@ class Runtime:
         return self._assigned_inputs()
 
     def _assigned_inputs(self) -> set[tuple[str, int]]:
-        assignment = self.app.consumer.assignment()
+        if self.consumer is None:
+            return set()
+        assignment = self.consumer.assignment()
         return {
             (self.logical[tp.topic], tp.partition) for tp in assignment if tp.topic in self.logical
         }
@@ -228,6 +236,8 @@ class Runtime:
             if self.engine is None:
                 return
             for tp in revoked:
+                self.processed.pop(tp, None)
+                self.metrics.forget_partition(tp.topic, tp.partition)
                 topic = self.logical.get(tp.topic)
                 if topic is None or (topic, tp.partition) not in self.engine.states:
                     continue
@@ -320,39 +330,48 @@ class Runtime:
 
     # -- the batch ---------------------------------------------------------------------
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch of faust events end to end (see module docstring)."""
+    async def handle(
+        self, fetched: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Process one fetch (records per input partition) end to end (module docstring)."""
         async with self.lock:
             engine = self.engine
             assert engine is not None
-            missing = self._assigned_inputs() - engine.states.keys()
-            missing |= {
-                (self.logical[e.message.topic], e.message.partition)
-                for e in events
-                if (self.logical[e.message.topic], e.message.partition) not in engine.states
+            logical = self.logical
+            messages = [
+                Message(
+                    logical[r.topic],
+                    r.partition,
+                    r.offset,
+                    r.value if r.value is not None else b"",
+                )
+                for records in fetched.values()
+                for r in records
+            ]
+            missing = self._assigned_inputs() | {
+                (logical[tp.topic], tp.partition) for tp in fetched
             }
+            missing -= engine.states.keys()
             if missing:
                 await self._restore(missing)
             self._update_leadership()
             await self._refresh_progress(engine)
-            messages = [
-                Message(
-                    self.logical[e.message.topic],
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.value if e.message.value is not None else b"",
-                )
-                for e in events
-            ]
             result = engine.process(messages)
             await self._emit(engine, result, len(messages))
-            written_at = time.time()
-            for e in events:
-                ts = e.message.timestamp
-                if ts:
-                    self.metrics.latency.observe(max(0.0, written_at - ts))
-                self.processed[e.message.tp] = e.message.offset
+            written_at_ms = time.time() * 1000.0
+            self.metrics.observe_latencies(
+                [
+                    (written_at_ms - r.timestamp) / 1000.0
+                    for records in fetched.values()
+                    for r in records
+                    if r.timestamp > 0
+                ]
+            )
+            for tp, records in fetched.items():
+                if records:
+                    self.processed[tp] = records[-1].offset
             self.events_processed += len(messages)
+            self._export_lag()
 
     async def tick(self) -> None:
         """Close, read and prune without new input of our own.
@@ -367,6 +386,7 @@ class Runtime:
             self._update_leadership()
             await self._refresh_progress(engine)
             await self._emit(engine, engine.process([]), 0)
+            self._export_lag()
 
     async def _emit(self, engine: Engine, result: BatchResult, n_messages: int) -> None:
         await self._send_dead_letters(result.dead_letters)
@@ -393,27 +413,36 @@ class Runtime:
             self._progress_written = progress
         self.last_batch_at = time.time()
 
-    def lag(self) -> int:
-        """Input messages waiting in the assigned partitions (from the consumer's highwaters)."""
-        consumer = self.app.consumer
-        waiting = 0
+    def lag_by_partition(self) -> dict[TopicPartition, int]:
+        """Input messages waiting per assigned partition (from the consumer's high-waters).
+
+        A partition not fetched from yet has no high-water and is left out.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        waiting = {}
         for tp in consumer.assignment():
             if tp.topic not in self.logical:
                 continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - no fetch for this partition yet
-                continue
+            highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            waiting += max(0, highwater - 1 - self.processed.get(tp, -1))
+            waiting[tp] = max(0, highwater - 1 - self.processed.get(tp, -1))
         return waiting
+
+    def lag(self) -> int:
+        """Input messages waiting in the assigned partitions."""
+        return sum(self.lag_by_partition().values())
+
+    def _export_lag(self) -> None:
+        for tp, n in self.lag_by_partition().items():
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(n)
 
     async def _send_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         if not dead_letters:
             return
-        assert self.engine is not None
-        producer = self.app.producer
+        assert self.engine is not None and self.producer is not None
         futures = []
         for dl in dead_letters:
             sent = self._dlq_sent.get((dl.topic, dl.partition))
@@ -421,13 +450,11 @@ class Runtime:
                 sent.discard(dl.offset)
                 continue
             key = f"{self.real[dl.topic]}:{dl.partition}:{dl.offset}".encode()
-            fut = await producer.send(
+            fut = await self.producer.send(
                 self.settings.dead_letter_topic,
-                key,
                 dead_letter_record(dl, self.real[dl.topic]),
-                dl.partition % self.dlq_partitions,
-                None,
-                None,
+                key=key,
+                partition=dl.partition % self.dlq_partitions,
             )
             futures.append((dl, fut))
         for dl, fut in futures:
@@ -436,14 +463,24 @@ class Runtime:
             st.dlq_next = max(st.dlq_next, metadata.offset + 1)
 
     async def _commit_state(self, engine: Engine) -> None:
-        producer = self.app.producer
+        producer = self.producer
+        assert producer is not None
         futures = []
         for (t, p), st in engine.states.items():
             if not st.dirty:
                 continue
             topic = changelog_topic(self.settings, t)
+            # Whole batches per changelog partition: one future per ~1 MB, not per record.
+            batch = producer.create_batch()
             for record in st.commit():
-                futures.append(await producer.send(topic, record.key, record.value, p, None, None))
+                if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                        msg = f"changelog record of {len(record.value or b'')} bytes too large"
+                        raise RuntimeError(msg)
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=p))
         # The next batch may prune panes on the strength of this batch's closing, so this
         # batch must be durable first (see docs/ARCHITECTURE.md).
         if futures:

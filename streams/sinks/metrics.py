@@ -95,6 +95,13 @@ class Metrics:
             "1 when the last Redis write succeeded, 0 while Redis is unreachable.",
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "backoffice_consumer_lag_messages",
+            "Input messages waiting (high-water mark minus the next offset to process), per "
+            "input partition this worker owns.",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "backoffice_batch_messages",
             "Messages per processed batch.",
@@ -117,6 +124,20 @@ class Metrics:
         for wv in result.closed:
             self.closed_windows.labels(wv.kpi, wv.window).inc()
         self.set_values(result.current)
+
+    def observe_latencies(self, seconds: Iterable[float]) -> None:
+        """Event-to-KPI latencies of one batch (negative ones, from clock skew, count as 0)."""
+        observe = self.latency.observe
+        for s in seconds:
+            observe(s if s > 0.0 else 0.0)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Remove the per-partition series of an input partition this worker lost."""
+        for gauge in (self.consumer_lag, self.watermark):
+            try:
+                gauge.remove(topic, str(partition))
+            except KeyError:
+                pass
 
     def set_values(self, values: Iterable[WindowValue]) -> None:
         """Set the KPI gauges from newest-window values; undefined values lose their sample."""

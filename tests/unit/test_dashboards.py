@@ -195,7 +195,7 @@ def test_operations_dashboard_covers_the_pipeline() -> None:
     for needle in (
         "rate(backoffice_events_in_total[$__rate_interval])",
         "by (topic, type)",
-        "faust_topic_partition_end_offset - faust_topic_partition_offset_commited",
+        "sum by (topic) (backoffice_consumer_lag_messages)",
         "sum by (reason) (rate(backoffice_dead_letters_total",
         'backoffice_dead_letters_total{reason="late"}',
         "backoffice_duplicates_total",
