@@ -157,12 +157,14 @@ class Engine:
         self.progress: dict[str, float] = {}
         # Derived indexes, rebuilt from the state on assignment:
         #  dedup: (topic, partition) -> event_id -> occurred_at
-        #  panes: (kpi, window, scope) -> {(partition, pane_start)}
+        #  panes: (kpi, window, scope) -> partition -> pane_start -> (key, parts vector)
         #  services: service -> partition of the incidents topic holding its timeline
         self._dedup: dict[tuple[str, int], dict[str, float]] = {}
         #  dedup groups: (topic, partition) -> group key -> latest occurred_at in it
         self._dedup_groups: dict[tuple[str, int], dict[str, float]] = {}
-        self._panes: dict[tuple[str, str, str], set[tuple[int, int]]] = defaultdict(set)
+        # The vectors are the very lists in the states (or replicas), mutated in place, so a
+        # window is read without building or hashing a single key string.
+        self._panes: dict[tuple[str, str, str], dict[int, dict[int, _Pane]]] = defaultdict(dict)
         self._scopes: dict[str, set[str]] = defaultdict(set)
         self._services: dict[str, int] = {}
 
@@ -184,22 +186,28 @@ class Engine:
         self._admitted[tp] = {key[2:]: set(state.data[key]) for key in state.keys_with_prefix("c|")}
         if tp in self.replicas:
             self.drop_replica(*tp)
-        for key in list(state.data):
-            self._index(state.partition, key, present=True)
+        for key, value in state.data.items():
+            self._index(state.partition, key, value)
         view = self.topics[state.topic]
         view.closed_upto = None  # recomputed from the restored watermarks
 
-    def _index(self, partition: int, key: str, *, present: bool) -> None:
-        """Keep the pane, scope and service indexes in step with one view key."""
+    def _index(self, partition: int, key: str, value: Any) -> None:
+        """Keep the pane, scope and service indexes in step with one view key.
+
+        ``value`` is the key's new value, None when the key is gone.
+        """
+        present = value is not None
         kind = key[:2]
         if kind == "p|":
             _, kpi, window, scope, start = key.split("|")
             panes = self._panes[(kpi, window, scope)]
             if present:
-                panes.add((partition, int(start)))
+                panes.setdefault(partition, {})[int(start)] = (key, value)
                 self._scopes[kpi].add(scope)
             else:
-                panes.discard((partition, int(start)))
+                of_partition = panes.get(partition)
+                if of_partition is not None:
+                    of_partition.pop(int(start), None)
         elif kind == "b|":
             if present:
                 _, kpi, _window, scope = key.split("|")
@@ -234,17 +242,17 @@ class Engine:
             value = None if raw_value is None else orjson.loads(raw_value)["v"]
             if value is None:
                 if replica.data.pop(key, None) is not None:
-                    self._index(partition, key, present=False)
+                    self._index(partition, key, None)
             else:
                 replica.data[key] = value
-                self._index(partition, key, present=True)
+                self._index(partition, key, value)
 
     def drop_replica(self, topic: str, partition: int) -> None:
         """Forget the replica of a partition (it became ours, or must be re-read)."""
         replica = self.replicas.pop((topic, partition), None)
         if replica is not None:
             for key in replica.data:
-                self._index(partition, key, present=False)
+                self._index(partition, key, None)
 
     def _view_state(self, topic: str, partition: int) -> PartitionState | None:
         """The state windows are read from: our own, else the replica."""
@@ -263,7 +271,7 @@ class Engine:
         state = self.states.pop((topic, partition), None)
         if state is not None:
             for key in state.data:
-                self._index(partition, key, present=False)
+                self._index(partition, key, None)
         self.topics[topic].closed_upto = None
 
     def state(self, topic: str, partition: int) -> PartitionState:
@@ -456,20 +464,25 @@ class Engine:
             return
         balance = kpi.balance is not None
         width = len(kpi.parts) + (1 if balance else 0)
-        data = st.data
         parts = c.parts
         t = c.t
+        partition = st.partition
         for spec in kpi.specs:
             pane = int(t // spec.pane_s) * spec.pane_s
             for scope in (c.scope, ROLLUP):
-                key = f"p|{c.kpi}|{spec.name}|{scope}|{pane}"
-                vec = data.get(key)
-                if vec is None:
-                    vec = [0.0] * width
+                by_partition = self._panes[(c.kpi, spec.name, scope)]
+                panes = by_partition.get(partition)
+                if panes is None:
+                    panes = by_partition[partition] = {}
+                entry = panes.get(pane)
+                if entry is None:
+                    key = f"p|{c.kpi}|{spec.name}|{scope}|{pane}"
+                    vec: list[float] = [0.0] * width
                     st.put(key, vec)
-                    self._panes[(c.kpi, spec.name, scope)].add((st.partition, pane))
+                    panes[pane] = (key, vec)
                     self._scopes[c.kpi].add(scope)
                 else:
+                    key, vec = entry
                     st.touch(key)
                 for i, x in enumerate(parts):
                     vec[i] += x
@@ -494,21 +507,18 @@ class Engine:
     ) -> tuple[list[float], float, float]:
         """Summed parts of window ``[end - size, end)`` plus balances at its start and end."""
         width = len(kpi.parts) + (1 if kpi.balance else 0)
-        total = [0.0] * width
-        topic = kpi.topic
-        n = self.topics[topic].n_partitions
+        by_partition = self._panes.get((kpi.name, spec.name, scope), {})
         starts = spec.pane_starts(end)
-        prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
-        for p in range(n):
-            st = self._view_state(topic, p)
-            if st is None:
-                continue
-            data = st.data
-            for start in starts:
-                vec = data.get(prefix + str(start))
-                if vec is not None:
-                    for i in range(width):
-                        total[i] += vec[i]
+        # Partitions in order, panes in time order: the float sums depend on that order.
+        vecs = []
+        for p in range(self.topics[kpi.topic].n_partitions):
+            panes = by_partition.get(p)
+            if panes:
+                for start in starts:
+                    entry = panes.get(start)
+                    if entry is not None:
+                        vecs.append(entry[1])
+        total = _sum_vectors(vecs, width)
         if not kpi.balance:
             return total, 0.0, 0.0
         # Panes are aligned, so "ends at or before ``end``" is "starts before ``end``"; the
@@ -525,19 +535,17 @@ class Engine:
         """
         topic = kpi.topic
         base_key = f"b|{kpi.name}|{spec.name}|{scope}"
-        prefix = f"p|{kpi.name}|{spec.name}|{scope}|"
-        retained: dict[int, list[int]] = defaultdict(list)
-        for p, start in self._panes.get((kpi.name, spec.name, scope), ()):
-            if start < end:
-                retained[p].append(start)
+        by_partition = self._panes.get((kpi.name, spec.name, scope), {})
         total = 0.0
         for p in range(self.topics[topic].n_partitions):
             st = self._view_state(topic, p)
             if st is None:
                 continue
             partition_balance = st.data.get(base_key, 0.0)
-            for start in sorted(retained.get(p, ())):
-                partition_balance += st.data[prefix + str(start)][-1]
+            panes = by_partition.get(p)
+            if panes:
+                for start in sorted(s for s in panes if s < end):
+                    partition_balance += panes[start][1][-1]
             total += partition_balance
         return total
 
@@ -617,16 +625,19 @@ class Engine:
         self, kpi: KpiDef, spec: WindowSpec, after: float, upto: float, result: BatchResult
     ) -> None:
         for scope in sorted(self._scopes[kpi.name]):
-            ends: set[int] = set()
-            for _p, start in self._panes.get((kpi.name, spec.name, scope), ()):
-                # Every window containing this pane, closing in (after, upto].
-                e = spec.first_window_end_after(start)
-                last = spec.window_end_of_pane(start)
-                while e <= last:
-                    if after < e <= upto:
-                        ends.add(e)
-                    e += spec.step_s
-            for end in sorted(ends):
+            starts: set[int] = set()
+            for panes in self._panes.get((kpi.name, spec.name, scope), {}).values():
+                starts.update(panes)
+            if not starts:
+                continue
+            # Windows closing in (after, upto] that hold at least one pane: none ends at or
+            # before the first pane, nor after the last window of the last pane.
+            last = min(upto, spec.window_end_of_pane(max(starts)))
+            ends = []
+            for e in spec.window_ends_between(max(after, min(starts)), last):
+                if any(start in starts for start in spec.pane_starts(e)):
+                    ends.append(e)
+            for end in ends:
                 value, count = self._value(kpi, spec, scope, end)
                 if count > 0:
                     result.closed.append(_window_value(kpi, spec, scope, end, value, count, True))
@@ -678,25 +689,25 @@ class Engine:
         for kpi in view.kpis:
             for spec in kpi.specs:
                 for scope in list(self._scopes[kpi.name]):
-                    panes = self._panes.get((kpi.name, spec.name, scope))
-                    if not panes:
+                    by_partition = self._panes.get((kpi.name, spec.name, scope))
+                    if not by_partition:
                         continue
-                    # Sorted: the base is a float sum, and a replay must fold in the same order.
-                    done = sorted(
-                        pp
-                        for pp in panes
-                        if spec.window_end_of_pane(pp[1]) <= upto
-                        and (view.topic, pp[0]) in self.states
-                    )
-                    for p, start in done:
-                        st = self.states[(view.topic, p)]
-                        key = f"p|{kpi.name}|{spec.name}|{scope}|{start}"
-                        vec = st.data.get(key)
-                        if vec is not None and kpi.balance:
-                            base_key = f"b|{kpi.name}|{spec.name}|{scope}"
-                            st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
-                        st.delete(key)
-                        panes.discard((p, start))
+                    for p in sorted(by_partition):
+                        st = self.states.get((view.topic, p))
+                        panes = by_partition[p]
+                        if st is None or not panes:
+                            continue
+                        # In time order: the base is a float sum, and a replay must fold in
+                        # the same order. The last window of a pane ends no earlier than
+                        # that of an earlier pane, so the done panes come first.
+                        for start in sorted(panes):
+                            if spec.window_end_of_pane(start) > upto:
+                                break
+                            key, vec = panes.pop(start)
+                            if kpi.balance:
+                                base_key = f"b|{kpi.name}|{spec.name}|{scope}"
+                                st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
+                            st.delete(key)
         if view.topic == "incidents":
             horizon = upto - 31 * 86400
             for service, p in self._services.items():
@@ -727,6 +738,34 @@ class Engine:
 
 
 _DIMENSIONS_OF_TYPE: dict[str, tuple[str, ...]] = {}
+#: A pane in the index: its state key and its parts vector (the list in the state).
+_Pane = tuple[str, list[float]]
+
+
+def _sum_vectors(vecs: Sequence[Sequence[float]], width: int) -> list[float]:
+    """Element-wise sum, each element folded left from 0.0 in the order of ``vecs``.
+
+    Unrolled for the usual widths (a Python loop over ``range(width)`` per vector cost
+    more than the additions).
+    """
+    if width == 2:
+        a = b = 0.0
+        for v in vecs:
+            a += v[0]
+            b += v[1]
+        return [a, b]
+    if width == 3:
+        a = b = c = 0.0
+        for v in vecs:
+            a += v[0]
+            b += v[1]
+            c += v[2]
+        return [a, b, c]
+    total = [0.0] * width
+    for v in vecs:
+        for i in range(width):
+            total[i] += v[i]
+    return total
 
 
 def _window_value(
