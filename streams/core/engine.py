@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from schemas.decode import decode
 from streams.catalog import CATALOG, KpiDef
 from streams.core import uptime
 from streams.core.measures import Contribution, StatusChange, apply_event
@@ -93,8 +94,6 @@ class BatchResult:
 
 
 def _default_decoder(raw: bytes, topic: str, currency: str) -> Any:
-    from schemas.decode import decode
-
     return decode(raw, topic=topic, currency=currency)
 
 
@@ -416,7 +415,9 @@ class Engine:
         else:
             st.touch(key)
             groups[key] = max(groups[key], t)
-        group.append([event_id, t])
+        # A tuple, not a list: the garbage collector stops tracking a tuple of atoms, and
+        # these live for a week (orjson writes both as the same JSON array).
+        group.append((event_id, t))
         self._dedup[tp][event_id] = t
 
     def _new_dimension_values(self, st: PartitionState, event: Any) -> list[tuple[str, str]]:

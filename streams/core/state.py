@@ -24,7 +24,9 @@ META_KEY = "m"
 JSON = Any
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which made
+# building the ~3 records per event cost twice as much.
+@dataclass(slots=True)
 class ChangelogRecord:
     """One record for the state changelog topic; ``value`` None is a real tombstone."""
 
@@ -101,17 +103,16 @@ class PartitionState:
         records = [ChangelogRecord(k.encode(), None) for k in self._tombstones]
         self._tombstones = []
         self.seq += 1
-        envelope_head = b'{"o":' + str(self.seq).encode()
+        envelope_head = b'{"o":' + str(self.seq).encode() + b',"v":'
+        data = self.data
+        dumps = orjson.dumps
+        join = b"".join
+        append = records.append
         for key, before in self._before.items():
-            value = self.data.get(key)
-            records.append(
-                ChangelogRecord(
-                    key.encode(),
-                    envelope_head + b',"v":' + orjson.dumps(value) + b',"p":' + before + b"}",
-                )
-            )
-            if key in self._deleted:
-                self._tombstones.append(key)
+            envelope = join((envelope_head, dumps(data.get(key)), b',"p":', before, b"}"))
+            append(ChangelogRecord(key.encode(), envelope))
+        if self._deleted:
+            self._tombstones = [key for key in self._before if key in self._deleted]
         self._before.clear()
         self._deleted.clear()
         self._committed_offset = self.applied_offset
