@@ -165,6 +165,8 @@ class Engine:
         # window is read without building or hashing a single key string.
         self._panes: dict[tuple[str, str, str], dict[int, dict[int, _Pane]]] = defaultdict(dict)
         self._scopes: dict[str, set[str]] = defaultdict(set)
+        #  pane targets: (kpi, scope, partition) -> where a contribution goes, per window spec
+        self._targets: dict[tuple[str, str, int], tuple[_Target, ...]] = {}
         self._services: dict[str, int] = {}
 
     # -- assignment --------------------------------------------------------------------
@@ -460,24 +462,20 @@ class Engine:
         self._admitted[(st.topic, st.partition)].setdefault(dimension, set()).add(value)
 
     def _contribute(self, st: PartitionState, c: Contribution) -> None:
-        kpi = self.catalog.get(c.kpi)
-        if kpi is None:  # a KPI left out of this worker (KPI_ONLY_KPIS)
-            return
-        balance = kpi.balance is not None
-        width = len(kpi.parts) + (1 if balance else 0)
+        targets = self._targets.get((c.kpi, c.scope, st.partition))
+        if targets is None:
+            targets = self._targets[(c.kpi, c.scope, st.partition)] = self._pane_targets(
+                c.kpi, c.scope, st.partition
+            )
         parts = c.parts
+        n = len(parts)
         t = c.t
-        partition = st.partition
-        for spec in kpi.specs:
-            pane = int(t // spec.pane_s) * spec.pane_s
-            for scope in (c.scope, ROLLUP):
-                by_partition = self._panes[(c.kpi, spec.name, scope)]
-                panes = by_partition.get(partition)
-                if panes is None:
-                    panes = by_partition[partition] = {}
+        for pane_s, width, has_balance, scoped in targets:
+            pane = int(t // pane_s) * pane_s
+            for scope, prefix, panes in scoped:
                 entry = panes.get(pane)
                 if entry is None:
-                    key = f"p|{c.kpi}|{spec.name}|{scope}|{pane}"
+                    key = prefix + str(pane)
                     vec: list[float] = [0.0] * width
                     st.put(key, vec)
                     panes[pane] = (key, vec)
@@ -485,10 +483,39 @@ class Engine:
                 else:
                     key, vec = entry
                     st.touch(key)
-                for i, x in enumerate(parts):
-                    vec[i] += x
-                if balance:
+                # Unrolled: a loop over the parts cost more than the additions.
+                if n == 2:
+                    vec[0] += parts[0]
+                    vec[1] += parts[1]
+                else:
+                    for i in range(n):
+                        vec[i] += parts[i]
+                if has_balance:
                     vec[-1] += c.balance
+
+    def _pane_targets(self, kpi_name: str, scope: str, partition: int) -> tuple[_Target, ...]:
+        """Where a KPI's contributions for one scope and partition go, per window spec.
+
+        Pane length, vector width, and for the scope and the roll-up the partition's pane
+        index, with the key prefix of new panes.
+        """
+        kpi = self.catalog.get(kpi_name)
+        if kpi is None:  # a KPI left out of this worker (KPI_ONLY_KPIS): nothing to feed
+            return ()
+        width = len(kpi.parts) + (1 if kpi.balance is not None else 0)
+        out = []
+        for spec in kpi.specs:
+            scoped = tuple(
+                (
+                    s,
+                    f"p|{kpi_name}|{spec.name}|{s}|",
+                    # The per-partition dicts of the index are never replaced, only emptied.
+                    self._panes[(kpi_name, spec.name, s)].setdefault(partition, {}),
+                )
+                for s in (scope, ROLLUP)
+            )
+            out.append((spec.pane_s, width, kpi.balance is not None, scoped))
+        return tuple(out)
 
     def _status(self, st: PartitionState, s: StatusChange, offset: int) -> None:
         key = f"s|{s.service}"
@@ -741,6 +768,9 @@ class Engine:
 _DIMENSIONS_OF_TYPE: dict[str, tuple[str, ...]] = {}
 #: A pane in the index: its state key and its parts vector (the list in the state).
 _Pane = tuple[str, list[float]]
+#: Pane length, vector width, has a balance, and (scope, key prefix, the partition's panes)
+#: for the scope and the roll-up: what ``_contribute`` needs per window spec.
+_Target = tuple[int, int, bool, tuple[tuple[str, str, dict[int, _Pane]], ...]]
 
 
 def _sum_vectors(vecs: Sequence[Sequence[float]], width: int) -> list[float]:
