@@ -346,19 +346,25 @@ class Engine:
             for t, v in self.topics.items()
         }
         now = self.clock()
+        decode = self._decode
+        currency = self.currency
+        last_seen = self._last_seen
+        applied = result.applied
+        contribute = self._contribute
         for msg in messages:
-            st = self.state(msg.topic, msg.partition)
+            tp = (msg.topic, msg.partition)
+            st = self.states.get(tp) or self.state(msg.topic, msg.partition)
             if msg.offset <= st.applied_offset:
                 continue  # already in the restored state: a replay after a crash
             st.applied_offset = msg.offset
-            self._last_seen[(msg.topic, msg.partition)] = now
+            last_seen[tp] = now
             try:
-                event = self._decode(msg.value, msg.topic, self.currency)
+                event = decode(msg.value, msg.topic, currency)
                 t = event.occurred_at_s
                 if t > now + FUTURE_TOLERANCE_S:
                     detail = f"occurred_at is {t - now:.0f} s ahead of the clock"
                     raise InvalidEvent(FUTURE, detail)
-                dedup = self._dedup[(msg.topic, msg.partition)]
+                dedup = self._dedup[tp]
                 seen = dedup.get(event.event_id)
                 if seen is not None and seen >= st.watermark - DEDUP_WINDOW_S:
                     result.duplicates[msg.topic] += 1
@@ -381,14 +387,14 @@ class Engine:
                     )
                 )
                 continue
-            self._remember(st, event.event_id, t)
+            self._remember(st, tp, event.event_id, t)
             for dimension, value in new_values:
                 self._admit(st, dimension, value)
             if t > st.watermark:
                 st.watermark = t
-            result.applied[(msg.topic, event.type)] += 1
+            applied[(msg.topic, event.type)] += 1
             for c in contributions:
-                self._contribute(st, c)
+                contribute(st, c)
                 touched.add((c.kpi, c.scope))
                 touched.add((c.kpi, ROLLUP))
             if status is not None:
@@ -402,10 +408,9 @@ class Engine:
 
     # -- applying ----------------------------------------------------------------------
 
-    def _remember(self, st: PartitionState, event_id: str, t: float) -> None:
+    def _remember(self, st: PartitionState, tp: tuple[str, int], event_id: str, t: float) -> None:
         # Applied ids are persisted in groups of up to DEDUP_GROUP ids per record, not one
         # record per id: a changelog write per event would dominate the cost.
-        tp = (st.topic, st.partition)
         groups = self._dedup_groups[tp]
         key = next(reversed(groups), "")
         group = st.data.get(key) if key else None
@@ -416,7 +421,8 @@ class Engine:
             groups[key] = t
         else:
             st.touch(key)
-            groups[key] = max(groups[key], t)
+            if t > groups[key]:
+                groups[key] = t
         # A tuple, not a list: the garbage collector stops tracking a tuple of atoms, and
         # these live for a week (orjson writes both as the same JSON array).
         group.append((event_id, t))

@@ -73,7 +73,8 @@ class PartitionState:
     def touch(self, key: str) -> None:
         """Call before mutating ``data[key]`` in place or replacing it."""
         if key not in self._before:
-            self._before[key] = orjson.dumps(self.data.get(key))
+            value = self.data.get(key)
+            self._before[key] = b"null" if value is None else orjson.dumps(value)
 
     def put(self, key: str, value: JSON) -> None:
         """Set a key (touching it first)."""
