@@ -285,17 +285,19 @@ class Runtime:
                 log.info("resuming %s from written progress %s", fresh, engine.progress)
 
     async def replicate(self) -> None:
-        """Follow every changelog partition, keeping replicas of the ones others own.
+        """Follow the changelog partitions of input partitions others own, as replicas.
 
-        Runs for the life of the worker. Records of partitions we own are skipped (our
-        state is the authority); a revoked partition's changelog is re-read from its start.
+        Runs for the life of the worker. A partition whose state we hold is not followed
+        (our state is the authority, and reading our own writes back would cost as much as
+        writing them); one that leaves us (revoked, or never ours) is read from its start.
         """
         assert self.engine is not None
+        engine = self.engine
         names = {changelog_topic(self.settings, t): t for t in INPUT_TOPICS}
-        tps = [
+        every = [
             TopicPartition(name, p)
             for name, t in names.items()
-            for p in range(self.engine.topics[t].n_partitions)
+            for p in range(engine.topics[t].n_partitions)
         ]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -305,22 +307,37 @@ class Runtime:
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await consumer.start()
+        followed: set[TopicPartition] = set()
         try:
-            consumer.assign(tps)
-            await seek_to_start(consumer, tps)
             while True:
-                if self._rewind:
-                    rewind, self._rewind = self._rewind, set()
-                    async with self.lock:
-                        for tp in rewind:
-                            self.engine.drop_replica(names[tp.topic], tp.partition)
-                    await seek_to_start(consumer, list(rewind))
+                async with self.lock:
+                    wanted = {
+                        tp for tp in every if (names[tp.topic], tp.partition) not in engine.states
+                    }
+                    rewind, self._rewind = self._rewind & wanted, set()
+                    rewind |= wanted - followed
+                    for tp in rewind:
+                        engine.drop_replica(names[tp.topic], tp.partition)
+                if wanted != followed:
+                    # assign() forgets positions: keep those of the partitions that stay.
+                    kept = {tp: await consumer.position(tp) for tp in followed & wanted}
+                    consumer.assign(sorted(wanted))
+                    for tp, position in kept.items():
+                        consumer.seek(tp, position)
+                    followed = wanted
+                if rewind:
+                    await seek_to_start(consumer, sorted(rewind))
+                if not followed:
+                    await asyncio.sleep(0.5)
+                    continue
                 batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
                 if not batches:
                     continue
                 async with self.lock:
                     for tp, records in batches.items():
-                        self.engine.replica_apply(
+                        if tp not in followed:
+                            continue
+                        engine.replica_apply(
                             names[tp.topic],
                             tp.partition,
                             ((r.key, r.value) for r in records if r.key),
