@@ -1,8 +1,12 @@
 """The Redis sink: newest-window hashes, closed-window history, catalog and change feed.
 
-One MULTI/EXEC pipeline per batch. Every write is idempotent: a history member is replaced
-(remove by score, then add) so a replayed close leaves exactly one, byte-identical member;
-hashes are overwritten. Change-feed entries are only added when a hash's content changes.
+One atomic write per batch: a Lua script (``WRITE_BATCH``) that gets the whole batch as
+flat arguments, inside one MULTI/EXEC (a batch too large for one command is split into
+several script calls within the same transaction). A batch touches up to thousands of
+hashes; sent as separate commands, redis-py's per-command packing and reply parsing cost
+more CPU than the engine. Every write is idempotent: a history member is replaced (remove
+by score, then add) so a replayed close leaves exactly one, byte-identical member; hashes
+are overwritten. Change-feed entries are only added when a hash's content changes.
 A failed write is retried with backoff until Redis is back; the caller does not commit its
 input progress before the write succeeded, so nothing is lost while Redis is away.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +36,41 @@ PROGRESS_KEY = "kpi:_progress"
 CHANGES_KEY = "kpi:changes"
 CHANGES_MAXLEN = 100_000
 HISTORY_KEEP = 1000
+#: Most arguments per script call (Redis accepts up to 1,048,576 per command).
+MAX_ARGS = 200_000
+
+#: ARGV: history_keep, changes key, changes maxlen, updated_at, then sections, each a
+#: count followed by its items: progress (field, value), closed windows (history key,
+#: score, member), changed hashes (key, value, window_start, window_end, count, final,
+#: name, window, scope). Commands run in argument order, as the pipeline did.
+WRITE_BATCH = """
+local keep = tonumber(ARGV[1])
+local changes, maxlen, updated_at = ARGV[2], ARGV[3], ARGV[4]
+local i = 5
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, score = ARGV[i], ARGV[i + 1]
+  redis.call('ZREMRANGEBYSCORE', key, score, score)
+  redis.call('ZADD', key, score, ARGV[i + 2])
+  redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local value, ws, we, final = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 5]
+  redis.call('HSET', ARGV[i], 'value', value, 'window_start', ws, 'window_end', we,
+    'count', ARGV[i + 4], 'final', final, 'updated_at', updated_at)
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'name', ARGV[i + 6],
+    'window', ARGV[i + 7], 'scope', ARGV[i + 8], 'value', value, 'window_start', ws,
+    'window_end', we, 'final', final)
+  i = i + 9
+end
+return 0
+"""
 
 
 def hash_key(kpi: str, window: str, scope: str) -> str:
@@ -78,6 +117,7 @@ class RedisSink:
         self._clock = clock
         # Last content written per hash key, so unchanged hashes add no change-feed entry.
         self._last: dict[str, tuple[str, int, int, int, int]] = {}
+        self._write_batch = self.redis.register_script(WRITE_BATCH)
         self.healthy = True
 
     async def setup(self, catalog: Sequence[KpiDef], currency: str) -> None:
@@ -88,7 +128,11 @@ class RedisSink:
             if entry["unit"] == "currency":
                 entry["unit"] = currency
             mapping[k.name] = orjson.dumps(entry)
-        await self._retrying(lambda pipe: pipe.hset(CATALOG_KEY, mapping=mapping))
+
+        async def fill(pipe: aioredis.client.Pipeline) -> None:
+            pipe.hset(CATALOG_KEY, mapping=mapping)
+
+        await self._retrying(fill)
 
     async def write(
         self,
@@ -107,51 +151,85 @@ class RedisSink:
             if self._last.get(key) != content:
                 changes.append((key, content, wv))
 
-        def fill(pipe: aioredis.client.Pipeline) -> None:
-            if progress:
-                pipe.hset(PROGRESS_KEY, mapping={t: repr(v) for t, v in progress.items()})
-            for wv in closed:
-                hist = hash_key(wv.kpi, wv.window, wv.scope) + ":history"
-                pipe.zremrangebyscore(hist, wv.start, wv.start)
-                pipe.zadd(hist, {history_member(wv): wv.start})
-                pipe.zremrangebyrank(hist, 0, -(self.history_keep + 1))
-            for key, (value, start, end, count, final), wv in changes:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "value": value,
-                        "window_start": rfc3339(start),
-                        "window_end": rfc3339(end),
-                        "count": count,
-                        "final": final,
-                        "updated_at": updated_at,
-                    },
-                )
-                pipe.xadd(
-                    CHANGES_KEY,
-                    {
-                        "name": wv.kpi,
-                        "window": wv.window,
-                        "scope": wv.scope,
-                        "value": value,
-                        "window_start": rfc3339(start),
-                        "window_end": rfc3339(end),
-                        "final": final,
-                    },
-                    maxlen=CHANGES_MAXLEN,
-                    approximate=True,
-                )
+        calls = self._script_calls(closed, changes, progress or {}, updated_at)
+
+        async def fill(pipe: aioredis.client.Pipeline) -> None:
+            for args in calls:
+                await self._write_batch(keys=[PROGRESS_KEY], args=args, client=pipe)
 
         await self._retrying(fill)
         for key, content, _wv in changes:
             self._last[key] = content
 
-    async def _retrying(self, fill: Callable[[aioredis.client.Pipeline], object]) -> None:
+    def _script_calls(
+        self,
+        closed: Sequence[WindowValue],
+        changes: Sequence[tuple[str, tuple[str, int, int, int, int], WindowValue]],
+        progress: dict[str, float],
+        updated_at: str,
+    ) -> list[list[str | bytes]]:
+        """The batch as ``WRITE_BATCH`` argument lists of at most ``MAX_ARGS`` each."""
+        head: list[str | bytes] = [
+            str(self.history_keep),
+            CHANGES_KEY,
+            str(CHANGES_MAXLEN),
+            updated_at,
+        ]
+        progress_items: list[str | bytes] = []
+        for t, v in progress.items():
+            progress_items += (t, repr(v))
+        history: list[list[str | bytes]] = [
+            [
+                hash_key(wv.kpi, wv.window, wv.scope) + ":history",
+                repr(float(wv.start)),
+                history_member(wv),
+            ]
+            for wv in closed
+        ]
+        hashes: list[list[str | bytes]] = [
+            [
+                key,
+                value,
+                rfc3339(start),
+                rfc3339(end),
+                str(count),
+                str(final),
+                wv.kpi,
+                wv.window,
+                wv.scope,
+            ]
+            for key, (value, start, end, count, final), wv in changes
+        ]
+        calls = []
+        i = j = 0
+        first = True
+        while first or i < len(history) or j < len(hashes):
+            budget = MAX_ARGS
+            args = [*head, str(len(progress_items) // 2 if first else 0)]
+            if first:
+                args += progress_items
+                budget -= len(progress_items)
+            k = min(len(history), i + max(0, budget // 3))
+            args.append(str(k - i))
+            for item in history[i:k]:
+                args += item
+            budget -= 3 * (k - i)
+            i = k
+            m = min(len(hashes), j + max(0, budget // 9))
+            args.append(str(m - j))
+            for item in hashes[j:m]:
+                args += item
+            j = m
+            calls.append(args)
+            first = False
+        return calls
+
+    async def _retrying(self, fill: Callable[[aioredis.client.Pipeline], Awaitable[None]]) -> None:
         delay = 0.1
         while True:
             try:
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    fill(pipe)
+                    await fill(pipe)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 self.healthy = False

@@ -1,0 +1,138 @@
+"""The Redis sink against a real redis-server: the SPEC section 3 layout, written by one script."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from streams.config import Settings
+from streams.core.engine import WindowValue
+from streams.core.windows import rfc3339
+from streams.sinks import redis_sink
+from streams.sinks.redis_sink import RedisSink, history_member
+
+HOUR = 3600
+T0 = 1_736_121_600  # 2025-01-06T00:00:00Z
+
+
+def wv(scope: str, start: int, value: float | None, count: int, final: bool) -> WindowValue:
+    return WindowValue("dso", "1h", scope, start, start + HOUR, value, count, final)
+
+
+CLOSED = [wv("all", T0 + i * HOUR, 10.0 + i, i + 1, True) for i in range(5)] + [
+    wv("sales", T0, 1.5, 2, True)
+]
+CURRENT = [wv("all", T0 + 5 * HOUR, 0.1 + 0.2, 7, False), wv("sales", T0 + HOUR, None, 0, False)]
+
+
+def write(settings: Settings, *batches: dict[str, Any], **sink_args: Any) -> None:
+    async def run() -> None:
+        sink = RedisSink(settings.redis_url, clock=lambda: T0 + 6 * HOUR, **sink_args)
+        try:
+            for batch in batches:
+                await sink.write(**batch)
+        finally:
+            await sink.close()
+
+    asyncio.run(run())
+
+
+def content(r: redis.Redis) -> dict[str, Any]:
+    """Every key, with stream entries' fields (their ids differ between runs)."""
+    out: dict[str, Any] = {}
+    for key in sorted(k.decode() for k in r.keys("*")):
+        kind = r.type(key).decode()
+        if kind == "hash":
+            out[key] = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+        elif kind == "zset":
+            out[key] = [(m.decode(), s) for m, s in r.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            out[key] = [
+                {k.decode(): v.decode() for k, v in fields.items()} for _id, fields in r.xrange(key)
+            ]
+    return out
+
+
+@pytest.fixture
+def r(kpi_env: Settings) -> Any:
+    client = redis.Redis.from_url(kpi_env.redis_url)
+    yield client
+    client.close()
+
+
+def test_one_batch_writes_the_contract_layout(kpi_env: Settings, r: redis.Redis) -> None:
+    write(kpi_env, {"closed": CLOSED, "current": CURRENT, "progress": {"invoices": T0 + 0.5}})
+    got = content(r)
+    assert got["kpi:_progress"] == {"invoices": repr(T0 + 0.5)}
+    assert got["kpi:dso:1h:all:history"] == [
+        (history_member(w).decode(), float(w.start)) for w in CLOSED[:5]
+    ]
+    assert got["kpi:dso:1h:sales:history"] == [(history_member(CLOSED[5]).decode(), float(T0))]
+    assert got["kpi:dso:1h:all"] == {
+        "value": repr(0.1 + 0.2),
+        "window_start": rfc3339(T0 + 5 * HOUR),
+        "window_end": rfc3339(T0 + 6 * HOUR),
+        "count": "7",
+        "final": "0",
+        "updated_at": rfc3339(T0 + 6 * HOUR),
+    }
+    # An undefined value is the empty string (SPEC section 3).
+    assert got["kpi:dso:1h:sales"]["value"] == ""
+    assert got["kpi:changes"] == [
+        {
+            "name": "dso",
+            "window": "1h",
+            "scope": w.scope,
+            "value": "" if w.value is None else repr(w.value),
+            "window_start": rfc3339(w.start),
+            "window_end": rfc3339(w.end),
+            "final": "0",
+        }
+        for w in CURRENT
+    ]
+
+
+def test_a_replayed_close_leaves_one_member_and_history_is_trimmed(
+    kpi_env: Settings, r: redis.Redis
+) -> None:
+    batch = {"closed": CLOSED, "current": []}
+    write(kpi_env, batch, batch, history_keep=3)
+    history = content(r)["kpi:dso:1h:all:history"]
+    assert [s for _m, s in history] == [float(w.start) for w in CLOSED[2:5]]
+    # Unchanged newest-window hashes add no change-feed entry.
+    write(kpi_env, {"closed": [], "current": CURRENT}, {"closed": [], "current": CURRENT})
+    assert len(content(r)["kpi:changes"]) == len(CURRENT)
+
+
+def test_a_batch_split_into_several_calls_writes_the_same(
+    kpi_env: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = {"closed": CLOSED, "current": CURRENT, "progress": {"hiring": float(T0)}}
+    write(kpi_env, batch)
+    whole = content(r)
+    r.flushdb()
+    monkeypatch.setattr(redis_sink, "MAX_ARGS", 10)
+    sink = RedisSink(kpi_env.redis_url)
+    changes = [(f"k{i}", ("", 0, 0, 0, 0), CURRENT[0]) for i in range(len(CURRENT))]
+    assert len(sink._script_calls(CLOSED, changes, {"hiring": 0.0}, "t")) > 2
+    write(kpi_env, batch)
+    assert content(r) == whole
+
+
+def test_the_script_is_loaded_again_after_redis_forgot_it(
+    kpi_env: Settings, r: redis.Redis
+) -> None:
+    async def run() -> None:
+        sink = RedisSink(kpi_env.redis_url)
+        try:
+            await sink.write(CLOSED[:1], [])
+            r.script_flush()
+            await sink.write(CLOSED[1:2], [])
+        finally:
+            await sink.close()
+
+    asyncio.run(run())
+    assert len(content(r)["kpi:dso:1h:all:history"]) == 2
