@@ -81,9 +81,13 @@ def decode(raw: bytes, *, topic: str, currency: str) -> Event:
     if event_type not in types:
         detail = f"type {event_type} belongs to topic {TOPIC_OF_TYPE[event_type]}, not {topic}"
         raise InvalidEvent(UNKNOWN_TYPE, detail)
-    if isinstance(event, _PRICED) and event.currency != currency:
-        detail = f"currency {event.currency} is not the reporting currency {currency}"
-        raise InvalidEvent(CURRENCY, detail)
+    # The exact classes (validation builds nothing else): ``isinstance`` with pydantic's
+    # metaclass cost 0.4 µs for every event that is not priced.
+    if type(event) in _PRICED:
+        priced = cast("InvoiceReceived | InvoiceIssued | TrainingCompleted", event)
+        if priced.currency != currency:
+            detail = f"currency {priced.currency} is not the reporting currency {currency}"
+            raise InvalidEvent(CURRENCY, detail)
     return cast("Event", event)
 
 

@@ -139,6 +139,8 @@ class Engine:
         self.currency = currency
         self.clock = clock
         self.catalog = {k.name: k for k in catalog}
+        # The KPIs events contribute to; the lifecycles are kept whole regardless.
+        self._kpis = frozenset(self.catalog)
         self._decode = decoder
         self.topics = {
             topic: _TopicView(topic, n, tuple(k for k in catalog if k.topic == topic))
@@ -349,8 +351,11 @@ class Engine:
         decode = self._decode
         currency = self.currency
         last_seen = self._last_seen
-        applied = result.applied
+        # Counted in a plain dict and added to the Counter at the end: ``Counter[k] += 1``
+        # cost more than the rest of the bookkeeping of an applied event.
+        applied: dict[tuple[str, str], int] = {}
         contribute = self._contribute
+        kpis = self._kpis
         for msg in messages:
             tp = (msg.topic, msg.partition)
             st = self.states.get(tp) or self.state(msg.topic, msg.partition)
@@ -379,7 +384,7 @@ class Engine:
                     detail = "its windows were closed while this partition was idle"
                     raise InvalidEvent(LATE, detail)
                 new_values = self._new_dimension_values(st, event)
-                contributions, status = apply_event(st, event, t)
+                contributions, status = apply_event(st, event, t, kpis)
             except InvalidEvent as exc:
                 result.dead_letters.append(
                     DeadLetter(
@@ -392,7 +397,8 @@ class Engine:
                 self._admit(st, dimension, value)
             if t > st.watermark:
                 st.watermark = t
-            applied[(msg.topic, event.type)] += 1
+            counted = (msg.topic, event.type)
+            applied[counted] = applied.get(counted, 0) + 1
             for c in contributions:
                 contribute(st, c)
                 touched.add((c.kpi, c.scope))
@@ -400,6 +406,7 @@ class Engine:
             if status is not None:
                 self._status(st, status, msg.offset)
                 status_touched = True
+        result.applied.update(applied)
         for view in self.topics.values():
             if self.leads(view.topic):
                 self._close_and_read(view, result, touched, status_touched)

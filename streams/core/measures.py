@@ -8,14 +8,18 @@ event feeds, as a parts delta plus a balance delta, in the event's (completing) 
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+from streams.catalog import KPIS
 from streams.core.state import PartitionState
 from streams.errors import InvalidEvent
 
 #: Payments may exceed the outstanding amount by this much (float noise, micro-units).
 AMOUNT_TOLERANCE = 1e-6
+#: Every KPI of the catalog (an unrestricted worker).
+ALL_KPIS: frozenset[str] = frozenset(KPIS)
 
 
 # Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which
@@ -71,21 +75,24 @@ def _not_before_start(entity: dict[str, Any], t: float, kind: str, entity_id: st
 
 
 def apply_event(
-    state: PartitionState, event: Any, t: float
+    state: PartitionState, event: Any, t: float, kpis: Container[str] = ALL_KPIS
 ) -> tuple[list[Contribution], StatusChange | None]:
     """Apply one valid, new, on-time event; raise ``InvalidEvent`` on a lifecycle violation.
 
-    The state is only changed when the event is applied (all checks come first).
+    The state is only changed when the event is applied (all checks come first). Only
+    contributions to ``kpis`` are returned (a worker restricted by KPI_ONLY_KPIS feeds no
+    other); the lifecycle is kept whole whatever ``kpis`` is, because it decides which
+    events are applied, and so the watermark, the duplicates and the dead letters.
     """
     kind: str = event.type
     handler = _HANDLERS[kind]
-    return handler(state, event, t)
+    return handler(state, event, t, kpis)
 
 
 # -- invoices ----------------------------------------------------------------------------
 
 
-def _invoice_received(state: PartitionState, e: Any, t: float) -> _Result:
+def _invoice_received(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inv|{e.invoice_id}"
     _start_new(
         state,
@@ -94,10 +101,12 @@ def _invoice_received(state: PartitionState, e: Any, t: float) -> _Result:
         e.invoice_id,
         {"k": "ap", "s": "received", "a": e.amount, "d": e.department, "t": t, "paid": 0.0},
     )
+    if "ap_turnover" not in kpis:
+        return [], None
     return [Contribution("ap_turnover", e.department, t, (e.amount, 1.0), e.amount)], None
 
 
-def _decision(state: PartitionState, e: Any, t: float) -> _Result:
+def _decision(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inv|{e.invoice_id}"
     inv = _entity(state, key, "invoice", e.invoice_id)
     if inv["k"] != "ap":
@@ -111,16 +120,17 @@ def _decision(state: PartitionState, e: Any, t: float) -> _Result:
     state.touch(key)
     inv["s"] = "rejected" if rejected else "approved"
     dept = inv["d"]
-    out = [
-        Contribution("invoice_processing_time", dept, t, (duration, 1.0)),
-        Contribution("invoice_error_rate", dept, t, (1.0 if rejected else 0.0, 1.0)),
-    ]
-    if rejected:
+    out = []
+    if "invoice_processing_time" in kpis:
+        out.append(Contribution("invoice_processing_time", dept, t, (duration, 1.0)))
+    if "invoice_error_rate" in kpis:
+        out.append(Contribution("invoice_error_rate", dept, t, (1.0 if rejected else 0.0, 1.0)))
+    if rejected and "ap_turnover" in kpis:
         out.append(Contribution("ap_turnover", dept, t, (0.0, 1.0), -inv["a"]))
     return out, None
 
 
-def _payment(state: PartitionState, e: Any, t: float, *, ap: bool) -> _Result:
+def _payment(state: PartitionState, e: Any, t: float, kpis: Container[str], *, ap: bool) -> _Result:
     key = f"e|inv|{e.invoice_id}"
     inv = _entity(state, key, "invoice", e.invoice_id)
     if ap:
@@ -141,19 +151,23 @@ def _payment(state: PartitionState, e: Any, t: float, *, ap: bool) -> _Result:
     state.touch(key)
     inv["paid"] += e.amount
     if ap:
+        if "ap_turnover" not in kpis:
+            return [], None
         return [Contribution("ap_turnover", inv["d"], t, (0.0, 1.0), -e.amount)], None
+    if "dso" not in kpis:
+        return [], None
     return [Contribution("dso", inv["d"], t, (0.0, 1.0), -e.amount)], None
 
 
-def _invoice_paid(state: PartitionState, e: Any, t: float) -> _Result:
-    return _payment(state, e, t, ap=True)
+def _invoice_paid(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
+    return _payment(state, e, t, kpis, ap=True)
 
 
-def _payment_received(state: PartitionState, e: Any, t: float) -> _Result:
-    return _payment(state, e, t, ap=False)
+def _payment_received(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
+    return _payment(state, e, t, kpis, ap=False)
 
 
-def _invoice_issued(state: PartitionState, e: Any, t: float) -> _Result:
+def _invoice_issued(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inv|{e.invoice_id}"
     _start_new(
         state,
@@ -162,19 +176,21 @@ def _invoice_issued(state: PartitionState, e: Any, t: float) -> _Result:
         e.invoice_id,
         {"k": "ar", "a": e.amount, "d": e.department, "t": t, "paid": 0.0},
     )
+    if "dso" not in kpis:
+        return [], None
     return [Contribution("dso", e.department, t, (e.amount, 1.0), e.amount)], None
 
 
 # -- hiring ------------------------------------------------------------------------------
 
 
-def _requisition_opened(state: PartitionState, e: Any, t: float) -> _Result:
+def _requisition_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|req|{e.requisition_id}"
     _start_new(state, key, "requisition", e.requisition_id, {"d": e.department, "t": t})
     return [], None
 
 
-def _offer_accepted(state: PartitionState, e: Any, t: float) -> _Result:
+def _offer_accepted(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|req|{e.requisition_id}"
     req = _entity(state, key, "requisition", e.requisition_id)
     if req.get("filled"):
@@ -183,16 +199,20 @@ def _offer_accepted(state: PartitionState, e: Any, t: float) -> _Result:
     duration = _not_before_start(req, t, "requisition", e.requisition_id)
     state.touch(key)
     req["filled"] = True
+    if "time_to_hire" not in kpis:
+        return [], None
     return [Contribution("time_to_hire", req["d"], t, (duration, 1.0))], None
 
 
-def _employee_hired(state: PartitionState, e: Any, t: float) -> _Result:
+def _employee_hired(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|emp|{e.employee_id}"
     _start_new(state, key, "employee", e.employee_id, {"d": e.department, "t": t})
+    if "employee_turnover_rate" not in kpis:
+        return [], None
     return [Contribution("employee_turnover_rate", e.department, t, (0.0, 1.0), 1.0)], None
 
 
-def _employee_left(state: PartitionState, e: Any, t: float) -> _Result:
+def _employee_left(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|emp|{e.employee_id}"
     emp = _entity(state, key, "employee", e.employee_id)
     if emp.get("left"):
@@ -201,35 +221,45 @@ def _employee_left(state: PartitionState, e: Any, t: float) -> _Result:
     _not_before_start(emp, t, "employee", e.employee_id)
     state.touch(key)
     emp["left"] = True
+    if "employee_turnover_rate" not in kpis:
+        return [], None
     return [Contribution("employee_turnover_rate", emp["d"], t, (1.0, 1.0), -1.0)], None
 
 
-def _survey(state: PartitionState, e: Any, t: float) -> _Result:
+def _survey(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     score = e.score
-    return [
-        Contribution("employee_satisfaction", e.department, t, (float(score), 1.0)),
-        Contribution(
-            "enps", e.department, t, (1.0 if score >= 9 else 0.0, 1.0 if score <= 6 else 0.0, 1.0)
-        ),
-    ], None
+    out = []
+    if "employee_satisfaction" in kpis:
+        out.append(Contribution("employee_satisfaction", e.department, t, (float(score), 1.0)))
+    if "enps" in kpis:
+        promoter = 1.0 if score >= 9 else 0.0
+        detractor = 1.0 if score <= 6 else 0.0
+        out.append(Contribution("enps", e.department, t, (promoter, detractor, 1.0)))
+    return out, None
 
 
-def _training(state: PartitionState, e: Any, t: float) -> _Result:
+def _training(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
+    if "training_cost" not in kpis:
+        return [], None
     return [Contribution("training_cost", e.department, t, (e.cost, 1.0))], None
 
 
 # -- incidents ---------------------------------------------------------------------------
 
 
-def _incident_opened(state: PartitionState, e: Any, t: float) -> _Result:
+def _incident_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inc|{e.incident_id}"
     _start_new(state, key, "incident", e.incident_id, {"svc": e.service, "t": t})
     if e.category == "security":
+        if "security_incidents" not in kpis:
+            return [], None
         return [Contribution("security_incidents", e.service, t, (1.0,))], None
     return [], None
 
 
-def _incident_acknowledged(state: PartitionState, e: Any, t: float) -> _Result:
+def _incident_acknowledged(
+    state: PartitionState, e: Any, t: float, kpis: Container[str]
+) -> _Result:
     key = f"e|inc|{e.incident_id}"
     inc = _entity(state, key, "incident", e.incident_id)
     if inc.get("ack") or inc.get("res"):
@@ -239,10 +269,12 @@ def _incident_acknowledged(state: PartitionState, e: Any, t: float) -> _Result:
     duration = _not_before_start(inc, t, "incident", e.incident_id)
     state.touch(key)
     inc["ack"] = True
+    if "incident_response_time" not in kpis:
+        return [], None
     return [Contribution("incident_response_time", inc["svc"], t, (duration, 1.0))], None
 
 
-def _incident_resolved(state: PartitionState, e: Any, t: float) -> _Result:
+def _incident_resolved(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inc|{e.incident_id}"
     inc = _entity(state, key, "incident", e.incident_id)
     if inc.get("res"):
@@ -251,16 +283,18 @@ def _incident_resolved(state: PartitionState, e: Any, t: float) -> _Result:
     duration = _not_before_start(inc, t, "incident", e.incident_id)
     state.touch(key)
     inc["res"] = True
+    if "incident_resolution_time" not in kpis:
+        return [], None
     return [Contribution("incident_resolution_time", inc["svc"], t, (duration, 1.0))], None
 
 
-def _ticket_opened(state: PartitionState, e: Any, t: float) -> _Result:
+def _ticket_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|tkt|{e.ticket_id}"
     _start_new(state, key, "ticket", e.ticket_id, {"q": e.queue, "t": t})
     return [], None
 
 
-def _ticket_resolved(state: PartitionState, e: Any, t: float) -> _Result:
+def _ticket_resolved(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|tkt|{e.ticket_id}"
     tkt = _entity(state, key, "ticket", e.ticket_id)
     if tkt.get("res"):
@@ -269,10 +303,12 @@ def _ticket_resolved(state: PartitionState, e: Any, t: float) -> _Result:
     duration = _not_before_start(tkt, t, "ticket", e.ticket_id)
     state.touch(key)
     tkt["res"] = True
+    if "ticket_resolution_time" not in kpis:
+        return [], None
     return [Contribution("ticket_resolution_time", tkt["q"], t, (duration, 1.0))], None
 
 
-def _service_status(state: PartitionState, e: Any, t: float) -> _Result:
+def _service_status(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     return [], StatusChange(e.service, t, e.type == "service.down")
 
 
