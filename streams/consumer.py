@@ -7,7 +7,7 @@ agent tops out near 9,000 messages/s on this machine), which is most of the budg
 producer is not idempotent outside transactions. So the input is one aiokafka consumer in
 the application's consumer group (``KPI_APP_ID``) handing whole fetches to
 ``Runtime.handle``, and the dead letters and changelog records go through one idempotent
-producer. Offsets are committed after each batch is durable (see ``streams/runtime.py``);
+producer. Offsets are committed after each batch's writes completed (``Runtime._write``);
 a partition about to be revoked gets its offsets committed first, so its next owner starts
 where this worker stopped.
 """
@@ -96,6 +96,8 @@ class InputConsumer(Service):
         await producer.start()
         await consumer.start()
         self.runtime.attach(consumer, producer)
+        self.runtime.on_durable = self._commit
+        self.runtime.on_failure = self._write_failed
         consumer.subscribe(list(self.settings.input_topics), listener=_Rebalance(self))
         self._loop_task = asyncio.ensure_future(self._run())
 
@@ -111,6 +113,7 @@ class InputConsumer(Service):
             except Exception:  # noqa: BLE001 - already logged by _run
                 pass
         if self.consumer is not None:
+            await self.runtime.drain()
             await self._commit()
             await self.consumer.stop()
         if self.producer is not None:
@@ -125,16 +128,18 @@ class InputConsumer(Service):
                 if not batches:
                     continue
                 await self.runtime.handle(batches)
-                await self._commit()
         except Exception as exc:  # noqa: BLE001 - the worker stops and says why
             # A worker that cannot process must not sit in the group holding partitions:
             # crash the service tree (the worker exits non-zero; a restart restores).
             await self.crash(exc)
 
+    def _write_failed(self, exc: BaseException | None) -> None:
+        log.error("writing a batch failed: %r; stopping the worker", exc)
+        asyncio.ensure_future(self.crash(exc or RuntimeError("write failed")))
+
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what was processed, then drop the state of the partitions leaving."""
-        async with self.runtime.lock:
-            pass  # the batch in hand, if any, has completed
+        """Commit what was written, then drop the state of the partitions leaving."""
+        await self.runtime.drain()
         await self._commit()
         await self.runtime.on_revoked(revoked)
 

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from streams.catalog import CATALOG, KpiDef
 from streams.config import INPUT_TOPICS, Settings
 from streams.core.engine import BatchResult, DeadLetter, Engine, Message, WindowValue
-from streams.core.state import PartitionState
+from streams.core.state import ChangelogRecord, PartitionState
 from streams.errors import ConfigurationError
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
@@ -152,6 +152,12 @@ class Runtime:
         self.processed: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        # The writes of the last processed batch, while they run (see ``_write``).
+        self._writing: asyncio.Future[None] | None = None
+        #: Called after each batch's writes completed (the consumer commits offsets).
+        self.on_durable: Callable[[], Awaitable[None]] | None = None
+        #: Called when a batch's writes failed (the worker stops).
+        self.on_failure: Callable[[BaseException | None], None] | None = None
 
     def attach(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """The input consumer and the producer of dead letters and changelog records."""
@@ -233,6 +239,7 @@ class Runtime:
     async def on_revoked(self, revoked: Iterable[Any]) -> None:
         """Drop the state of partitions that moved away, and their metric series."""
         async with self.lock:
+            await self._drain()
             if self.engine is None:
                 return
             for tp in revoked:
@@ -350,7 +357,11 @@ class Runtime:
     async def handle(
         self, fetched: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
     ) -> None:
-        """Process one fetch (records per input partition) end to end (module docstring)."""
+        """Process one fetch (records per input partition); its writes follow in the background.
+
+        Returns once the batch is processed and the previous batch's writes are complete:
+        one batch's writes overlap the next batch's fetch and processing (see ``_write``).
+        """
         async with self.lock:
             engine = self.engine
             assert engine is not None
@@ -370,25 +381,12 @@ class Runtime:
             }
             missing -= engine.states.keys()
             if missing:
+                await self._drain()
                 await self._restore(missing)
             self._update_leadership()
             await self._refresh_progress(engine)
             result = engine.process(messages)
-            await self._emit(engine, result, len(messages))
-            written_at_ms = time.time() * 1000.0
-            self.metrics.observe_latencies(
-                [
-                    (written_at_ms - r.timestamp) / 1000.0
-                    for records in fetched.values()
-                    for r in records
-                    if r.timestamp > 0
-                ]
-            )
-            for tp, records in fetched.items():
-                if records:
-                    self.processed[tp] = records[-1].offset
-            self.events_processed += len(messages)
-            self._export_lag()
+            await self._pass_on(engine, result, fetched)
 
     async def tick(self) -> None:
         """Close, read and prune without new input of our own.
@@ -399,15 +397,32 @@ class Runtime:
         async with self.lock:
             engine = self.engine
             if engine is None or not engine.states:
+                await self._drain()
                 return
             self._update_leadership()
             await self._refresh_progress(engine)
-            await self._emit(engine, engine.process([]), 0)
+            await self._pass_on(engine, engine.process([]), {})
+            await self._drain()
             self._export_lag()
 
-    async def _emit(self, engine: Engine, result: BatchResult, n_messages: int) -> None:
-        await self._send_dead_letters(result.dead_letters)
-        await self.sink.write(result.closed, result.current)
+    async def drain(self) -> None:
+        """Wait until every processed batch is written (dead letters, Redis, changelog)."""
+        async with self.lock:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        task, self._writing = self._writing, None
+        if task is not None:
+            await task  # a failed write raises here, and the worker stops
+
+    async def _pass_on(
+        self,
+        engine: Engine,
+        result: BatchResult,
+        fetched: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        """Take what the writes need from the engine now, then start them after the last."""
+        n_messages = sum(len(records) for records in fetched.values())
         self.metrics.observe_batch(result, n_messages, self.real)
         for wv in result.current:
             self.current[(wv.kpi, wv.window, wv.scope)] = wv
@@ -415,20 +430,70 @@ class Runtime:
             self.metrics.watermark.labels(self.real[t], str(p)).set(
                 st.watermark if st.watermark != float("-inf") else 0
             )
-        await self._commit_state(engine)
-        # The progress marker only after the state commit: a worker that resumes from it
-        # must find every window up to it closed in the state it restores, or it would
-        # judge the replayed events of a lost commit late. Lagging behind the history is
-        # harmless: windows after it are closed again, byte-identically.
+        # The records are built now, before the next batch changes the state. Their meta
+        # records carry the dead-letter position known before this batch's dead letters
+        # are sent: a restore reads the dead-letter topic from there, a little earlier than
+        # needed, and skips what is at or below the restored offset.
+        changelog = [
+            (changelog_topic(self.settings, t), p, st.commit())
+            for (t, p), st in engine.states.items()
+            if st.dirty
+        ]
         progress = {
             t: v.closed_upto
             for t, v in engine.topics.items()
             if engine.leads(t) and v.closed_upto is not None and v.closed_upto != float("-inf")
         }
+        offsets = {tp: records[-1].offset for tp, records in fetched.items() if records}
+        timestamps = [r.timestamp for records in fetched.values() for r in records]
+        await self._drain()
+        self._writing = asyncio.ensure_future(
+            self._write(result, changelog, progress, offsets, timestamps)
+        )
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Future[None]) -> None:
+        # Raised again by the next drain; reported now, so a worker that failed to write
+        # stops even when no further batch comes.
+        if not task.cancelled() and task.exception() is not None and self.on_failure:
+            self.on_failure(task.exception())
+
+    async def _write(
+        self,
+        result: BatchResult,
+        changelog: list[tuple[str, int, list[ChangelogRecord]]],
+        progress: dict[str, float],
+        offsets: dict[TopicPartition, int],
+        timestamps: list[int],
+    ) -> None:
+        """One batch's writes, in the order the exactness argument needs.
+
+        Batches are written one after the other, so everything below happens in the same
+        order as if the next batch had not been processed yet; processing has no effect
+        outside the process until its own writes.
+        """
+        await self._send_dead_letters(result.dead_letters)
+        await self.sink.write(result.closed, result.current)
+        # The next batch may prune panes on the strength of this batch's closing, so this
+        # batch must be durable first (see docs/ARCHITECTURE.md).
+        await self._send_changelog(changelog)
+        # The progress marker only after the state commit: a worker that resumes from it
+        # must find every window up to it closed in the state it restores, or it would
+        # judge the replayed events of a lost commit late. Lagging behind the history is
+        # harmless: windows after it are closed again, byte-identically.
         if progress and progress != self._progress_written:
             await self.sink.write([], [], progress)
             self._progress_written = progress
+        written_at_ms = time.time() * 1000.0
+        self.metrics.observe_latencies(
+            [(written_at_ms - ts) / 1000.0 for ts in timestamps if ts > 0]
+        )
+        self.processed.update(offsets)
+        self.events_processed += len(timestamps)
         self.last_batch_at = time.time()
+        self._export_lag()
+        if self.on_durable is not None:
+            await self.on_durable()
 
     def lag_by_partition(self) -> dict[TopicPartition, int]:
         """Input messages waiting per assigned partition (from the consumer's high-waters).
@@ -476,20 +541,20 @@ class Runtime:
             futures.append((dl, fut))
         for dl, fut in futures:
             metadata = await fut
-            st = self.engine.states[(dl.topic, dl.partition)]
-            st.dlq_next = max(st.dlq_next, metadata.offset + 1)
+            st = self.engine.states.get((dl.topic, dl.partition))
+            if st is not None:
+                st.dlq_next = max(st.dlq_next, metadata.offset + 1)
 
-    async def _commit_state(self, engine: Engine) -> None:
+    async def _send_changelog(
+        self, changelog: list[tuple[str, int, list[ChangelogRecord]]]
+    ) -> None:
         producer = self.producer
         assert producer is not None
         futures = []
-        for (t, p), st in engine.states.items():
-            if not st.dirty:
-                continue
-            topic = changelog_topic(self.settings, t)
+        for topic, p, records in changelog:
             # Whole batches per changelog partition: one future per ~1 MB, not per record.
             batch = producer.create_batch()
-            for record in st.commit():
+            for record in records:
                 if batch.append(key=record.key, value=record.value, timestamp=None) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=p))
                     batch = producer.create_batch()
@@ -498,7 +563,5 @@ class Runtime:
                         raise RuntimeError(msg)
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=p))
-        # The next batch may prune panes on the strength of this batch's closing, so this
-        # batch must be durable first (see docs/ARCHITECTURE.md).
         if futures:
             await asyncio.gather(*futures)

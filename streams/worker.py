@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from streams.config import Settings
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLD_GEN0 = 50_000
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
@@ -39,5 +42,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             settings.web_port,
         )
 
+    # The state is millions of long-lived containers, and every batch allocates many short
+    # ones: with the default thresholds the collector runs every 700 allocations and keeps
+    # rescanning the state. Collect young objects less often, and leave everything that
+    # exists at start-up (modules, faust's graph) out of the scans.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD_GEN0, 20, 100)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
