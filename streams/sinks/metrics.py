@@ -8,14 +8,72 @@ worker no longer owns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from streams.catalog import CATALOG, KpiDef
 from streams.core.engine import BatchResult, WindowValue
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch at a time (one lock and one bisect per value).
+
+    ``prometheus_client.Histogram.observe`` takes a lock and walks the buckets per value,
+    which at tens of thousands of events per second is a few percent of the worker. The
+    exposition is the same as the library's: ``_bucket`` (cumulative, ``le``), ``_sum``,
+    ``_count``.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = [float(b) for b in buckets]
+        self._counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Observe every value (``le`` is inclusive: a value equal to a bound counts in it)."""
+        bounds = self.bounds
+        counts = [0] * len(self._counts)
+        total = 0.0
+        find = bisect.bisect_left
+        for v in values:
+            counts[find(bounds, v)] += 1
+            total += v
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """The histogram family (called by the registry on every scrape)."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, n in zip([*self.bounds, float("inf")], counts, strict=True):
+            running += n
+            cumulative.append((_le(bound), running))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], cumulative, total)
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The family without samples, so registering checks names without collecting."""
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Metrics:
@@ -79,11 +137,11 @@ class Metrics:
             ["kpi", "window"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "backoffice_event_to_kpi_latency_seconds",
             "From the input message's Kafka timestamp to its effect being written to Redis.",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+            registry,
         )
         self.redis_errors = Counter(
             "backoffice_redis_write_errors_total",
@@ -127,9 +185,7 @@ class Metrics:
 
     def observe_latencies(self, seconds: Iterable[float]) -> None:
         """Event-to-KPI latencies of one batch (negative ones, from clock skew, count as 0)."""
-        observe = self.latency.observe
-        for s in seconds:
-            observe(s if s > 0.0 else 0.0)
+        self.latency.observe_many(s if s > 0.0 else 0.0 for s in seconds)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Remove the per-partition series of an input partition this worker lost."""
