@@ -356,34 +356,41 @@ class Engine:
         applied: dict[tuple[str, str], int] = {}
         contribute = self._contribute
         kpis = self._kpis
+        # The wall clock is read once per batch (as before), so are the settings.
+        future_after = now + FUTURE_TOLERANCE_S
+        grace_s = self.grace_s
+        idle_partition_s = self.idle_partition_s
+        dedups = self._dedup
         for msg in messages:
             tp = (msg.topic, msg.partition)
             st = self.states.get(tp) or self.state(msg.topic, msg.partition)
             if msg.offset <= st.applied_offset:
                 continue  # already in the restored state: a replay after a crash
             st.applied_offset = msg.offset
-            last_seen[tp] = now
+            if idle_partition_s:
+                last_seen[tp] = now
             try:
                 event = decode(msg.value, msg.topic, currency)
                 t = event.occurred_at_s
-                if t > now + FUTURE_TOLERANCE_S:
+                if t > future_after:
                     detail = f"occurred_at is {t - now:.0f} s ahead of the clock"
                     raise InvalidEvent(FUTURE, detail)
-                dedup = self._dedup[tp]
-                seen = dedup.get(event.event_id)
-                if seen is not None and seen >= st.watermark - DEDUP_WINDOW_S:
+                watermark = st.watermark
+                seen = dedups[tp].get(event.event_id)
+                if seen is not None and seen >= watermark - DEDUP_WINDOW_S:
                     result.duplicates[msg.topic] += 1
                     continue
-                if t < st.watermark - self.grace_s:
-                    detail = f"occurred_at is {st.watermark - t:.0f} s behind the watermark"
+                if t < watermark - grace_s:
+                    detail = f"occurred_at is {watermark - t:.0f} s behind the watermark"
                     raise InvalidEvent(LATE, detail)
-                closed_upto = self.topics[msg.topic].closed_upto
-                if self.idle_partition_s and closed_upto is not None and t < closed_upto:
-                    # Only reachable when idle partitions were left out of the frontier:
-                    # the windows of this event were closed without this partition.
-                    detail = "its windows were closed while this partition was idle"
-                    raise InvalidEvent(LATE, detail)
-                new_values = self._new_dimension_values(st, event)
+                if idle_partition_s:
+                    closed_upto = self.topics[msg.topic].closed_upto
+                    if closed_upto is not None and t < closed_upto:
+                        # Only reachable when idle partitions were left out of the frontier:
+                        # the windows of this event were closed without this partition.
+                        detail = "its windows were closed while this partition was idle"
+                        raise InvalidEvent(LATE, detail)
+                new_values = self._new_dimension_values(tp, event)
                 contributions, status = apply_event(st, event, t, kpis)
             except InvalidEvent as exc:
                 result.dead_letters.append(
@@ -393,9 +400,10 @@ class Engine:
                 )
                 continue
             self._remember(st, tp, event.event_id, t)
-            for dimension, value in new_values:
-                self._admit(st, dimension, value)
-            if t > st.watermark:
+            if new_values:
+                for dimension, value in new_values:
+                    self._admit(st, dimension, value)
+            if t > watermark:
                 st.watermark = t
             counted = (msg.topic, event.type)
             applied[counted] = applied.get(counted, 0) + 1
@@ -435,7 +443,7 @@ class Engine:
         group.append((event_id, t))
         self._dedup[tp][event_id] = t
 
-    def _new_dimension_values(self, st: PartitionState, event: Any) -> list[tuple[str, str]]:
+    def _new_dimension_values(self, tp: tuple[str, int], event: Any) -> list[tuple[str, str]]:
         """Dimension values this event would add; ``cardinality`` if over the limit."""
         dimensions = _DIMENSIONS_OF_TYPE.get(event.type)
         if dimensions is None:
@@ -446,9 +454,9 @@ class Engine:
                 d for d in DIMENSION_FIELDS if d in fields
             )
         if not dimensions:
-            return []
-        admitted = self._admitted.setdefault((st.topic, st.partition), {})
-        new = []
+            return _NO_VALUES
+        admitted = self._admitted[tp]
+        new = _NO_VALUES
         for dimension in dimensions:
             value = getattr(event, dimension)
             known = admitted.get(dimension, ())
@@ -460,6 +468,8 @@ class Engine:
                     f"{len(known) + 1} (limit {self.max_dimension_values})"
                 )
                 raise InvalidEvent(CARDINALITY, detail)
+            if new is _NO_VALUES:
+                new = []
             new.append((dimension, value))
         return new
 
@@ -779,6 +789,8 @@ class Engine:
 
 
 _DIMENSIONS_OF_TYPE: dict[str, tuple[str, ...]] = {}
+#: No new dimension value (shared, never mutated: most events bring none).
+_NO_VALUES: list[tuple[str, str]] = []
 #: A pane in the index: its state key and its parts vector (the list in the state).
 _Pane = tuple[str, list[float]]
 #: Pane length, vector width, has a balance, and (scope, key prefix, the partition's panes)
