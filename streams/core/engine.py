@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from schemas.decode import decode
+from schemas.decode import decode_message
 from streams.catalog import CATALOG, KpiDef
 from streams.core import uptime
 from streams.core.measures import Contribution, StatusChange, apply_event
@@ -93,8 +93,7 @@ class BatchResult:
     current: list[WindowValue] = field(default_factory=list)
 
 
-def _default_decoder(raw: bytes, topic: str, currency: str) -> Any:
-    return decode(raw, topic=topic, currency=currency)
+_default_decoder: Decoder = decode_message
 
 
 class _TopicView:
