@@ -40,6 +40,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         enable_idempotence=True,
+        compression_type="lz4",
         linger_ms=5,
         max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
