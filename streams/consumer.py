@@ -59,8 +59,10 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
         request_timeout_ms=90_000,
-        max_partition_fetch_bytes=2 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
+        # Fetched data waits in memory until handled: 1M-event bench peak RSS 583 MB with
+        # 2 MB / 16 MB, 396 MB with these, at the same throughput.
+        max_partition_fetch_bytes=256 * 1024,
+        fetch_max_bytes=4 * 1024 * 1024,
     )
 
 
