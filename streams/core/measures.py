@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from streams.catalog import KPIS
@@ -99,7 +100,7 @@ def _invoice_received(state: PartitionState, e: Any, t: float, kpis: Container[s
         key,
         "invoice",
         e.invoice_id,
-        {"k": "ap", "s": "received", "a": e.amount, "d": e.department, "t": t, "paid": 0.0},
+        {"k": "ap", "s": "received", "a": e.amount, "d": intern(e.department), "t": t, "paid": 0.0},
     )
     if "ap_turnover" not in kpis:
         return [], None
@@ -174,7 +175,7 @@ def _invoice_issued(state: PartitionState, e: Any, t: float, kpis: Container[str
         key,
         "invoice",
         e.invoice_id,
-        {"k": "ar", "a": e.amount, "d": e.department, "t": t, "paid": 0.0},
+        {"k": "ar", "a": e.amount, "d": intern(e.department), "t": t, "paid": 0.0},
     )
     if "dso" not in kpis:
         return [], None
@@ -186,7 +187,7 @@ def _invoice_issued(state: PartitionState, e: Any, t: float, kpis: Container[str
 
 def _requisition_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|req|{e.requisition_id}"
-    _start_new(state, key, "requisition", e.requisition_id, {"d": e.department, "t": t})
+    _start_new(state, key, "requisition", e.requisition_id, {"d": intern(e.department), "t": t})
     return [], None
 
 
@@ -206,7 +207,7 @@ def _offer_accepted(state: PartitionState, e: Any, t: float, kpis: Container[str
 
 def _employee_hired(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|emp|{e.employee_id}"
-    _start_new(state, key, "employee", e.employee_id, {"d": e.department, "t": t})
+    _start_new(state, key, "employee", e.employee_id, {"d": intern(e.department), "t": t})
     if "employee_turnover_rate" not in kpis:
         return [], None
     return [Contribution("employee_turnover_rate", e.department, t, (0.0, 1.0), 1.0)], None
@@ -249,7 +250,7 @@ def _training(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> 
 
 def _incident_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inc|{e.incident_id}"
-    _start_new(state, key, "incident", e.incident_id, {"svc": e.service, "t": t})
+    _start_new(state, key, "incident", e.incident_id, {"svc": intern(e.service), "t": t})
     if e.category == "security":
         if "security_incidents" not in kpis:
             return [], None
@@ -290,7 +291,7 @@ def _incident_resolved(state: PartitionState, e: Any, t: float, kpis: Container[
 
 def _ticket_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|tkt|{e.ticket_id}"
-    _start_new(state, key, "ticket", e.ticket_id, {"q": e.queue, "t": t})
+    _start_new(state, key, "ticket", e.ticket_id, {"q": intern(e.queue), "t": t})
     return [], None
 
 
