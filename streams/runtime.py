@@ -145,9 +145,6 @@ class Runtime:
         self._progress_written: dict[str, float] = {}
         # Changelog partitions the replication task must re-read from their beginning.
         self._rewind: set[TopicPartition] = set()
-        # Changelog partitions whose replica has been read up to the end the partition had
-        # when the replication task started (re)reading it.
-        self._caught_up: set[TopicPartition] = set()
         self.last_batch_at = 0.0
         self.started_at = time.time()
         self.events_processed = 0
@@ -262,21 +259,13 @@ class Runtime:
     def _update_leadership(self) -> None:
         """Lead a topic (close and publish its windows) iff we own its partition 0.
 
-        We start leading a topic once we hold every one of its partitions, as our own state
-        or as a replica read up to the changelog's end, so a new leader never publishes
-        windows of a half-read replica. A topic we stop leading loses its KPI series here
-        (its new leader exports them); a topic we start leading resumes from the progress
-        its last leader wrote to Redis.
+        A topic we stop leading loses its KPI series here (its new leader exports them); a
+        topic we start leading resumes from the progress its last leader wrote to Redis.
         """
         engine = self.engine
         assert engine is not None
+        now_leading = {t for t in INPUT_TOPICS if (t, 0) in self._assigned_inputs()}
         before = engine.leading if engine.leading is not None else set()
-        assigned = self._assigned_inputs()
-        now_leading = {
-            t
-            for t in INPUT_TOPICS
-            if (t, 0) in assigned and (t in before or self._holds_all(engine, t))
-        }
         for topic in before - now_leading:
             for kpi in engine.topics[topic].kpis:
                 scopes = {k[2] for k in self.current if k[0] == kpi.name}
@@ -291,13 +280,6 @@ class Runtime:
             )
         engine.leading = now_leading
 
-    def _holds_all(self, engine: Engine, topic: str) -> bool:
-        name = changelog_topic(self.settings, topic)
-        return all(
-            (topic, p) in engine.states or TopicPartition(name, p) in self._caught_up
-            for p in range(engine.topics[topic].n_partitions)
-        )
-
     async def _refresh_progress(self, engine: Engine) -> None:
         # Needed to prune partitions of topics others lead, and to resume a topic we
         # (start to) lead from what its last leader wrote, not from what our view shows.
@@ -310,16 +292,20 @@ class Runtime:
                 log.info("resuming %s from written progress %s", fresh, engine.progress)
 
     async def replicate(self) -> None:
-        """Keep replicas of the partitions others own, for the topics we (may) lead.
+        """Follow the changelog partitions of input partitions others own, as replicas.
 
-        Runs for the life of the worker. Only a topic's leader reads its windows across all
-        partitions, so only the owner of a topic's partition 0 follows that topic's other
-        changelog partitions; a partition whose state we hold is not followed (our state is
-        the authority). A partition that joins the followed set is read from its start.
+        Runs for the life of the worker. A partition whose state we hold is not followed
+        (our state is the authority, and reading our own writes back would cost as much as
+        writing them); one that leaves us (revoked, or never ours) is read from its start.
         """
         assert self.engine is not None
         engine = self.engine
         names = {changelog_topic(self.settings, t): t for t in INPUT_TOPICS}
+        every = [
+            TopicPartition(name, p)
+            for name, t in names.items()
+            for p in range(engine.topics[t].n_partitions)
+        ]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_auto_commit=False,
@@ -329,17 +315,16 @@ class Runtime:
         )
         await consumer.start()
         followed: set[TopicPartition] = set()
-        # Followed partitions not read up to ``ends`` yet.
-        ends: dict[TopicPartition, int] = {}
         try:
             while True:
                 async with self.lock:
-                    wanted = self._replicas_wanted(engine)
+                    wanted = {
+                        tp for tp in every if (names[tp.topic], tp.partition) not in engine.states
+                    }
                     rewind, self._rewind = self._rewind & wanted, set()
                     rewind |= wanted - followed
                     for tp in rewind:
                         engine.drop_replica(names[tp.topic], tp.partition)
-                    self._caught_up &= wanted - rewind
                 if wanted != followed:
                     # assign() forgets positions: keep those of the partitions that stay.
                     kept = {tp: await consumer.position(tp) for tp in followed & wanted}
@@ -347,14 +332,14 @@ class Runtime:
                     for tp, position in kept.items():
                         consumer.seek(tp, position)
                     followed = wanted
-                    ends = {tp: end for tp, end in ends.items() if tp in followed}
                 if rewind:
                     await seek_to_start(consumer, sorted(rewind))
-                    ends.update(await consumer.end_offsets(sorted(rewind)))
                 if not followed:
                     await asyncio.sleep(0.5)
                     continue
                 batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                if not batches:
+                    continue
                 async with self.lock:
                     for tp, records in batches.items():
                         if tp not in followed:
@@ -364,22 +349,8 @@ class Runtime:
                             tp.partition,
                             ((r.key, r.value) for r in records if r.key),
                         )
-                for tp in list(ends):
-                    if await consumer.position(tp) >= ends[tp]:
-                        del ends[tp]
-                        self._caught_up.add(tp)
         finally:
             await consumer.stop()
-
-    def _replicas_wanted(self, engine: Engine) -> set[TopicPartition]:
-        assigned = self._assigned_inputs()
-        return {
-            TopicPartition(changelog_topic(self.settings, t), p)
-            for t in INPUT_TOPICS
-            if (t, 0) in assigned
-            for p in range(engine.topics[t].n_partitions)
-            if (t, p) not in engine.states
-        }
 
     # -- the batch ---------------------------------------------------------------------
 
