@@ -143,6 +143,8 @@ class Runtime:
         self._dlq_sent: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.current: dict[tuple[str, str, str], WindowValue] = {}
         self._progress_written: dict[str, float] = {}
+        # Topics this worker started to lead after another worker had led them.
+        self._taken_over: set[str] = set()
         # Changelog partitions the replication task must re-read from their beginning.
         self._rewind: set[TopicPartition] = set()
         self.last_batch_at = 0.0
@@ -274,6 +276,8 @@ class Runtime:
                     del self.current[key]
         for topic in now_leading - before:
             engine.topics[topic].closed_upto = None
+            if engine.leading is not None:
+                self._taken_over.add(topic)
         if now_leading != before:
             log.info(
                 "leading %s (was %s)", sorted(now_leading) or "no topic", sorted(before) or "none"
@@ -287,6 +291,13 @@ class Runtime:
             v.closed_upto is None for v in engine.topics.values()
         ):
             engine.progress = await self.sink.read_progress()
+            # A topic taken over from a leader that never wrote its progress: nothing of it
+            # was pruned (a leader prunes only windows whose progress it wrote before, others
+            # only up to written progress), so every window still held can be closed, and
+            # must be: its old leader may have died before closing any.
+            for topic in self._taken_over:
+                engine.progress.setdefault(topic, float("-inf"))
+            self._taken_over.clear()
             fresh = [t for t, v in engine.topics.items() if v.closed_upto is None]
             if fresh:
                 log.info("resuming %s from written progress %s", fresh, engine.progress)
