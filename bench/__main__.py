@@ -182,10 +182,20 @@ def main() -> int:
                     )
             if "scale" in cfg.phases:
                 s = worker_settings("scale", i, full, 5)
+                # Done when Redis holds the one-worker run's history (the leader closes the
+                # last windows once it has read the others' final commits).
+                single_run = next(iter(runs.get("product", [])), None)
+                expect = single_run["redis_digest"]["history"] if single_run else None
                 r = attempt(
                     "scale",
-                    lambda s=s: run_worker(
-                        cfg, s, cfg.events, workdir, scratch, processes=SCALE_PROCESSES
+                    lambda s=s, e=expect: run_worker(
+                        cfg,
+                        s,
+                        cfg.events,
+                        workdir,
+                        scratch,
+                        processes=SCALE_PROCESSES,
+                        expect_history=e,
                     ),
                 )
                 if r:

@@ -230,6 +230,7 @@ def run_worker(
     processes: int = 1,
     extra_env: dict[str, str] | None = None,
     profile_to: Path | None = None,
+    expect_history: str | None = None,
 ) -> dict[str, Any]:
     """``processes`` x ``kpi worker`` (one group) until every message is reflected.
 
@@ -244,6 +245,13 @@ def run_worker(
     end time is the last poll that saw the sum grow before that, i.e. the last batch.
     Throughput counts from the first poll that saw a batch (sum > 0) to that end, over the
     messages after that first poll. CPU is sampled at both ends.
+
+    With several workers the topics' leader closes the last windows only after it has read
+    the other workers' final commits from their changelogs, a little after their offsets
+    were committed. With ``expect_history`` (the history digest of a one-worker run over
+    the same messages) the run is done only when Redis holds exactly that history, and the
+    end time is the poll that saw it (``settled_s``); if it never does within
+    ``_SETTLE_TIMEOUT_S`` the run reports ``history_matches`` False.
     """
     if processes < 1:
         msg = f"processes must be >= 1, not {processes}"
@@ -345,6 +353,14 @@ def run_worker(
                 raise RuntimeError(msg)
             time.sleep(cfg.poll_interval_s)
         committed_at = time.time()
+        settled_at = None
+        if expect_history is not None:
+            settle_deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+            while time.monotonic() < settle_deadline:
+                if redis_digests(settings.redis_url)["history"] == expect_history:
+                    settled_at = time.time()
+                    break
+                time.sleep(cfg.poll_interval_s)
         for w in workers:
             w.finish()
     finally:
@@ -354,7 +370,7 @@ def run_worker(
         for w in workers:
             procs.stop(w.proc)
     assert t0 is not None and n0 is not None
-    done = last_at
+    done = max(last_at, settled_at) if settled_at is not None else last_at
     seconds = done - t0
     wall = seconds or 1e-9
     metrics = [w.metrics for w in workers]
@@ -392,6 +408,8 @@ def run_worker(
         "count_reached_s": (reached_at or done) - t0,
         "committed_s": committed_at - t0,
         "assignment_settled_s": assigned_at - t0 if assigned_at else None,
+        "settled_s": settled_at - t0 if settled_at is not None else None,
+        "history_matches": (None if expect_history is None else settled_at is not None),
         # Messages handled twice (a replay after a rebalance): the sum of events_processed
         # less the messages.
         "replayed": last - expected,
@@ -418,6 +436,7 @@ def run_worker(
 
 
 _STALL_S = 60.0
+_SETTLE_TIMEOUT_S = 60.0
 
 
 class _Worker:
