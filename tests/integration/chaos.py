@@ -196,16 +196,33 @@ def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
         want = {rfc3339(start): vc for start, vc in expected[key].items()}
         for start in sorted(set(got) - set(want)):
             mismatches.append((key, start, "unexpected", got[start]))
-        for start, (value, count) in sorted(want.items()):
-            found = got.get(start)
-            if found is None or found[1] != count:
-                mismatches.append((key, start, found, (value, count)))
-            elif value is None or found[0] is None:
-                if value != found[0]:
-                    mismatches.append((key, start, found, (value, count)))
-            elif not math.isclose(found[0], value, rel_tol=1e-9, abs_tol=1e-12):
-                mismatches.append((key, start, found, (value, count)))
+        mismatches += window_mismatches(key, got, expected[key])
     return mismatches
+
+
+def window_mismatches(
+    key: Any, got: dict[str, tuple[Any, int]], want: dict[int, tuple[float | None, int]]
+) -> list[Any]:
+    """Windows of one history (``got`` by RFC 3339 start) whose count differs from ``want``
+    (by start seconds), or whose value differs by more than 1e-9 relative."""
+    out: list[Any] = []
+    for start, (value, count) in sorted(want.items()):
+        found = got.get(rfc3339(start))
+        if found is None or found[1] != count:
+            out.append((key, rfc3339(start), found, (value, count)))
+        elif value is None or found[0] is None:
+            if value != found[0]:
+                out.append((key, rfc3339(start), found, (value, count)))
+        elif not math.isclose(found[0], value, rel_tol=1e-9, abs_tol=1e-12):
+            out.append((key, rfc3339(start), found, (value, count)))
+    return out
+
+
+def split_tenths(messages: Sequence[Message], *tenths: int) -> list[list[Message]]:
+    """``messages`` cut after the given tenths of its length, e.g. ``(4, 6)``: 40/20/40 %."""
+    n = len(messages)
+    cuts = [0, *(n * t // 10 for t in tenths), n]
+    return [list(messages[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def wait_converged(

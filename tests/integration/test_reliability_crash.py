@@ -42,6 +42,7 @@ from tests.integration.chaos import (
     health,
     history_total,
     live_log,
+    split_tenths,
     start_kafka,
     stop_kafka,
     wait_caught_up,
@@ -147,12 +148,7 @@ def test_kill_after_the_redis_write_before_the_state_commit(tmp_path: Path) -> N
     with dedicated_stack(tmp_path / "stack") as stack:
         settings = worker_settings(stack)
         log = live_log(settings, seed=505, n_events=3000, days=4)
-        n = len(log.messages)
-        first, second, rest = (
-            log.messages[: n * 4 // 10],
-            log.messages[n * 4 // 10 : n * 6 // 10],
-            log.messages[n * 6 // 10 :],
-        )
+        first, second, rest = split_tenths(log.messages, 4, 6)
         held = [m for m in second if m.partition == settings.partitions - 1]
         others = [m for m in second if m.partition != settings.partitions - 1]
         keys = log.history_keys

@@ -40,6 +40,7 @@ from tests.integration.chaos import (
     live_log,
     metric,
     redis_server,
+    split_tenths,
     start_kafka,
     stop_kafka,
     wait_caught_up,
@@ -56,12 +57,7 @@ def test_redis_outage_then_exact_results(kpi_env: Settings, tmp_path: Path) -> N
     with redis_server(tmp_path / "redis", persistent=True) as server:
         settings = kpi_env.model_copy(update={"redis_url": server.url})
         log = live_log(settings, seed=202, n_events=3000, days=4)
-        n = len(log.messages)
-        before, during, after = (
-            log.messages[: n * 3 // 10],
-            log.messages[n * 3 // 10 : n * 8 // 10],
-            log.messages[n * 8 // 10 :],
-        )
+        before, during, after = split_tenths(log.messages, 3, 8)
         keys = log.history_keys
         r = server.client()
         worker = Worker(settings, tmp_path / "worker.log").start()
@@ -148,12 +144,7 @@ def test_stalled_worker_is_reported_unhealthy(kpi_env: Settings, tmp_path: Path)
     with redis_server(tmp_path / "redis", persistent=False) as server:
         settings = kpi_env.model_copy(update={"redis_url": server.url})
         log = live_log(settings, seed=404, n_events=1500, days=3)
-        n = len(log.messages)
-        first, second, rest = (
-            log.messages[: n * 4 // 10],
-            log.messages[n * 4 // 10 : n * 7 // 10],
-            log.messages[n * 7 // 10 :],
-        )
+        first, second, rest = split_tenths(log.messages, 4, 7)
         r = server.client()
         worker = EnvWorker(settings, tmp_path / "worker.log", {"KPI_STALL_SECONDS": "5"}).start()
         try:

@@ -7,7 +7,6 @@ invalid, late and future events, by reason.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,9 @@ import orjson
 import redis
 
 from streams.config import Settings
-from streams.core.windows import rfc3339
 from tests import reference
 from tests.eventgen import log_now, random_log
+from tests.integration.chaos import window_mismatches
 from tests.integration.helpers import Worker, publish, read_topic, wait_until
 
 DAYS = 5
@@ -78,15 +77,7 @@ def test_multi_day_log_equals_reference(kpi_env: Settings, tmp_path: Path) -> No
         got = redis_history(r, keys)
         mismatches = []
         for key in keys:
-            for start, (value, count) in expected.history[key].items():
-                found = got[key].get(rfc3339(start))
-                if found is None or found[1] != count:
-                    mismatches.append((key, start, found, (value, count)))
-                elif value is None or found[0] is None:
-                    if value != found[0]:
-                        mismatches.append((key, start, found, (value, count)))
-                elif not math.isclose(found[0], value, rel_tol=1e-9, abs_tol=1e-12):
-                    mismatches.append((key, start, found, (value, count)))
+            mismatches += window_mismatches(key, got[key], expected.history[key])
         assert not mismatches, mismatches[:10]
 
         def dead_letters() -> list[dict[str, Any]]:
