@@ -150,6 +150,8 @@ class Engine:
         # partitions other workers own, fed from their changelogs: every worker can then
         # read any window, and the leader of a topic closes its windows.
         self.replicas: dict[tuple[str, int], PartitionState] = {}
+        # Per replica, the records of a commit whose meta record has not arrived yet.
+        self._replica_pending: dict[tuple[str, int], list[tuple[str, Any]]] = {}
         #: Topics whose windows this engine closes and reads (None: every topic).
         self.leading: set[str] | None = None
         #: Per topic, how far windows have been closed *and written* (by whichever worker
@@ -225,32 +227,44 @@ class Engine:
     def replica_apply(
         self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]
     ) -> None:
-        """Apply changelog records of a partition this engine does not own."""
+        """Apply changelog records of a partition this engine does not own.
+
+        Whole commits only: a commit's records are held until its meta record (the last
+        one) arrives, so a window is never read from half a commit. A pruning commit moves
+        a pane's amount into the balance base and deletes the pane; applied halfway, a
+        balance would count it twice or not at all. Records of a commit that never
+        completed (its writer crashed) are applied with the next complete one, which
+        rewrites every key they touched (``PartitionState.restore``).
+        """
         tp = (topic, partition)
         if tp in self.states:
             return  # our own state is the authority, and fresher
         replica = self.replicas.get(tp)
         if replica is None:
             replica = self.replicas[tp] = PartitionState(topic, partition)
+        pending = self._replica_pending.setdefault(tp, [])
         for raw_key, raw_value in records:
-            key = raw_key.decode()
-            if key == "m":
+            if raw_key == b"m":
+                for key, value in pending:
+                    if value is None:
+                        if replica.data.pop(key, None) is not None:
+                            self._index(partition, key, None)
+                    else:
+                        replica.data[key] = value
+                        self._index(partition, key, value)
+                pending.clear()
                 if raw_value is not None:
                     wm = orjson.loads(raw_value)["wm"]
                     replica.watermark = NEG_INF if wm is None else float(wm)
                 continue
+            key = raw_key.decode()
             if key[:2] not in ("p|", "b|", "s|"):
                 continue  # entities, applied ids, admitted values: not needed to read windows
-            value = None if raw_value is None else orjson.loads(raw_value)["v"]
-            if value is None:
-                if replica.data.pop(key, None) is not None:
-                    self._index(partition, key, None)
-            else:
-                replica.data[key] = value
-                self._index(partition, key, value)
+            pending.append((key, None if raw_value is None else orjson.loads(raw_value)["v"]))
 
     def drop_replica(self, topic: str, partition: int) -> None:
         """Forget the replica of a partition (it became ours, or must be re-read)."""
+        self._replica_pending.pop((topic, partition), None)
         replica = self.replicas.pop((topic, partition), None)
         if replica is not None:
             for key in replica.data:
