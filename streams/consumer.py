@@ -20,10 +20,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from mode import Service
 
+from streams.assignor import SpreadLeadersAssignor
 from streams.config import Settings
 from streams.runtime import Runtime
 
@@ -55,6 +57,8 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.app_id,
+        # Topic leaders on different workers; round-robin while an older member remains.
+        partition_assignment_strategy=(SpreadLeadersAssignor, RoundRobinPartitionAssignor),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         # A restarted worker rejoins only after its killed predecessor's session expired.

@@ -303,11 +303,14 @@ class Runtime:
                 log.info("resuming %s from written progress %s", fresh, engine.progress)
 
     async def replicate(self) -> None:
-        """Follow the changelog partitions of input partitions others own, as replicas.
+        """Follow, as replicas, the changelogs of the partitions others own of topics we lead.
 
-        Runs for the life of the worker. A partition whose state we hold is not followed
+        Runs for the life of the worker. Only a topic's leader reads its windows, so only it
+        needs the other partitions' panes. A partition whose state we hold is not followed
         (our state is the authority, and reading our own writes back would cost as much as
-        writing them); one that leaves us (revoked, or never ours) is read from its start.
+        writing them); one that starts to be followed (revoked from us, never ours, or of a
+        topic we start to lead) is read from its start, and until its replica holds a
+        watermark the topic's frontier stays at -inf: nothing closes on a partial view.
         """
         assert self.engine is not None
         engine = self.engine
@@ -330,11 +333,15 @@ class Runtime:
             while True:
                 async with self.lock:
                     wanted = {
-                        tp for tp in every if (names[tp.topic], tp.partition) not in engine.states
+                        tp
+                        for tp in every
+                        if engine.leads(names[tp.topic])
+                        and (names[tp.topic], tp.partition) not in engine.states
                     }
                     rewind, self._rewind = self._rewind & wanted, set()
                     rewind |= wanted - followed
-                    for tp in rewind:
+                    # Replicas no longer followed are dropped: stale, and memory.
+                    for tp in rewind | (followed - wanted):
                         engine.drop_replica(names[tp.topic], tp.partition)
                 if wanted != followed:
                     # assign() forgets positions: keep those of the partitions that stay.
