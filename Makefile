@@ -10,6 +10,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
+COMPILED := $(VENV)/.compiled
+COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core/*.py)
 
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
 # resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.
@@ -19,7 +21,8 @@ APT_PACKAGES := redis-server:redis-server promtool:prometheus java:default-jre-h
 .PHONY: help install system-deps kafka-jars test test-unit lint demo stack-up stack-down bench clean
 
 help:
-	@echo "make install     .venv with the package and dev tools, system packages, Kafka jars"
+	@echo "make install     .venv with the package and dev tools, the compiled engine,"
+	@echo "                 system packages, Kafka jars"
 	@echo "make test        unit and integration tests (starts and stops its own Kafka + Redis)"
 	@echo "make test-unit   unit tests only (no Java, Kafka or Redis needed)"
 	@echo "make lint        ruff check, ruff format --check, mypy"
@@ -29,12 +32,18 @@ help:
 	@echo "make bench       python -m bench"
 	@echo "make clean       stop the stack, remove .venv, .stack and caches"
 
-install: $(STAMP) system-deps kafka-jars
+install: $(STAMP) $(COMPILED) system-deps kafka-jars
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# The engine compiled with mypyc (~20 s; rebuilt when its sources change). Without a C
+# compiler it stays pure Python; see streams/build.py.
+$(COMPILED): $(STAMP) $(COMPILED_SOURCES)
+	$(BIN)/python -m streams.build
+	@touch $(COMPILED)
 
 # Installs what is missing when root (CI, dev containers); otherwise says what to install.
 system-deps:
@@ -61,7 +70,7 @@ kafka-jars: $(STAMP) system-deps
 test: install
 	$(BIN)/pytest -q tests
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(COMPILED)
 	$(BIN)/pytest -q tests/unit
 
 lint: $(STAMP)
@@ -94,5 +103,6 @@ bench: install
 clean:
 	@if [ -x $(BIN)/kpi ]; then $(BIN)/kpi stack down || true; fi
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -f streams/_compiled.sha256 streams/*.so streams/core/*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +

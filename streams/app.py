@@ -21,6 +21,7 @@ from faust.app.base import BootStrategy
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
+import streams
 from streams.config import Settings
 from streams.consumer import InputConsumer
 from streams.core.windows import rfc3339
@@ -146,5 +147,6 @@ def runtime_health(runtime: Runtime) -> dict[str, Any]:
         "partitions": sorted(f"{t}-{p}" for t, p in engine.states) if engine else [],
         "assigned": sorted(f"{t}-{p}" for t, p in runtime.assigned_inputs()),
         "leading": sorted(engine.leading or ()) if engine else [],
+        "engine": streams.ENGINE_BUILD,
         "seconds_since_last_batch": now - runtime.last_batch_at if runtime.last_batch_at else None,
     }

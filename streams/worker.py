@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 
+import streams
 from streams.config import Settings
 from streams.topics import ensure_topics
 
@@ -35,11 +36,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     async def write_catalog() -> None:
         await runtime.sink.setup(CATALOG, settings.currency)
         log.info(
-            "backoffice-kpi worker %s: inputs %s, Redis %s, http://localhost:%d/metrics",
+            "backoffice-kpi worker %s: inputs %s, Redis %s, http://localhost:%d/metrics, engine %s",
             settings.app_id,
             ", ".join(settings.input_topics),
             settings.redis_url,
             settings.web_port,
+            "compiled (mypyc)" if streams.ENGINE_BUILD == "compiled" else "pure Python",
         )
 
     # The state is millions of long-lived containers, and every batch allocates many short
