@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
-COMPILED := $(VENV)/.compiled
+COMPILED := streams/_compiled.sha256
 COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core/*.py)
 
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
@@ -40,10 +40,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The engine compiled with mypyc (~20 s; rebuilt when its sources change). Without a C
-# compiler it stays pure Python; see streams/build.py.
+# compiler it stays pure Python (after installing one: .venv/bin/python -m streams.build).
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
 	$(BIN)/python -m streams.build
-	@touch $(COMPILED)
 
 # Installs what is missing when root (CI, dev containers); otherwise says what to install.
 system-deps:

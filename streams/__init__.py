@@ -65,7 +65,16 @@ def _engine_build() -> str:
         built = STAMP.read_text().strip()
     except OSError:
         built = ""
-    if built and not os.environ.get("KPI_PURE_PYTHON") and built == sources_digest():
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    extensions = [ROOT / "streams" / f"_engine__mypyc{suffix}"] + [
+        path.with_name(path.stem + suffix) for path in compiled_sources().values()
+    ]
+    if (
+        built
+        and not os.environ.get("KPI_PURE_PYTHON")
+        and all(path.exists() for path in extensions)
+        and built == sources_digest()
+    ):
         return "compiled"
     sys.meta_path.insert(0, _SourceFinder(compiled_sources()))
     return "python"

@@ -30,8 +30,15 @@ def built_extensions() -> list[Path]:
 
 
 def main() -> int:
-    """Remove the old build, compile, write the stamp; 0 also when compiling is impossible."""
+    """Remove the old build, compile, write the stamp; 0 also when compiling is impossible.
+
+    A failed build leaves an empty stamp (the engine runs as Python, and ``make`` does not
+    retry at every call; ``python -m streams.build`` does, e.g. after installing gcc).
+    """
     STAMP.unlink(missing_ok=True)
+    # The digest of what is compiled, taken before: an edit saved during the build must
+    # not be stamped as built.
+    digest = sources_digest()
     for path in built_extensions():
         path.unlink()
     sources = [str(p.relative_to(ROOT)) for p in compiled_sources().values()]
@@ -54,12 +61,17 @@ def main() -> int:
     if done.returncode != 0:
         for path in built_extensions():
             path.unlink()
+        STAMP.write_text("")
         print(
             f"streams.build: mypyc failed (see {log}); the engine runs as pure Python",
             file=sys.stderr,
         )
         return 0
-    STAMP.write_text(sources_digest() + "\n")
+    if sources_digest() != digest:
+        STAMP.write_text("")
+        print("streams.build: sources changed during the build; run it again", file=sys.stderr)
+        return 0
+    STAMP.write_text(digest + "\n")
     print(f"streams.build: compiled {len(sources)} modules with mypyc")
     return 0
 

@@ -309,8 +309,10 @@ class Runtime:
         needs the other partitions' panes. A partition whose state we hold is not followed
         (our state is the authority, and reading our own writes back would cost as much as
         writing them); one that starts to be followed (revoked from us, never ours, or of a
-        topic we start to lead) is read from its start, and until its replica holds a
-        watermark the topic's frontier stays at -inf: nothing closes on a partial view.
+        topic we start to lead) is read from its start, and until it has been read up to
+        where its changelog ended then, the topic's windows are neither closed nor read
+        (``Engine.follow``/``caught_up``): a compacted changelog may hold the first records
+        of a commit behind a later one, so no earlier point is a whole view.
         """
         assert self.engine is not None
         engine = self.engine
@@ -329,6 +331,8 @@ class Runtime:
         )
         await consumer.start()
         followed: set[TopicPartition] = set()
+        # Partitions read from their start, and the end offset they must reach first.
+        catching_up: dict[TopicPartition, int] = {}
         try:
             while True:
                 async with self.lock:
@@ -343,6 +347,9 @@ class Runtime:
                     # Replicas no longer followed are dropped: stale, and memory.
                     for tp in rewind | (followed - wanted):
                         engine.drop_replica(names[tp.topic], tp.partition)
+                        catching_up.pop(tp, None)
+                    for tp in rewind:
+                        engine.follow(names[tp.topic], tp.partition)
                 if wanted != followed:
                     # assign() forgets positions: keep those of the partitions that stay.
                     kept = {tp: await consumer.position(tp) for tp in followed & wanted}
@@ -351,12 +358,13 @@ class Runtime:
                         consumer.seek(tp, position)
                     followed = wanted
                 if rewind:
+                    catching_up.update(await consumer.end_offsets(sorted(rewind)))
                     await seek_to_start(consumer, sorted(rewind))
                 if not followed:
                     await asyncio.sleep(0.5)
                     continue
                 batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
-                if not batches:
+                if not batches and not catching_up:
                     continue
                 async with self.lock:
                     for tp, records in batches.items():
@@ -367,6 +375,10 @@ class Runtime:
                             tp.partition,
                             ((r.key, r.value) for r in records if r.key),
                         )
+                    for tp, end in list(catching_up.items()):
+                        if tp in followed and await consumer.position(tp) >= end:
+                            engine.caught_up(names[tp.topic], tp.partition)
+                            del catching_up[tp]
         finally:
             await consumer.stop()
 

@@ -152,6 +152,15 @@ class Engine:
         self.replicas: dict[tuple[str, int], PartitionState] = {}
         # Per replica, the records of a commit whose meta record has not arrived yet.
         self._replica_pending: dict[tuple[str, int], list[tuple[str, Any]]] = {}
+        # Partitions followed as replicas, and those of them read up to where the changelog
+        # ended when following began: only then is a replica a view of a whole commit (a
+        # compacted changelog may hold a commit's earlier records behind a later one).
+        self._following: set[tuple[str, int]] = set()
+        self._caught_up: set[tuple[str, int]] = set()
+        # (kpi, scope) whose panes or balances replicas changed since the last batch, and
+        # whether a service timeline did: their newest windows are read again.
+        self._replica_touched: set[tuple[str, str]] = set()
+        self._replica_status_touched = False
         #: Topics whose windows this engine closes and reads (None: every topic).
         self.leading: set[str] | None = None
         #: Per topic, how far windows have been closed *and written* (by whichever worker
@@ -246,6 +255,7 @@ class Engine:
         for raw_key, raw_value in records:
             if raw_key == b"m":
                 for key, value in pending:
+                    self._replica_touch(key)
                     if value is None:
                         if replica.data.pop(key, None) is not None:
                             self._index(partition, key, None)
@@ -254,16 +264,53 @@ class Engine:
                         self._index(partition, key, value)
                 pending.clear()
                 if raw_value is not None:
-                    wm = orjson.loads(raw_value)["wm"]
+                    meta = orjson.loads(raw_value)
+                    wm = meta["wm"]
                     replica.watermark = NEG_INF if wm is None else float(wm)
+                    applied = int(meta["a"])
+                    if applied > replica.applied_offset:
+                        # Its owner took new input: the partition is not idle.
+                        replica.applied_offset = applied
+                        self._last_seen[tp] = self.clock()
                 continue
             key = raw_key.decode()
             if key[:2] not in ("p|", "b|", "s|"):
                 continue  # entities, applied ids, admitted values: not needed to read windows
             pending.append((key, None if raw_value is None else orjson.loads(raw_value)["v"]))
 
+    def _replica_touch(self, key: str) -> None:
+        kind = key[:2]
+        if kind == "p|" or kind == "b|":
+            parts = key.split("|")
+            self._replica_touched.add((parts[1], parts[3]))
+        elif kind == "s|":
+            self._replica_status_touched = True
+
+    def follow(self, topic: str, partition: int) -> None:
+        """A replica of this partition is being read from its start (not caught up yet).
+
+        Until ``caught_up``, the topic's windows are neither closed nor read: the view of
+        the partition may be partial.
+        """
+        self._following.add((topic, partition))
+        self._caught_up.discard((topic, partition))
+
+    def caught_up(self, topic: str, partition: int) -> None:
+        """The replica has read its changelog up to where it ended when following began."""
+        tp = (topic, partition)
+        if tp in self._following and tp not in self._caught_up:
+            self._caught_up.add(tp)
+            # Whatever was read while catching up is new to the newest windows.
+            self.topics[topic].newest_anchor = NEG_INF
+
+    def _complete_view(self, topic: str) -> bool:
+        """Whether every followed partition of ``topic`` has caught up."""
+        return all(tp in self._caught_up for tp in self._following if tp[0] == topic)
+
     def drop_replica(self, topic: str, partition: int) -> None:
         """Forget the replica of a partition (it became ours, or must be re-read)."""
+        self._following.discard((topic, partition))
+        self._caught_up.discard((topic, partition))
         self._replica_pending.pop((topic, partition), None)
         replica = self.replicas.pop((topic, partition), None)
         if replica is not None:
@@ -428,6 +475,14 @@ class Engine:
                 self._status(st, status, msg.offset)
                 status_touched = True
         result.applied.update(applied)
+        if self._replica_touched:
+            for kpi_name, scope in self._replica_touched:
+                touched.add((kpi_name, scope))
+                touched.add((kpi_name, ROLLUP))
+            self._replica_touched = set()
+        if self._replica_status_touched:
+            status_touched = True
+            self._replica_status_touched = False
         for view in self.topics.values():
             if self.leads(view.topic):
                 self._close_and_read(view, result, touched, status_touched)
@@ -652,7 +707,7 @@ class Engine:
         touched: set[tuple[str, str]],
         status_touched: bool,
     ) -> None:
-        if not view.kpis:
+        if not view.kpis or not self._complete_view(view.topic):
             return
         assert view.closed_upto is not None
         close_to = self.frontier(view.topic) - self.grace_s

@@ -61,6 +61,16 @@ def test_an_edited_source_runs_as_python_until_rebuilt(tmp_path: Path) -> None:
     assert state == "python" and used == str(engine)
 
 
+@needs_build
+def test_a_stamp_without_its_extensions_runs_as_python(tmp_path: Path) -> None:
+    for package in ("streams", "schemas"):
+        shutil.copytree(REPO / package, tmp_path / package)
+    for extension in (tmp_path / "streams" / "core").glob("state.*.so"):
+        extension.unlink()
+    state, used = run(["-c", PROBE], tmp_path).split()
+    assert state == "python" and used.endswith("engine.py")
+
+
 def test_pure_python_on_request() -> None:
     state, used = run(["-c", PROBE], REPO, KPI_PURE_PYTHON="1").split()
     assert state == "python" and used.endswith("engine.py")

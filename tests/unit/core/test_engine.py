@@ -450,3 +450,98 @@ def test_restricted_catalog_computes_only_its_kpis() -> None:
     )
     result = eng.process(log.messages)
     assert {wv.kpi for wv in result.closed} == {"invoice_processing_time"}
+
+
+def two_engines(idle_s: float = 0.0) -> tuple[Engine, Engine, list[float]]:
+    """An owner of invoices-1 and the leader of invoices (owner of invoices-0)."""
+    clock = [float(NOW)]
+    partitions = {"invoices": 2, "hiring": 1, "incidents": 1}
+
+    def make() -> Engine:
+        return Engine(
+            partitions=partitions,
+            grace_s=H,
+            currency="USD",
+            clock=lambda: clock[0],
+            idle_partition_s=idle_s,
+        )
+
+    owner, leader = make(), make()
+    owner.leading = set()
+    leader.leading = {"invoices", "hiring", "incidents"}
+    return owner, leader, clock
+
+
+def commit(eng: Engine, topic: str, partition: int) -> list[tuple[bytes, bytes | None]]:
+    return [(r.key, r.value) for r in eng.states[(topic, partition)].commit()]
+
+
+def test_a_topic_is_neither_closed_nor_read_until_its_followed_replicas_caught_up() -> None:
+    owner, leader, _clock = two_engines()
+    log = Log()
+    received(log, 1, "a", T0)
+    log.ev("invoices", 1, "invoice.approved", T0 + 60, invoice_id="a")
+    received(log, 1, "b", T0 + 5 * H)
+    owner.process(log.messages)
+    mine = Log()
+    received(mine, 0, "x", T0 + 5 * H)
+    leader.follow("invoices", 1)
+    leader.replica_apply("invoices", 1, commit(owner, "invoices", 1))
+    result = leader.process(mine.messages)
+    # The replica may be partial (a compacted changelog read halfway): nothing is written.
+    assert [wv for wv in result.closed + result.current if wv.kpi.startswith("invoice")] == []
+    leader.caught_up("invoices", 1)
+    result = leader.process([])
+    closed = closed_map(result.closed)
+    assert closed[("invoice_processing_time", "1h", "all", T0)] == (60.0, 1)
+    # Every newest window is read once the view is whole, not only the touched ones.
+    assert {wv.scope for wv in result.current if wv.kpi == "invoice_processing_time"} == {
+        "all",
+        "finance",
+    }
+
+
+def test_the_leader_reads_again_the_newest_windows_a_replica_changed() -> None:
+    owner, leader, _clock = two_engines()
+    first, mine = Log(), Log()
+    received(first, 1, "a", T0 + 600)
+    received(mine, 0, "x", T0 + 1200, dept="hr", event_id="mine")
+    owner.process(first.messages)
+    leader.follow("invoices", 1)
+    leader.replica_apply("invoices", 1, commit(owner, "invoices", 1))
+    leader.caught_up("invoices", 1)
+    leader.process(mine.messages)
+    # Only the owner's partition gets the approval; the newest window does not move.
+    later = Log()
+    later.offsets[("invoices", 1)] = 1
+    later.ev("invoices", 1, "invoice.approved", T0 + 900, invoice_id="a", event_id="later")
+    owner.process(later.messages)
+    leader.replica_apply("invoices", 1, commit(owner, "invoices", 1))
+    current = {
+        (wv.window, wv.scope): (wv.value, wv.count)
+        for wv in leader.process([]).current
+        if wv.kpi == "invoice_processing_time"
+    }
+    assert current[("1h", "finance")] == (300.0, 1)
+    assert current[("1h", "all")] == (300.0, 1)
+
+
+def test_a_replica_whose_owner_takes_input_is_not_idle() -> None:
+    owner, leader, clock = two_engines(idle_s=30)
+    first, second, mine = Log(), Log(), Log()
+    received(first, 1, "a", T0)
+    received(mine, 0, "x", T0 + 5 * H, event_id="mine")
+    owner.process(first.messages)
+    leader.follow("invoices", 1)
+    leader.replica_apply("invoices", 1, commit(owner, "invoices", 1))
+    leader.caught_up("invoices", 1)
+    clock[0] += 20
+    second.offsets[("invoices", 1)] = 1
+    received(second, 1, "b", T0 + 60, event_id="second")
+    owner.process(second.messages)
+    leader.replica_apply("invoices", 1, commit(owner, "invoices", 1))
+    clock[0] += 20  # 40 s since start, 20 s since partition 1 took input: not idle
+    leader.process(mine.messages)
+    assert leader.frontier("invoices") == T0 + 60
+    clock[0] += 11  # now quiet for longer than the idleness period
+    assert leader.frontier("invoices") == T0 + 5 * H

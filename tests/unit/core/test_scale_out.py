@@ -43,6 +43,7 @@ def run_two_workers(
     changelog: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = defaultdict(list)
     # Per receiving worker, per source partition: how many changelog records it has applied.
     replicated: list[dict[tuple[str, int], int]] = [defaultdict(int), defaultdict(int)]
+    following: list[set[tuple[str, int]]] = [set(), set()]
     history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = defaultdict(dict)
     progress: dict[str, float] = {}
     alive = [True, True]
@@ -62,14 +63,19 @@ def run_two_workers(
 
     def replicate(w: int, everything: bool = False) -> None:
         for tp, records in changelog.items():
-            if tp[0] not in lead(w):
+            if tp[0] not in lead(w) or owner[tp] == w:
                 continue  # as the runtime: only a topic's leader follows its changelogs
+            if tp not in following[w]:
+                following[w].add(tp)
+                engines[w].follow(*tp)
             done = replicated[w][tp]
-            if done >= len(records):
-                continue
             upto = len(records) if everything else rng.randint(done, len(records))
             engines[w].replica_apply(tp[0], tp[1], records[done:upto])
             replicated[w][tp] = upto
+            # Caught up once read to where the changelog ended when following began (here:
+            # a random later point; until then the topic is neither closed nor read).
+            if everything or rng.random() < 0.5:
+                engines[w].caught_up(*tp)
 
     steps = 0
     while any(queues.values()) or steps < 3:
