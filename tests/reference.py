@@ -42,6 +42,10 @@ WINDOWS: dict[str, tuple[int, int]] = {"1h": (HOUR, HOUR), "1d": (DAY, DAY), "30
 DEDUP_HORIZON = 7 * DAY
 FUTURE_TOLERANCE = 300.0
 OVERPAY_EPSILON = 1e-6
+# A finished entity (rejected or paid-in-full invoice, filled requisition, departed
+# employee, resolved incident or ticket) is forgotten once its partition's watermark is
+# this far past the event that finished it.
+ENTITY_RETENTION = 7 * DAY
 TOPICS = ("invoices", "hiring", "incidents")
 ALL = "all"
 
@@ -321,7 +325,24 @@ class _Partition:
 def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, int]) -> str | None:
     """Check 8 and the application: the dead-letter reason, or None after applying ``ev``."""
     f, t, typ = ev.fields, ev.t, ev.type
-    ents = part.entities
+    stored = part.entities
+
+    class _Live:
+        """The partition's entities, less the finished ones past retention."""
+
+        def get(self, key: tuple[str, str]) -> dict[str, Any] | None:
+            ent = stored.get(key)
+            if ent is not None and ent.get("done", math.inf) < part.watermark - ENTITY_RETENTION:
+                return None
+            return ent
+
+        def __contains__(self, key: tuple[str, str]) -> bool:
+            return self.get(key) is not None
+
+        def __setitem__(self, key: tuple[str, str], value: dict[str, Any]) -> None:
+            stored[key] = value
+
+    ents = _Live()
 
     if typ in ("invoice.received", "invoice.issued"):
         key = ("invoice", f["invoice_id"])
@@ -353,6 +374,8 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             if inv["kind"] != "ar" or inv["paid"] + f["amount"] > inv["amount"] + OVERPAY_EPSILON:
                 return "invalid_transition"
             inv["paid"] += f["amount"]
+            if inv["amount"] - inv["paid"] <= OVERPAY_EPSILON:
+                inv["done"] = t
             facts.add("dso", dept, t, "payment", f["amount"])
             return None
         if inv["kind"] != "ap":
@@ -363,6 +386,8 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             if inv["paid"] + f["amount"] > inv["amount"] + OVERPAY_EPSILON:
                 return "invalid_transition"
             inv["paid"] += f["amount"]
+            if inv["amount"] - inv["paid"] <= OVERPAY_EPSILON:
+                inv["done"] = t
             facts.add("ap_turnover", dept, t, "paid", f["amount"])
             return None
         if inv["status"] != "received":
@@ -373,6 +398,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         facts.add("invoice_processing_time", dept, t, decision, duration)
         facts.add("invoice_error_rate", dept, t, decision, 1.0 if decision == "rejected" else 0.0)
         if decision == "rejected":
+            inv["done"] = t
             facts.add("ap_turnover", dept, t, "rejected", inv["amount"])
         return None
 
@@ -389,6 +415,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         if t < req["t"] or req["accepted"]:
             return "invalid_transition"
         req["accepted"] = True
+        req["done"] = t
         facts.add("time_to_hire", req["department"], t, "accepted", t - req["t"])
         return None
 
@@ -406,6 +433,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         if t < emp["t"] or emp["left"]:
             return "invalid_transition"
         emp["left"] = True
+        emp["done"] = t
         facts.add("employee_turnover_rate", emp["department"], t, "left", 1.0)
         return None
 
@@ -438,6 +466,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             facts.add("incident_response_time", inc["service"], t, "ack", t - inc["t"])
         else:
             inc["resolved"] = True
+            inc["done"] = t
             facts.add("incident_resolution_time", inc["service"], t, "resolved", t - inc["t"])
         return None
 
@@ -454,6 +483,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         if t < tic["t"] or tic["resolved"]:
             return "invalid_transition"
         tic["resolved"] = True
+        tic["done"] = t
         facts.add("ticket_resolution_time", tic["queue"], t, "resolved", t - tic["t"])
         return None
 

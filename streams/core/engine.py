@@ -12,6 +12,7 @@ depends only on each partition's own log: replays give bit-identical results.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ import orjson
 from schemas.decode import decode_message
 from streams.catalog import CATALOG, KpiDef
 from streams.core import uptime
-from streams.core.measures import Contribution, StatusChange, apply_event
+from streams.core.measures import ENTITY_RETENTION_S, Contribution, StatusChange, apply_event
 from streams.core.state import PartitionState
 from streams.core.windows import WindowSpec
 from streams.errors import InvalidEvent
@@ -475,6 +476,7 @@ class Engine:
                 self._status(st, status, msg.offset)
                 status_touched = True
         result.applied.update(applied)
+        self._sweep_retired()
         if self._replica_touched:
             for kpi_name, scope in self._replica_touched:
                 touched.add((kpi_name, scope))
@@ -840,6 +842,21 @@ class Engine:
                     st.touch(key)
                     uptime.fold_before(tl, horizon)
         self._prune_dedup(view)
+
+    def _sweep_retired(self) -> None:
+        """Delete the entities past retention (already treated as gone by every lookup)."""
+        for st in self.states.values():
+            retiring = st.retiring
+            if not retiring:
+                continue
+            horizon = st.watermark - ENTITY_RETENTION_S
+            data = st.data
+            while retiring and retiring[0][0] < horizon:
+                done, key = heapq.heappop(retiring)
+                entity = data.get(key)
+                # Unless a new lifecycle reused the id since (then it is not final).
+                if entity is not None and entity.get("z") == done:
+                    st.delete(key)
 
     def _prune_dedup(self, view: _TopicView) -> None:
         for (topic, p), st in self.states.items():

@@ -8,6 +8,7 @@ event feeds, as a parts delta plus a balance delta, in the event's (completing) 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Container
 from dataclasses import dataclass
 from sys import intern
@@ -19,6 +20,10 @@ from streams.errors import InvalidEvent
 
 #: Payments may exceed the outstanding amount by this much (float noise, micro-units).
 AMOUNT_TOLERANCE = 1e-6
+#: An entity in a final state (``_complete``) is forgotten once its partition's watermark
+#: is this far past its completing event: as the duplicate horizon, 7 days of event time.
+#: Without it every invoice, ticket and incident ever seen would stay in memory.
+ENTITY_RETENTION_S = 7 * 86400.0
 #: Every KPI of the catalog (an unrestricted worker).
 ALL_KPIS: frozenset[str] = frozenset(KPIS)
 
@@ -53,18 +58,31 @@ def _invalid(detail: str) -> InvalidEvent:
     return InvalidEvent("invalid_transition", detail)
 
 
+def _retired(entity: dict[str, Any], state: PartitionState) -> bool:
+    """Whether a final entity is past retention (gone, whether or not swept yet)."""
+    done = entity.get("z")
+    return done is not None and done < state.watermark - ENTITY_RETENTION_S
+
+
 def _entity(state: PartitionState, key: str, kind: str, entity_id: str) -> dict[str, Any]:
     entity: dict[str, Any] | None = state.data.get(key)
-    if entity is None:
+    if entity is None or _retired(entity, state):
         raise _unknown(kind, entity_id)
     return entity
 
 
 def _start_new(state: PartitionState, key: str, kind: str, entity_id: str, value: Any) -> None:
-    if key in state.data:
+    existing: dict[str, Any] | None = state.data.get(key)
+    if existing is not None and not _retired(existing, state):
         msg = f"{kind} {entity_id!r} was already started"
         raise _invalid(msg)
     state.put(key, value)
+
+
+def _complete(state: PartitionState, key: str, entity: dict[str, Any], t: float) -> None:
+    """Mark a (touched) entity final at ``t``: no event can change it any more."""
+    entity["z"] = t
+    heapq.heappush(state.retiring, (t, key))
 
 
 def _not_before_start(entity: dict[str, Any], t: float, kind: str, entity_id: str) -> float:
@@ -120,6 +138,8 @@ def _decision(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> 
     rejected = e.type == "invoice.rejected"
     state.touch(key)
     inv["s"] = "rejected" if rejected else "approved"
+    if rejected:
+        _complete(state, key, inv, t)
     dept = inv["d"]
     out = []
     if "invoice_processing_time" in kpis:
@@ -151,6 +171,8 @@ def _payment(state: PartitionState, e: Any, t: float, kpis: Container[str], *, a
         raise _invalid(msg)
     state.touch(key)
     inv["paid"] += e.amount
+    if inv["a"] - inv["paid"] <= AMOUNT_TOLERANCE:
+        _complete(state, key, inv, t)  # paid in full
     if ap:
         if "ap_turnover" not in kpis:
             return [], None
@@ -200,6 +222,7 @@ def _offer_accepted(state: PartitionState, e: Any, t: float, kpis: Container[str
     duration = _not_before_start(req, t, "requisition", e.requisition_id)
     state.touch(key)
     req["filled"] = True
+    _complete(state, key, req, t)
     if "time_to_hire" not in kpis:
         return [], None
     return [Contribution("time_to_hire", req["d"], t, (duration, 1.0))], None
@@ -222,6 +245,7 @@ def _employee_left(state: PartitionState, e: Any, t: float, kpis: Container[str]
     _not_before_start(emp, t, "employee", e.employee_id)
     state.touch(key)
     emp["left"] = True
+    _complete(state, key, emp, t)
     if "employee_turnover_rate" not in kpis:
         return [], None
     return [Contribution("employee_turnover_rate", emp["d"], t, (1.0, 1.0), -1.0)], None
@@ -284,6 +308,7 @@ def _incident_resolved(state: PartitionState, e: Any, t: float, kpis: Container[
     duration = _not_before_start(inc, t, "incident", e.incident_id)
     state.touch(key)
     inc["res"] = True
+    _complete(state, key, inc, t)
     if "incident_resolution_time" not in kpis:
         return [], None
     return [Contribution("incident_resolution_time", inc["svc"], t, (duration, 1.0))], None
@@ -304,6 +329,7 @@ def _ticket_resolved(state: PartitionState, e: Any, t: float, kpis: Container[st
     duration = _not_before_start(tkt, t, "ticket", e.ticket_id)
     state.touch(key)
     tkt["res"] = True
+    _complete(state, key, tkt, t)
     if "ticket_resolution_time" not in kpis:
         return [], None
     return [Contribution("ticket_resolution_time", tkt["q"], t, (duration, 1.0))], None

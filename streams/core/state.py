@@ -13,6 +13,7 @@ partition exactly as of its last complete batch. That is what makes replay exact
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class PartitionState:
         "dlq_next",
         "seq",
         "_committed_offset",
+        "retiring",
     )
 
     def __init__(self, topic: str, partition: int) -> None:
@@ -67,6 +69,9 @@ class PartitionState:
         # complete and incomplete commits apart; the sequence can.
         self.seq = 0
         self._committed_offset = -1
+        #: Heap of (completed at, entity key): entities in a final state, oldest first,
+        #: to be forgotten once retired (``streams.core.measures.ENTITY_RETENTION_S``).
+        self.retiring: list[tuple[float, str]] = []
 
     # -- mutation ----------------------------------------------------------------------
 
@@ -169,6 +174,9 @@ class PartitionState:
                 state.seq = max(state.seq, int(envelope["o"]))
             if value is not None:
                 state.data[key] = value
+                if key[:2] == "e|" and "z" in value:
+                    state.retiring.append((float(value["z"]), key))
+        heapq.heapify(state.retiring)
         return state
 
     def keys_with_prefix(self, prefix: str) -> Iterator[str]:

@@ -545,3 +545,53 @@ def test_a_replica_whose_owner_takes_input_is_not_idle() -> None:
     assert leader.frontier("invoices") == T0 + 60
     clock[0] += 11  # now quiet for longer than the idleness period
     assert leader.frontier("invoices") == T0 + 5 * H
+
+
+def test_a_finished_entity_is_forgotten_seven_days_after_it_finished() -> None:
+    log = Log()
+    received(log, 0, "a", T0, amount=100.0)
+    log.ev("invoices", 0, "invoice.approved", T0 + H, invoice_id="a")
+    log.ev("invoices", 0, "invoice.paid", T0 + 2 * H, invoice_id="a", amount=100.0)
+    received(log, 0, "b", T0 + 7 * DAY + 2 * H - 1)  # a finished 7 days ago, minus 1 s
+    log.ev("invoices", 0, "invoice.paid", T0 + 7 * DAY + 2 * H, invoice_id="a", amount=1.0)
+    received(log, 0, "c", T0 + 7 * DAY + 2 * H + 1)  # now more than 7 days
+    log.ev("invoices", 0, "invoice.paid", T0 + 7 * DAY + 3 * H, invoice_id="a", amount=1.0)
+    received(log, 0, "a", T0 + 7 * DAY + 3 * H, amount=5.0)  # the id starts anew
+    eng = engine()
+    result = eng.process(log.messages)
+    assert [(d.offset, d.reason) for d in result.dead_letters] == [
+        (4, "invalid_transition"),  # within retention: paid in full already
+        (6, "unknown_entity"),  # forgotten
+    ]
+    st = eng.states[("invoices", 0)]
+    assert st.data["e|inv|a"]["a"] == 5.0 and "z" not in st.data["e|inv|a"]
+    # Swept from the state (and from the changelog: a tombstone) once past retention.
+    log2 = Log()
+    log2.offsets[("invoices", 0)] = 8
+    log2.ev("invoices", 0, "invoice.rejected", T0 + 7 * DAY + 4 * H, invoice_id="b", reason="x")
+    received(log2, 0, "d", T0 + 15 * DAY)
+    eng.process(log2.messages)
+    assert "e|inv|b" not in st.data and "e|inv|c" in st.data
+    deleted = [r for r in st.commit() if r.key == b"e|inv|b"]
+    assert len(deleted) == 1 and deleted[0].value is not None
+    assert orjson.loads(deleted[0].value)["v"] is None
+
+
+def test_retirement_survives_a_restore_and_does_not_depend_on_batches() -> None:
+    log = Log()
+    received(log, 0, "a", T0)
+    log.ev("invoices", 0, "invoice.rejected", T0 + 60, invoice_id="a", reason="x")
+    received(log, 0, "b", T0 + 8 * DAY)
+    log.ev("invoices", 0, "invoice.approved", T0 + 8 * DAY + 1, invoice_id="a")
+    outcomes = []
+    for cut in range(len(log.messages) + 1):
+        eng = engine()
+        changelog: list[tuple[bytes, bytes | None]] = []
+        eng.process(log.messages[:cut])
+        if ("invoices", 0) in eng.states:
+            changelog = [(r.key, r.value) for r in eng.states[("invoices", 0)].commit()]
+        again = engine()
+        again.assign(PartitionState.restore("invoices", 0, changelog))
+        dead = again.process(log.messages[cut:]).dead_letters
+        outcomes.append([(d.offset, d.reason) for d in dead if d.offset == 3])
+    assert outcomes[-1] == [] and all(o == [(3, "unknown_entity")] for o in outcomes[:-1])
