@@ -212,7 +212,7 @@ def kpi_alert(kpi: KpiDef) -> Rule:
 
 
 def pipeline_alerts() -> tuple[Rule, ...]:
-    """Alerts on the worker: down, Redis failing, no input, dead letters, stalled watermark."""
+    """Alerts on the worker: down, Redis failing or emptied, no input, dead letters, stall."""
     up = f'up{{job="{JOB}"}}'
     return (
         Rule(
@@ -239,6 +239,21 @@ def pipeline_alerts() -> tuple[Rule, ...]:
                     "Redis writes of {{ $labels.instance }} have failed for 2 minutes. The "
                     "worker retries the batch with backoff and does not commit its input, "
                     "so nothing is lost, but KPI values in Redis are stale."
+                ),
+            },
+        ),
+        # No `for`: the loss happened; the alert stays for the hour the increase covers.
+        Rule(
+            "increase(backoffice_redis_data_lost_total[1h]) > 0",
+            alert="BackofficeKpiRedisDataLost",
+            labels={"severity": "warning"},
+            annotations={
+                "summary": "Redis lost the KPI keys written by {{ $labels.instance }}",
+                "description": (
+                    "The worker at {{ $labels.instance }} found Redis without kpi:catalog "
+                    "(restarted without persistence, or flushed) and wrote the catalog, the "
+                    "newest windows and the progress again. History written before the loss "
+                    "is gone; run Redis with AOF persistence."
                 ),
             },
         ),

@@ -425,15 +425,37 @@ class Runtime:
         out by the wall clock, so windows can close while our partitions are quiet.
         """
         async with self.lock:
+            await self._drain()
+            if await self.sink.lost_data():
+                await self._rewrite_lost()
             engine = self.engine
             if engine is None or not engine.states:
-                await self._drain()
                 return
             self._update_leadership()
             await self._refresh_progress(engine)
             await self._pass_on(engine, engine.process([]), {})
             await self._drain()
             self._export_lag()
+
+    async def _rewrite_lost(self) -> None:
+        """Redis lost our keys: write the catalog, every newest window and the progress again.
+
+        The history of windows closed before the loss is not in the worker any more (their
+        panes were folded away once written) and is not rewritten; windows closed from now
+        on are written as always. Run Redis with persistence (AOF) to keep it.
+        """
+        log.warning(
+            "Redis lost the product's keys (kpi:catalog is gone: restarted without "
+            "persistence, or flushed); writing the catalog, %d newest windows and the closing "
+            "progress again. History written before the loss is gone.",
+            len(self.current),
+        )
+        self.metrics.redis_data_lost.inc()
+        await self.sink.setup(CATALOG, self.settings.currency)
+        self.sink.forget_written()
+        await self.sink.write([], list(self.current.values()))
+        # Written again by the next batch (or tick) of a topic we lead.
+        self._progress_written = {}
 
     async def drain(self) -> None:
         """Wait until every processed batch is written (dead letters, Redis, changelog)."""

@@ -148,6 +148,12 @@ class Metrics:
             "Failed Redis write attempts (the batch is retried until it succeeds).",
             registry=registry,
         )
+        self.redis_data_lost = Counter(
+            "backoffice_redis_data_lost_total",
+            "Times the worker found Redis empty of its keys (restarted without persistence, "
+            "or flushed) and wrote the catalog, the newest windows and the progress again.",
+            registry=registry,
+        )
         self.redis_up = Gauge(
             "backoffice_redis_up",
             "1 when the last Redis write succeeded, 0 while Redis is unreachable.",

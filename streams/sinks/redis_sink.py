@@ -119,6 +119,8 @@ class RedisSink:
         self._last: dict[str, tuple[str, int, int, int, int]] = {}
         self._write_batch = self.redis.register_script(WRITE_BATCH)
         self.healthy = True
+        # Set once the catalog was written: from then on its absence means data loss.
+        self._catalog_written = False
 
     async def setup(self, catalog: Sequence[KpiDef], currency: str) -> None:
         """Write the ``kpi:catalog`` hash."""
@@ -133,6 +135,25 @@ class RedisSink:
             pipe.hset(CATALOG_KEY, mapping=mapping)
 
         await self._retrying(fill)
+        self._catalog_written = True
+
+    async def lost_data(self) -> bool:
+        """Whether Redis lost what was written (restarted without persistence, or flushed).
+
+        The catalog is written once at start and never removed, so its absence after that
+        means the keys are gone. False while Redis is unreachable (that is an outage, not a
+        loss: the writes are retried) and before the catalog was first written.
+        """
+        if not self._catalog_written:
+            return False
+        try:
+            return not await self.redis.exists(CATALOG_KEY)
+        except (RedisError, OSError):
+            return False
+
+    def forget_written(self) -> None:
+        """Write every newest-window hash next time, changed or not (after a data loss)."""
+        self._last.clear()
 
     async def write(
         self,

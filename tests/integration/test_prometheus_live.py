@@ -213,6 +213,7 @@ def test_rules_run_on_a_real_prometheus(kpi_env: Settings, tmp_path: Path) -> No
             alerts = {r.alert: r.expr for r in rules.pipeline_alerts()}
             assert results[alerts["BackofficeKpiWorkerDown"]] == []
             assert results[alerts["BackofficeKpiRedisWritesFailing"]] == []
+            assert results[alerts["BackofficeKpiRedisDataLost"]] == []
             assert query(prom, f'up{{job="{rules.JOB}"}}')["data"]["result"][0]["value"][1] == "1"
     finally:
         worker.stop()

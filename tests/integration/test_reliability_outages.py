@@ -107,6 +107,57 @@ def test_redis_outage_then_exact_results(kpi_env: Settings, tmp_path: Path) -> N
             r.close()
 
 
+def newest_windows(r: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
+    """Every ``kpi:{name}:{window}:{scope}`` hash, less ``updated_at``."""
+    out = {}
+    for key in r.scan_iter(match="kpi:*"):
+        if key.count(b":") == 3 and key != b"kpi:catalog" and not key.startswith(b"kpi:_"):
+            fields = r.hgetall(key)
+            fields.pop(b"updated_at", None)
+            out[key] = fields
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_redis_restarted_empty_gets_catalog_newest_windows_and_new_history(
+    kpi_env: Settings, tmp_path: Path
+) -> None:
+    # A Redis without persistence, restarted: every key is gone while the worker runs on.
+    with redis_server(tmp_path / "redis", persistent=False) as server:
+        settings = kpi_env.model_copy(update={"redis_url": server.url})
+        log = live_log(settings, seed=203, n_events=2000, days=4)
+        before, after = (
+            log.messages[: len(log.messages) // 2],
+            log.messages[len(log.messages) // 2 :],
+        )
+        r = server.client()
+        worker = Worker(settings, tmp_path / "worker.log").start()
+        try:
+            publish(settings, as_published(before))
+            wait_caught_up(settings)
+            wait_until(lambda: history_total(r, log.history_keys) > 0, timeout_s=30)
+            catalog = r.hgetall("kpi:catalog")
+            newest = newest_windows(r)
+            assert catalog and newest
+
+            server.kill()
+            server.start()  # same port, nothing kept
+            wait_until(lambda: r.hgetall("kpi:catalog") == catalog, timeout_s=30)
+            wait_until(lambda: newest_windows(r) == newest, timeout_s=30)
+            wait_until(lambda: r.exists("kpi:_progress"), timeout_s=30)
+            assert metric(worker, "backoffice_redis_data_lost_total") == 1
+
+            lost = history_total(r, log.history_keys)
+            publish(settings, as_published(after))
+            wait_caught_up(settings)
+            wait_until(lambda: history_total(r, log.history_keys) > lost, timeout_s=30)
+            assert_alive(worker)
+            assert metric(worker, "backoffice_redis_data_lost_total") == 1
+        finally:
+            worker.stop()
+            r.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_kafka_broker_restart_then_exact_results(tmp_path: Path) -> None:

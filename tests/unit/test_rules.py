@@ -132,6 +132,7 @@ def test_pipeline_alerts() -> None:
     assert set(alerts) == {
         "BackofficeKpiWorkerDown",
         "BackofficeKpiRedisWritesFailing",
+        "BackofficeKpiRedisDataLost",
         "BackofficeKpiNoEvents",
         "BackofficeKpiDeadLettersHigh",
         "BackofficeKpiWatermarkStalled",
@@ -139,6 +140,9 @@ def test_pipeline_alerts() -> None:
     assert alerts["BackofficeKpiWorkerDown"].expr == 'up{job="backoffice-kpi"} == 0'
     assert alerts["BackofficeKpiWorkerDown"].for_ == "2m"
     assert alerts["BackofficeKpiRedisWritesFailing"].for_ == "2m"
+    assert alerts["BackofficeKpiRedisDataLost"].expr.startswith(
+        "increase(backoffice_redis_data_lost_total[1h])"
+    )
     assert alerts["BackofficeKpiNoEvents"].for_ == "10m"
     assert "[15m]" in alerts["BackofficeKpiDeadLettersHigh"].expr
     assert alerts["BackofficeKpiDeadLettersHigh"].expr.endswith("> 0.05")
