@@ -1,7 +1,8 @@
-"""Two workers share the partitions; one is killed mid-stream; the results stay exact.
+"""Two or three workers share the partitions; one is killed mid-stream; results stay exact.
 
-Each topic is led (windows closed and published) by the worker owning its partition 0;
-the other worker follows the changelogs. Exactly one worker exports a topic's KPI series.
+Each topic is led (windows closed and published) by the worker owning its partition 0,
+which follows the other partitions' changelogs; the group's assignor puts the partition 0s
+on different workers. Exactly one worker exports a topic's KPI series.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import redis
 
 from streams.catalog import CATALOG
@@ -39,7 +41,10 @@ def kpi_series(worker: Worker) -> set[str]:
     return {line.split("{")[0] for line in text.splitlines() if line.split("{")[0] in names}
 
 
-def test_two_workers_then_one_killed_stay_exact(kpi_env: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("n_workers", [2, 3])
+def test_workers_then_the_invoices_leader_killed_stay_exact(
+    kpi_env: Settings, tmp_path: Path, n_workers: int
+) -> None:
     partitions = {t: kpi_env.partitions for t in ("invoices", "hiring", "incidents")}
     start = recent_start()
     messages = random_log(seed=5, n_events=3000, days=DAYS, partitions=partitions, start=start)
@@ -49,30 +54,38 @@ def test_two_workers_then_one_killed_stay_exact(kpi_env: Settings, tmp_path: Pat
     half = len(messages) // 2
     first, second = messages[:half], messages[half:]
 
-    a = Worker(kpi_env, tmp_path / "a.log").start()
-    b_env = kpi_env.model_copy(update={"web_port": free_port()})
-    b = Worker(b_env, tmp_path / "b.log").start()
+    workers = [Worker(kpi_env, tmp_path / "w0.log").start()]
+    for i in range(1, n_workers):
+        env = kpi_env.model_copy(update={"web_port": free_port()})
+        workers.append(Worker(env, tmp_path / f"w{i}.log").start())
     try:
-        # faust assigns partition p of every topic to one worker: wait until both have some.
-        wait_until(lambda: health(a).get("assigned") and health(b).get("assigned"), timeout_s=90)
+        # Wait until the group has given every worker some partitions.
+        wait_until(lambda: all(health(w).get("assigned") for w in workers), timeout_s=90)
         publish(kpi_env, [(m.topic, m.partition, m.value) for m in first])
         wait_until(
-            lambda: (
-                health(a).get("events_processed", 0) + health(b).get("events_processed", 0)
-                >= len(first)
-            ),
+            lambda: sum(health(w).get("events_processed", 0) for w in workers) >= len(first),
             timeout_s=120,
         )
-        owners = {w: set(health(w)["partitions"]) for w in (a, b)}
-        leader = a if "invoices-0" in owners[a] else b
-        follower = b if leader is a else a
-        # Exactly one worker exports each topic's KPI series: the owner of its partition 0.
-        for kpi in CATALOG:
-            leads = f"{kpi.topic}-0" in owners[follower]
-            got = kpi.metric in kpi_series(follower)
-            assert got == leads, (kpi.name, owners)
+        owners = {w: set(health(w)["partitions"]) for w in workers}
+        leaders = {t: w for w in workers for t in partitions if f"{t}-0" in owners[w]}
+        # The assignor spread the leaders: with three workers, one topic each.
+        assert len(set(leaders.values())) == min(n_workers, len(partitions)), owners
 
+        # Exactly one worker exports each topic's KPI series: the owner of its partition 0
+        # (once it has read the other partitions' changelogs up to their end).
+        def exporters() -> dict[str, list[int]]:
+            exported = [kpi_series(w) for w in workers]
+            return {k.name: [i for i, e in enumerate(exported) if k.metric in e] for k in CATALOG}
+
+        exporting = {k.name: [workers.index(leaders[k.topic])] for k in CATALOG}
+        try:
+            wait_until(lambda: exporters() == exporting, timeout_s=30, interval_s=0.5)
+        except AssertionError:
+            raise AssertionError(f"exporters {exporters()} != leaders {exporting}") from None
+
+        leader = leaders["invoices"]
         leader.kill()  # the leader of (at least) the invoices topic dies mid-stream
+        survivors = [w for w in workers if w is not leader]
         publish(kpi_env, [(m.topic, m.partition, m.value) for m in second])
         r = redis.Redis.from_url(kpi_env.redis_url)
         keys = sorted(k for k, v in expected.history.items() if v)
@@ -120,9 +133,9 @@ def test_two_workers_then_one_killed_stay_exact(kpi_env: Settings, tmp_path: Pat
                 if not ok:
                     bad.append((key, ws, found, (value, count)))
         assert not bad, bad[:10]
-        # The survivor took every partition and now exports every KPI family.
-        assert len(health(follower)["partitions"]) == 3 * kpi_env.partitions
-        assert kpi_series(follower) == {k.metric for k in CATALOG}
+        # The survivors took every partition and now export every KPI family between them.
+        assert sum(len(health(w)["partitions"]) for w in survivors) == 3 * kpi_env.partitions
+        assert set().union(*(kpi_series(w) for w in survivors)) == {k.metric for k in CATALOG}
 
         letters = read_topic(kpi_env, kpi_env.dead_letter_topic)
         logical = {kpi_env.topic(t): t for t in partitions}
@@ -130,5 +143,5 @@ def test_two_workers_then_one_killed_stay_exact(kpi_env: Settings, tmp_path: Pat
         assert len(seen) == len(set(seen)), "a message was dead-lettered twice"
         assert sorted(seen) == sorted(expected.dead_letters)
     finally:
-        a.stop()
-        b.stop()
+        for w in workers:
+            w.stop()
