@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams import COMPILED_MODULES, ROOT, STAMP, compiled_sources, sources_digest
+from streams import ROOT, STAMP, compiled_sources, sources_digest
 
 #: mypyc's name for the shared library of the compiled modules (a module of the package).
 GROUP = "streams._engine"
@@ -23,8 +23,7 @@ GROUP = "streams._engine"
 def built_extensions() -> list[Path]:
     """The extension files a build left in the tree (modules and mypyc's shared library)."""
     found = list((ROOT / "streams").glob("_engine__mypyc.*.so"))
-    for name in COMPILED_MODULES:
-        source = ROOT / (name.replace(".", "/") + ".py")
+    for source in compiled_sources().values():
         found.extend(source.parent.glob(source.stem + ".*.so"))
     return found
 

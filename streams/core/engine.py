@@ -205,10 +205,11 @@ class Engine:
         view = self.topics[state.topic]
         view.closed_upto = None  # recomputed from the restored watermarks
 
-    def _index(self, partition: int, key: str, value: Any) -> None:
+    def _index(self, partition: int, key: str, value: Any) -> tuple[str, str] | None:
         """Keep the pane, scope and service indexes in step with one view key.
 
-        ``value`` is the key's new value, None when the key is gone.
+        ``value`` is the key's new value, None when the key is gone. Returns the (kpi, scope)
+        of a pane or balance key, None for other keys.
         """
         present = value is not None
         kind = key[:2]
@@ -222,15 +223,18 @@ class Engine:
                 of_partition = panes.get(partition)
                 if of_partition is not None:
                     of_partition.pop(int(start), None)
-        elif kind == "b|":
+            return kpi, scope
+        if kind == "b|":
+            _, kpi, _window, scope = key.split("|")
             if present:
-                _, kpi, _window, scope = key.split("|")
                 self._scopes[kpi].add(scope)
-        elif kind == "s|":
+            return kpi, scope
+        if kind == "s|":
             if present:
                 self._services[key[2:]] = partition
             elif self._services.get(key[2:]) == partition:
                 del self._services[key[2:]]
+        return None
 
     # -- replicas of other workers' partitions -------------------------------------------
 
@@ -256,13 +260,18 @@ class Engine:
         for raw_key, raw_value in records:
             if raw_key == b"m":
                 for key, value in pending:
-                    self._replica_touch(key)
                     if value is None:
-                        if replica.data.pop(key, None) is not None:
-                            self._index(partition, key, None)
+                        if replica.data.pop(key, None) is None:
+                            continue
+                        changed = self._index(partition, key, None)
                     else:
                         replica.data[key] = value
-                        self._index(partition, key, value)
+                        changed = self._index(partition, key, value)
+                    # What changed is read again at the next batch (the newest windows).
+                    if changed is not None:
+                        self._replica_touched.add(changed)
+                    else:
+                        self._replica_status_touched = True  # a service timeline
                 pending.clear()
                 if raw_value is not None:
                     meta = orjson.loads(raw_value)
@@ -278,14 +287,6 @@ class Engine:
             if key[:2] not in ("p|", "b|", "s|"):
                 continue  # entities, applied ids, admitted values: not needed to read windows
             pending.append((key, None if raw_value is None else orjson.loads(raw_value)["v"]))
-
-    def _replica_touch(self, key: str) -> None:
-        kind = key[:2]
-        if kind == "p|" or kind == "b|":
-            parts = key.split("|")
-            self._replica_touched.add((parts[1], parts[3]))
-        elif kind == "s|":
-            self._replica_status_touched = True
 
     def follow(self, topic: str, partition: int) -> None:
         """A replica of this partition is being read from its start (not caught up yet).

@@ -22,6 +22,12 @@ needs_build = pytest.mark.skipif(
 )
 
 
+def copy_packages(to: Path) -> None:
+    """The packages with their build (sources, extensions, stamp), as a separate tree."""
+    for package in ("streams", "schemas"):
+        shutil.copytree(REPO / package, to / package)
+
+
 def run(args: list[str], cwd: Path, **env: str) -> str:
     environment = {k: v for k, v in os.environ.items() if k != "KPI_PURE_PYTHON"}
     environment.update(env, PYTHONPATH=str(cwd))
@@ -51,8 +57,7 @@ def test_compiled_engine_produces_what_the_sources_produce() -> None:
 
 @needs_build
 def test_an_edited_source_runs_as_python_until_rebuilt(tmp_path: Path) -> None:
-    for package in ("streams", "schemas"):
-        shutil.copytree(REPO / package, tmp_path / package)
+    copy_packages(tmp_path)
     state, built = run(["-c", PROBE], tmp_path).split()
     assert state == "compiled" and built.endswith(".so")
     engine = tmp_path / "streams" / "core" / "engine.py"
@@ -63,8 +68,7 @@ def test_an_edited_source_runs_as_python_until_rebuilt(tmp_path: Path) -> None:
 
 @needs_build
 def test_a_stamp_without_its_extensions_runs_as_python(tmp_path: Path) -> None:
-    for package in ("streams", "schemas"):
-        shutil.copytree(REPO / package, tmp_path / package)
+    copy_packages(tmp_path)
     for extension in (tmp_path / "streams" / "core").glob("state.*.so"):
         extension.unlink()
     state, used = run(["-c", PROBE], tmp_path).split()
