@@ -424,9 +424,12 @@ class Runtime:
         Other workers' progress arrives through the replicas, and idle partitions are left
         out by the wall clock, so windows can close while our partitions are quiet.
         """
+        # Asked before taking the lock: a Redis that does not answer must not hold up the
+        # batches, whose own writes wait for it (and are retried) anyway.
+        lost = await self.sink.lost_data()
         async with self.lock:
             await self._drain()
-            if await self.sink.lost_data():
+            if lost:
                 await self._rewrite_lost()
             engine = self.engine
             if engine is None or not engine.states:

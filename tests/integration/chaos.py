@@ -332,6 +332,11 @@ def metric(worker: Worker, name: str) -> float | None:
     return None
 
 
+def batched_messages(worker: Worker) -> float:
+    """Input messages in the batches the worker processed (counted before their writes)."""
+    return metric(worker, "backoffice_batch_messages_sum") or 0.0
+
+
 def events_processed(worker: Worker) -> int:
     return int(health(worker)[1].get("events_processed") or 0)
 

@@ -37,6 +37,7 @@ from tests.integration.chaos import (
     StreamPublisher,
     as_published,
     assert_exact,
+    batched_messages,
     dedicated_stack,
     events_processed,
     health,
@@ -163,11 +164,15 @@ def test_kill_after_the_redis_write_before_the_state_commit(tmp_path: Path) -> N
             wait_caught_up(settings)
             before = history_total(r, keys)
 
+            taken = batched_messages(worker)
             os.kill(redis_pid, signal.SIGSTOP)
             redis_stopped = True
+            # Ticks (one a second) meet the stopped Redis first; batches must not wait for them.
+            time.sleep(1.5)
             publish(settings, as_published(held))
-            # The worker takes a batch of it and blocks in that batch's Redis write.
-            wait_until(lambda: health(worker)[1].get("lag", 0) > 0, timeout_s=30)
+            # The worker processes a batch of it, sends its dead letters and blocks in that
+            # batch's Redis write.
+            wait_until(lambda: batched_messages(worker) > taken, timeout_s=30)
             time.sleep(2.0)
             stop_kafka(stack, signal.SIGKILL)
             os.kill(redis_pid, signal.SIGCONT)
