@@ -8,6 +8,7 @@ import logging
 
 import streams
 from streams.config import Settings
+from streams.logs import quiet_library_logs
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     app, runtime = create_app(settings)
     runtime.configure(partitions)
+    quiet_library_logs()
 
     @app.task  # type: ignore[untyped-decorator]
     async def write_catalog() -> None:

@@ -1,0 +1,98 @@
+"""aiokafka's retried errors become warnings, and a flood of repeats becomes a line a while."""
+
+from __future__ import annotations
+
+import logging
+
+import aiokafka
+import pytest
+from aiokafka.errors import KafkaError, NotLeaderForPartitionError, UnsupportedVersionError
+
+from streams.logs import LibraryNoise, quiet_library_logs
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(
+    msg: str, *args: object, level: int = logging.ERROR, name: str = "aiokafka"
+) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+def test_retriable_kafka_errors_are_warnings_others_stay_errors() -> None:
+    noise = LibraryNoise(clock=Clock())
+    retried = record("Failed fetch offsets from %s: %s", 1, NotLeaderForPartitionError())
+    assert noise.filter(retried)
+    assert (retried.levelno, retried.levelname) == (logging.WARNING, "WARNING")
+
+    fatal = record("Unexpected error from %s: %s", 1, UnsupportedVersionError())
+    assert not UnsupportedVersionError.retriable
+    assert noise.filter(fatal)
+    assert (fatal.levelno, fatal.levelname) == (logging.ERROR, "ERROR")
+
+    refused = record("Unable connect to node with id %s: %s", 1, OSError(111, "refused"))
+    assert noise.filter(refused)
+    assert refused.levelno == logging.ERROR
+
+
+def test_repeats_are_held_back_and_counted() -> None:
+    clock = Clock()
+    noise = LibraryNoise(window_s=30.0, clock=clock)
+    template = "Unable connect to node with id %s: %s"
+    let_through = []
+    for i in range(100):  # ten a second for ten seconds
+        clock.now = 1000.0 + i / 10
+        r = record(template, 1, OSError(111, f"refused {i}"))
+        if noise.filter(r):
+            let_through.append(r.getMessage())
+    assert let_through == ["Unable connect to node with id 1: [Errno 111] refused 0"]
+
+    # Another kind of message is not held back by the first.
+    other = record("Unable to update metadata from %s", [1])
+    assert noise.filter(other)
+    assert other.getMessage() == "Unable to update metadata from [1]"
+
+    clock.now = 1031.0
+    late = record(template, 1, OSError(111, "refused again"))
+    assert noise.filter(late)
+    assert late.getMessage() == (
+        "Unable connect to node with id 1: [Errno 111] refused again "
+        "(99 more like it in the 31 s before, not shown)"
+    )
+    # The count starts again.
+    clock.now = 1070.0
+    quiet = record(template, 1, OSError(111, "refused"))
+    assert noise.filter(quiet)
+    assert quiet.getMessage() == "Unable connect to node with id 1: [Errno 111] refused"
+
+
+def test_the_same_format_on_another_logger_is_another_kind() -> None:
+    noise = LibraryNoise(clock=Clock())
+    assert noise.filter(record("Heartbeat failed: %s", KafkaError(), name="aiokafka.conn"))
+    assert noise.filter(record("Heartbeat failed: %s", KafkaError(), name="aiokafka.client"))
+    assert not noise.filter(record("Heartbeat failed: %s", KafkaError(), name="aiokafka.conn"))
+
+
+def test_installed_on_every_aiokafka_logger(caplog: pytest.LogCaptureFixture) -> None:
+    assert aiokafka.__version__
+    noise = quiet_library_logs()
+    try:
+        fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+        client = logging.getLogger("aiokafka")  # aiokafka/client.py logs under the package name
+        assert noise in fetcher.filters and noise in client.filters
+        assert noise not in logging.getLogger("faust").filters
+        with caplog.at_level(logging.INFO, logger="aiokafka"):
+            for _ in range(5):
+                fetcher.error("Failed fetch offsets from %s: %s", 1, NotLeaderForPartitionError())
+        shown = [r for r in caplog.records if r.name == "aiokafka.consumer.fetcher"]
+        assert [r.levelname for r in shown] == ["WARNING"]
+    finally:
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("aiokafka"):
+                logging.getLogger(name).removeFilter(noise)
