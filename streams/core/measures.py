@@ -93,6 +93,24 @@ def _not_before_start(entity: dict[str, Any], t: float, kind: str, entity_id: st
     return duration
 
 
+def _finish(
+    state: PartitionState, key: str, kind: str, entity_id: str, t: float, flag: str, already: str
+) -> tuple[dict[str, Any], float]:
+    """The event that finishes an entity, once: its entity and the time since its start.
+
+    A second one is an ``invalid_transition`` (``"<kind> '<id>' <already>"``).
+    """
+    entity = _entity(state, key, kind, entity_id)
+    if entity.get(flag):
+        msg = f"{kind} {entity_id!r} {already}"
+        raise _invalid(msg)
+    duration = _not_before_start(entity, t, kind, entity_id)
+    state.touch(key)
+    entity[flag] = True
+    _complete(state, key, entity, t)
+    return entity, duration
+
+
 def apply_event(
     state: PartitionState, event: Any, t: float, kpis: Container[str] = ALL_KPIS
 ) -> tuple[list[Contribution], StatusChange | None]:
@@ -215,14 +233,9 @@ def _requisition_opened(state: PartitionState, e: Any, t: float, kpis: Container
 
 def _offer_accepted(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|req|{e.requisition_id}"
-    req = _entity(state, key, "requisition", e.requisition_id)
-    if req.get("filled"):
-        msg = f"requisition {e.requisition_id!r} was already filled"
-        raise _invalid(msg)
-    duration = _not_before_start(req, t, "requisition", e.requisition_id)
-    state.touch(key)
-    req["filled"] = True
-    _complete(state, key, req, t)
+    req, duration = _finish(
+        state, key, "requisition", e.requisition_id, t, "filled", "was already filled"
+    )
     if "time_to_hire" not in kpis:
         return [], None
     return [Contribution("time_to_hire", req["d"], t, (duration, 1.0))], None
@@ -238,14 +251,7 @@ def _employee_hired(state: PartitionState, e: Any, t: float, kpis: Container[str
 
 def _employee_left(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|emp|{e.employee_id}"
-    emp = _entity(state, key, "employee", e.employee_id)
-    if emp.get("left"):
-        msg = f"employee {e.employee_id!r} has already left"
-        raise _invalid(msg)
-    _not_before_start(emp, t, "employee", e.employee_id)
-    state.touch(key)
-    emp["left"] = True
-    _complete(state, key, emp, t)
+    emp, _ = _finish(state, key, "employee", e.employee_id, t, "left", "has already left")
     if "employee_turnover_rate" not in kpis:
         return [], None
     return [Contribution("employee_turnover_rate", emp["d"], t, (1.0, 1.0), -1.0)], None
@@ -301,14 +307,7 @@ def _incident_acknowledged(
 
 def _incident_resolved(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|inc|{e.incident_id}"
-    inc = _entity(state, key, "incident", e.incident_id)
-    if inc.get("res"):
-        msg = f"incident {e.incident_id!r} was already resolved"
-        raise _invalid(msg)
-    duration = _not_before_start(inc, t, "incident", e.incident_id)
-    state.touch(key)
-    inc["res"] = True
-    _complete(state, key, inc, t)
+    inc, duration = _finish(state, key, "incident", e.incident_id, t, "res", "was already resolved")
     if "incident_resolution_time" not in kpis:
         return [], None
     return [Contribution("incident_resolution_time", inc["svc"], t, (duration, 1.0))], None
@@ -322,14 +321,7 @@ def _ticket_opened(state: PartitionState, e: Any, t: float, kpis: Container[str]
 
 def _ticket_resolved(state: PartitionState, e: Any, t: float, kpis: Container[str]) -> _Result:
     key = f"e|tkt|{e.ticket_id}"
-    tkt = _entity(state, key, "ticket", e.ticket_id)
-    if tkt.get("res"):
-        msg = f"ticket {e.ticket_id!r} was already resolved"
-        raise _invalid(msg)
-    duration = _not_before_start(tkt, t, "ticket", e.ticket_id)
-    state.touch(key)
-    tkt["res"] = True
-    _complete(state, key, tkt, t)
+    tkt, duration = _finish(state, key, "ticket", e.ticket_id, t, "res", "was already resolved")
     if "ticket_resolution_time" not in kpis:
         return [], None
     return [Contribution("ticket_resolution_time", tkt["q"], t, (duration, 1.0))], None
