@@ -20,10 +20,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import uuid4
 
 import httpx
@@ -40,6 +40,8 @@ from tests import reference
 from tests.eventgen import log_now, random_log
 from tests.integration.helpers import REPO, Worker, process_env, publish, read_topic, wait_until
 from tests.reference import DAY, TOPICS, Message
+
+T = TypeVar("T")
 
 Key = tuple[str, str, str]
 
@@ -368,6 +370,38 @@ def group_lag(settings: Settings) -> int:
         return sum(max(0, ends[tp] - max(0, done.get(tp, 0))) for tp in tps)
 
     return asyncio.run(run())
+
+
+def topic_end(settings: Settings, topic: str) -> int:
+    """Messages written to ``topic`` so far (the sum of its partitions' end offsets)."""
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            # The worker creates its topics with KPI_PARTITIONS partitions.
+            tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return sum(ends.values())
+
+    return asyncio.run(run())
+
+
+def wait_unchanged(read: Callable[[], T], quiet_s: float, timeout_s: float = 60.0) -> T:
+    """Poll ``read`` until its value has not changed for ``quiet_s``; return that value."""
+    deadline = time.monotonic() + timeout_s
+    value, since = read(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            msg = f"still changing after {timeout_s} s (last: {value!r})"
+            raise AssertionError(msg)
+        time.sleep(0.1)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
 
 
 def caught_up(settings: Settings) -> bool:

@@ -28,10 +28,22 @@ from tests.integration.test_worker_reference import DAYS, recent_start
 
 
 def health(worker: Worker) -> dict[str, Any]:
+    """``/health``, or {} while the worker does not answer (busy restoring, or starting)."""
     try:
-        return httpx.get(worker.url("/health"), timeout=2).json()
+        return httpx.get(worker.url("/health"), timeout=5).json()
     except httpx.HTTPError:
         return {}
+
+
+def partitions_of(workers: list[Worker]) -> dict[Worker, set[str]]:
+    """The input partitions each worker holds, once every one of them answers."""
+
+    def answered() -> list[dict[str, Any]] | None:
+        bodies = [health(w) for w in workers]
+        return bodies if all("partitions" in b for b in bodies) else None
+
+    bodies = wait_until(answered, timeout_s=60)
+    return {w: set(b["partitions"]) for w, b in zip(workers, bodies, strict=True)}
 
 
 def kpi_series(worker: Worker) -> set[str]:
@@ -66,7 +78,7 @@ def test_workers_then_the_invoices_leader_killed_stay_exact(
             lambda: sum(health(w).get("events_processed", 0) for w in workers) >= len(first),
             timeout_s=120,
         )
-        owners = {w: set(health(w)["partitions"]) for w in workers}
+        owners = partitions_of(workers)
         leaders = {t: w for w in workers for t in partitions if f"{t}-0" in owners[w]}
         # The assignor spread the leaders: with three workers, one topic each.
         assert len(set(leaders.values())) == min(n_workers, len(partitions)), owners
@@ -79,7 +91,7 @@ def test_workers_then_the_invoices_leader_killed_stay_exact(
 
         exporting = {k.name: [workers.index(leaders[k.topic])] for k in CATALOG}
         try:
-            wait_until(lambda: exporters() == exporting, timeout_s=30, interval_s=0.5)
+            wait_until(lambda: exporters() == exporting, timeout_s=90, interval_s=0.5)
         except AssertionError:
             raise AssertionError(f"exporters {exporters()} != leaders {exporting}") from None
 
@@ -134,10 +146,17 @@ def test_workers_then_the_invoices_leader_killed_stay_exact(
                     bad.append((key, ws, found, (value, count)))
         assert not bad, bad[:10]
         # The survivors took every partition and now export every KPI family between them.
-        assert sum(len(health(w)["partitions"]) for w in survivors) == 3 * kpi_env.partitions
+        held = partitions_of(survivors)
+        assert sum(len(p) for p in held.values()) == 3 * kpi_env.partitions, held
         assert set().union(*(kpi_series(w) for w in survivors)) == {k.metric for k in CATALOG}
 
-        letters = read_topic(kpi_env, kpi_env.dead_letter_topic)
+        assert expected.dead_letters
+
+        def dead_letters() -> list[dict[str, Any]]:
+            found = read_topic(kpi_env, kpi_env.dead_letter_topic)
+            return found if len(found) >= len(expected.dead_letters) else []
+
+        letters = wait_until(dead_letters, timeout_s=60)
         logical = {kpi_env.topic(t): t for t in partitions}
         seen = [(logical[d["topic"]], d["partition"], d["offset"], d["reason"]) for d in letters]
         assert len(seen) == len(set(seen)), "a message was dead-lettered twice"

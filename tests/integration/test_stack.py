@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -52,7 +53,14 @@ async def test_kafka_creates_a_topic_and_round_trips_a_message(kpi_env: Settings
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-        assert topic in await admin.list_topics()
+        # The broker's metadata follows the controller's a moment after the create returns.
+        listed = False
+        for _ in range(100):
+            listed = topic in await admin.list_topics()
+            if listed:
+                break
+            await asyncio.sleep(0.1)
+        assert listed, f"{topic} not listed 10 s after it was created"
     finally:
         await admin.close()
 
