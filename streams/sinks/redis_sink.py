@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from streams.core.engine import WindowValue
 from streams.core.windows import rfc3339
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CATALOG_KEY = "kpi:catalog"
 #: Internal: per input topic, up to which event time windows were closed, written and
@@ -246,30 +247,43 @@ class RedisSink:
         return calls
 
     async def _retrying(self, fill: Callable[[aioredis.client.Pipeline], Awaitable[None]]) -> None:
+        async def transaction() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await fill(pipe)
+                await pipe.execute()
+
+        await self._retried(transaction, "write")
+
+    async def _retried(self, call: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """``call()``, again with backoff (0.1 s doubling to 5 s) until Redis answers."""
         delay = 0.1
         while True:
             try:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    await fill(pipe)
-                    await pipe.execute()
+                result = await call()
             except (RedisError, OSError) as exc:
                 self.healthy = False
                 if self._on_error is not None:
                     self._on_error(exc)
-                log.warning("Redis write failed (%s); retrying in %.1f s", exc, delay)
+                log.warning("Redis %s failed (%s); retrying in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             if not self.healthy:
-                log.info("Redis writes succeed again")
+                log.info("Redis answers again")
             self.healthy = True
             if self._on_ok is not None:
                 self._on_ok()
-            return
+            return result
 
     async def read_progress(self) -> dict[str, float]:
-        """The closing progress per topic recorded by the topics' leaders."""
-        raw = await self.redis.hgetall(PROGRESS_KEY)
+        """The closing progress per topic recorded by the topics' leaders.
+
+        Retried like the writes: a worker that does not lead every topic reads it before
+        each batch, and a Redis outage must hold it up, not stop it.
+        """
+        raw: dict[Any, Any] = await self._retried(
+            lambda: self.redis.hgetall(PROGRESS_KEY), "progress read"
+        )
         return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
     async def close(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from streams.core.engine import WindowValue
 from streams.core.windows import rfc3339
 from streams.sinks import redis_sink
 from streams.sinks.redis_sink import RedisSink, history_member
+from tests.integration.chaos import redis_server
 
 HOUR = 3600
 T0 = 1_736_121_600  # 2025-01-06T00:00:00Z
@@ -136,3 +139,34 @@ def test_the_script_is_loaded_again_after_redis_forgot_it(
 
     asyncio.run(run())
     assert len(content(r)["kpi:dso:1h:all:history"]) == 2
+
+
+def test_the_progress_read_waits_out_an_outage_like_the_writes(tmp_path: Path) -> None:
+    """A worker that does not lead every topic reads the progress before each batch.
+
+    With Redis down, that read is retried with backoff (the worker reports Redis unhealthy)
+    and returns once Redis is back; it does not raise, which would stop the worker.
+    """
+    with redis_server(tmp_path / "redis") as server:
+        client = server.client()
+        client.hset(redis_sink.PROGRESS_KEY, mapping={"invoices": "1736121600.0"})
+        client.close()
+        server.kill(signal.SIGTERM)  # the append-only file keeps the hash
+        errors: list[Exception] = []
+
+        async def run() -> dict[str, float]:
+            sink = RedisSink(server.url, on_error=errors.append)
+            try:
+                reading = asyncio.ensure_future(sink.read_progress())
+                await asyncio.sleep(1.5)
+                assert not reading.done()
+                assert not sink.healthy
+                assert errors
+                await asyncio.to_thread(server.start)
+                progress = await asyncio.wait_for(reading, timeout=30)
+                assert sink.healthy
+                return progress
+            finally:
+                await sink.close()
+
+        assert asyncio.run(run()) == {"invoices": 1736121600.0}
