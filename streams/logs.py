@@ -15,6 +15,8 @@ from collections.abc import Callable
 from aiokafka.errors import KafkaError
 
 REPEAT_WINDOW_S = 30.0
+#: Repeat keys remembered before those past their window are forgotten.
+MAX_KINDS = 1024
 
 
 def _retriable(args: object) -> bool:
@@ -23,12 +25,13 @@ def _retriable(args: object) -> bool:
 
 
 class LibraryNoise(logging.Filter):
-    """Retriable Kafka errors become WARNING; a message logged again is held back a while.
+    """Retriable Kafka errors become WARNING; a warning or error repeated is held back a while.
 
-    Messages are told apart by logger and format string (``"Unable connect to node with id
-    %s: %s"``), not by their arguments. The first one is let through; the same kind within
-    ``window_s`` after it is counted and dropped; the next one let through after that says
-    how many were dropped.
+    A repeat is the same logger, format string and arguments other than the exception
+    (``"Unable connect to node with id %s: %s"`` for node 1, whatever the ``OSError``): the
+    first one is let through; the same within ``window_s`` after it is counted and dropped;
+    the next one let through after that says how many were dropped. Records below WARNING
+    and records with a traceback are never held back.
     """
 
     def __init__(
@@ -37,28 +40,48 @@ class LibraryNoise(logging.Filter):
         super().__init__()
         self.window_s = window_s
         self.clock = clock
-        # (logger, format string) -> (when last let through, how many dropped since)
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        # repeat key -> (when last let through, how many dropped since)
+        self._last: dict[tuple[str, str, tuple[str, ...]], tuple[float, int]] = {}
+        self._swept_at = clock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether to log ``record`` (its level and text possibly changed)."""
         if record.levelno >= logging.ERROR and _retriable(record.args):
             record.levelno = logging.WARNING
             record.levelname = logging.getLevelName(logging.WARNING)
-        key = (record.name, str(record.msg))
+            # The logger checked its level for ERROR; one set to ERROR drops the warning.
+            if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
+                return False
+        if record.levelno < logging.WARNING or record.exc_info:
+            return True
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        key = (
+            record.name,
+            str(record.msg),
+            tuple(repr(a) for a in args if not isinstance(a, BaseException)),
+        )
         now = self.clock()
+        if len(self._last) > MAX_KINDS and now - self._swept_at >= self.window_s:
+            self._forget_before(now - self.window_s)
+            self._swept_at = now
         seen = self._last.get(key)
         if seen is not None and now - seen[0] < self.window_s:
             self._last[key] = (seen[0], seen[1] + 1)
             return False
         self._last[key] = (now, 0)
         if seen is not None and seen[1]:
+            # Appended to the format string (the note has no %), so the arguments are
+            # formatted where logging formats them, errors included.
             record.msg = (
-                f"{record.getMessage()} ({seen[1]} more like it in the {now - seen[0]:.0f} s "
-                "before, not shown)"
+                f"{record.msg} ({seen[1]} more like it in the {now - seen[0]:.0f} s before, "
+                "not shown)"
             )
-            record.args = None
         return True
+
+    def _forget_before(self, cutoff: float) -> None:
+        # Messages with ever new arguments (offsets, say) would fill the table; the ones let
+        # through before ``cutoff`` hold nothing back any more (their count is lost).
+        self._last = {k: v for k, v in self._last.items() if v[0] >= cutoff}
 
 
 def quiet_library_logs(window_s: float = REPEAT_WINDOW_S) -> LibraryNoise:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import aiokafka
 import pytest
 from aiokafka.errors import KafkaError, NotLeaderForPartitionError, UnsupportedVersionError
 
-from streams.logs import LibraryNoise, quiet_library_logs
+from streams.logs import MAX_KINDS, LibraryNoise, quiet_library_logs
 
 
 class Clock:
@@ -96,3 +97,71 @@ def test_installed_on_every_aiokafka_logger(caplog: pytest.LogCaptureFixture) ->
         for name in list(logging.root.manager.loggerDict):
             if name.startswith("aiokafka"):
                 logging.getLogger(name).removeFilter(noise)
+
+
+def test_other_arguments_are_another_kind_and_the_exception_is_not() -> None:
+    noise = LibraryNoise(clock=Clock())
+    template = "Unable connect to node with id %s: %s"
+    assert noise.filter(record(template, 1, OSError(111, "refused")))
+    assert noise.filter(record(template, 2, OSError(111, "refused")))  # another broker
+    assert not noise.filter(record(template, 2, OSError(110, "timed out")))
+    metadata = "Unable to update metadata from %s"
+    assert noise.filter(record(metadata, [1]))  # a list argument (unhashable) is fine
+    assert not noise.filter(record(metadata, [1]))
+    assert noise.filter(record(metadata, [1, 2]))
+
+
+def test_tracebacks_and_records_below_warning_are_never_held_back() -> None:
+    noise = LibraryNoise(clock=Clock())
+    for _ in range(3):
+        assert noise.filter(
+            record("Heartbeat session expired - marking coordinator dead", level=logging.INFO)
+        )
+        assert noise.filter(
+            record("Sending offset-commit request with %s", {"a": 1}, level=logging.DEBUG)
+        )
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            failed = record("User provided listener failed on partition assignment: %s", "tp")
+            failed.exc_info = sys.exc_info()
+        assert noise.filter(failed)
+
+
+def test_a_logger_set_to_error_drops_the_demoted_warning() -> None:
+    logger = logging.getLogger("aiokafka.test-level")
+    logger.setLevel(logging.ERROR)
+    try:
+        noise = LibraryNoise(clock=Clock())
+        retried = record(
+            "Failed fetch offsets from %s: %s", 1, NotLeaderForPartitionError(), name=logger.name
+        )
+        assert not noise.filter(retried)
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
+def test_arguments_that_do_not_format_are_left_to_logging() -> None:
+    clock = Clock()
+    noise = LibraryNoise(window_s=30.0, clock=clock)
+    assert noise.filter(record("Fetch for %s: %s", "tp"))  # one argument short
+    assert not noise.filter(record("Fetch for %s: %s", "tp"))
+    clock.now += 31
+    late = record("Fetch for %s: %s", "tp")
+    assert noise.filter(late)  # the note is added without formatting the record
+    assert late.msg == "Fetch for %s: %s (1 more like it in the 31 s before, not shown)"
+    with pytest.raises(TypeError):
+        late.getMessage()  # as it would without the filter: logging reports it, not aiokafka
+
+
+def test_the_table_of_repeats_is_swept() -> None:
+    clock = Clock()
+    noise = LibraryNoise(window_s=30.0, clock=clock)
+    for i in range(3000):  # offsets: a new argument every time, 100 a second
+        clock.now = 1000.0 + i / 100
+        assert noise.filter(record("Fetch offset %s is out of range", i, level=logging.WARNING))
+    # Within one window nothing can go (each may still hold back a repeat).
+    assert len(noise._last) == 3000 > MAX_KINDS
+    clock.now += 31
+    noise.filter(record("Fetch offset %s is out of range", -1, level=logging.WARNING))
+    assert len(noise._last) < 10
