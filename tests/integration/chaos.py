@@ -343,6 +343,19 @@ def events_processed(worker: Worker) -> int:
     return int(health(worker)[1].get("events_processed") or 0)
 
 
+async def end_offsets(
+    settings: Settings, tps: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The end offset of each partition (where its next message will be written)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
+
+
 def group_lag(settings: Settings) -> int:
     """Input messages not yet committed by the worker's consumer group (all partitions).
 
@@ -360,12 +373,7 @@ def group_lag(settings: Settings) -> int:
             committed = await admin.list_consumer_group_offsets(settings.app_id)
         finally:
             await admin.close()
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
+        ends = await end_offsets(settings, tps)
         done = {tp: meta.offset for tp, meta in committed.items() if meta is not None}
         return sum(max(0, ends[tp] - max(0, done.get(tp, 0))) for tp in tps)
 
@@ -374,19 +382,9 @@ def group_lag(settings: Settings) -> int:
 
 def topic_end(settings: Settings, topic: str) -> int:
     """Messages written to ``topic`` so far (the sum of its partitions' end offsets)."""
-
-    async def run() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-        await consumer.start()
-        try:
-            # The worker creates its topics with KPI_PARTITIONS partitions.
-            tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-            ends = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        return sum(ends.values())
-
-    return asyncio.run(run())
+    # The worker creates its topics with KPI_PARTITIONS partitions.
+    tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    return sum(asyncio.run(end_offsets(settings, tps)).values())
 
 
 def wait_unchanged(read: Callable[[], T], quiet_s: float, timeout_s: float = 60.0) -> T:
