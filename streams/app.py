@@ -95,6 +95,10 @@ def create_app(
     async def close_without_input() -> None:
         await runtime.tick()
 
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def watch_for_stalls() -> None:
+        await runtime.watch()
+
     @app.task  # type: ignore[untyped-decorator]
     async def follow_changelogs() -> None:
         await runtime.replicate()
@@ -132,12 +136,10 @@ def runtime_health(runtime: Runtime) -> dict[str, Any]:
     if not runtime.sink.healthy:
         problems.append("redis unreachable")
     now = time.time()
-    since_progress = now - (runtime.last_batch_at or runtime.started_at)
     lag = runtime.lag()
-    if lag > 0 and since_progress > runtime.settings.stall_seconds:
-        problems.append(
-            f"stalled: {lag} messages waiting, no batch completed for {since_progress:.0f} s"
-        )
+    stall = runtime.stall()
+    if stall is not None:
+        problems.append(stall)
     engine = runtime.engine
     return {
         "status": "ok" if not problems else "unhealthy",

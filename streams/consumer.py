@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from mode import Service
@@ -57,8 +56,12 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.app_id,
-        # Topic leaders on different workers; round-robin while an older member remains.
-        partition_assignment_strategy=(SpreadLeadersAssignor, RoundRobinPartitionAssignor),
+        # Topic leaders on different workers. One strategy only: aiokafka 0.14 sends one
+        # JoinGroup per configured assignor (the request is built inside the loop over
+        # them; aio-libs/aiokafka PR #1168), so a second one changes the member's metadata
+        # while the group completes the rebalance, the broker starts another, and two
+        # workers started together rejoined each other for good (issue 12).
+        partition_assignment_strategy=(SpreadLeadersAssignor,),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         # A restarted worker rejoins only after its killed predecessor's session expired.
@@ -80,6 +83,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.owner.on_revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
+        self.owner.runtime.on_assigned(assigned)
         log.info("assigned %s", ", ".join(f"{tp.topic}-{tp.partition}" for tp in assigned))
 
 
@@ -134,9 +139,10 @@ class InputConsumer(Service):
         try:
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=BATCH_MAX)
-                if not batches:
-                    continue
-                await self.runtime.handle(batches)
+                # Partitions assigned with nothing new to read are restored all the same:
+                # their topics' windows must close and their KPIs be led (issue 12).
+                if batches or self.runtime.unrestored():
+                    await self.runtime.handle(batches)
         except Exception as exc:  # noqa: BLE001 - the worker stops and says why
             # A worker that cannot process must not sit in the group holding partitions:
             # crash the service tree (the worker exits non-zero; a restart restores).
@@ -148,14 +154,23 @@ class InputConsumer(Service):
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what was written, then drop the state of the partitions leaving."""
+        steps = self.runtime.steps
+        steps.at("rebalance", f"revoking {len(revoked)} partitions: waiting for the writes")
         await self.runtime.drain()
+        steps.at("rebalance", "revoking: committing offsets")
         await self._commit()
+        steps.at("rebalance", "revoking: dropping state")
         await self.runtime.on_revoked(revoked)
+        for tp in revoked:
+            self._committed.pop(tp, None)
+        steps.at("rebalance", "revoked; rejoining")
 
     async def _commit(self) -> None:
         consumer = self.consumer
         assert consumer is not None
-        assigned = consumer.assignment()
+        # Only between an assignment and the next revocation: a commit sent while the member
+        # rejoins fails, and aiokafka then resets the member id in the middle of the join.
+        assigned = self.runtime.assigned
         offsets = {
             tp: OffsetAndMetadata(offset + 1, "")
             for tp, offset in self.runtime.processed.items()

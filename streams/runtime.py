@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams.catalog import CATALOG, KpiDef
 from streams.config import INPUT_TOPICS, Settings
@@ -32,6 +33,7 @@ from streams.errors import ConfigurationError
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
 from streams.topics import changelog_topic
+from streams.watchdog import Steps, fetch_states, pending_tasks
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,10 @@ def selected_catalog(settings: Settings) -> tuple[KpiDef, ...]:
     return tuple(chosen)
 
 
+#: How often the watchdog asks the broker for the input partitions' end offsets (s).
+WATCH_ENDS_S = 5.0
+
+
 class Runtime:
     """Everything the agent needs between Kafka and the engine."""
 
@@ -149,6 +155,21 @@ class Runtime:
         self._rewind: set[TopicPartition] = set()
         self.last_batch_at = 0.0
         self.started_at = time.time()
+        #: What the input loop, the writes, the replicas and the tick are doing (stall reports).
+        self.steps = Steps()
+        # Whether the current stall was logged already (once per stall).
+        self._stall_logged = False
+        #: The input partitions the group gave this worker: set when a rebalance assigns
+        #: them, emptied when one revokes them. Not the consumer's ``assignment()``: aiokafka
+        #: keeps reporting the old partitions during a rebalance, and acting on those (a
+        #: restore, an offset commit while the member rejoins) broke rebalances (issue 12).
+        self.assigned: frozenset[TopicPartition] = frozenset()
+        # When the group last gave this worker its partitions (restores are due from then).
+        self.assigned_at = time.time()
+        # Input partition -> end offset asked of the broker by the watchdog: the lag does not
+        # rest on the fetcher's high-water marks alone (a fetcher that stopped has old ones).
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_asked = 0.0
         self.events_processed = 0
         # Input partition -> last offset processed (committed by the input consumer).
         self.processed: dict[TopicPartition, int] = {}
@@ -186,12 +207,23 @@ class Runtime:
         """The input partitions the consumer group gave this worker."""
         return self._assigned_inputs()
 
-    def _assigned_inputs(self) -> set[tuple[str, int]]:
-        if self.consumer is None:
+    def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """The group gave this worker its partitions (restored by the next ``handle``)."""
+        self.assigned = frozenset(assigned)
+        self.assigned_at = time.time()
+        self.steps.at("rebalance", f"assigned {len(self.assigned)} partitions")
+
+    def unrestored(self) -> set[tuple[str, int]]:
+        """Assigned input partitions whose state is not restored yet."""
+        if self.engine is None:
             return set()
-        assignment = self.consumer.assignment()
+        return self._assigned_inputs() - self.engine.states.keys()
+
+    def _assigned_inputs(self) -> set[tuple[str, int]]:
         return {
-            (self.logical[tp.topic], tp.partition) for tp in assignment if tp.topic in self.logical
+            (self.logical[tp.topic], tp.partition)
+            for tp in self.assigned
+            if tp.topic in self.logical
         }
 
     async def _restore(self, tps: Iterable[tuple[str, int]]) -> None:
@@ -199,6 +231,7 @@ class Runtime:
         wanted = sorted(tps)
         if not wanted:
             return
+        self.steps.at("input", "restoring " + ", ".join(f"{t}-{p}" for t, p in wanted))
         started = time.monotonic()
         changelog = {
             TopicPartition(changelog_topic(self.settings, t), p): (t, p) for t, p in wanted
@@ -229,6 +262,9 @@ class Runtime:
                     self._dlq_sent[(source.topic, source.partition)].add(int(rec["offset"]))
         for st in states:
             self.engine.assign(st)
+            # What the restored state holds is durable: committed as processed, and the lag
+            # is counted from it.
+            self.processed[TopicPartition(self.real[st.topic], st.partition)] = st.applied_offset
         log.info(
             "restored %d partition(s) in %.2f s: %s",
             len(states),
@@ -240,6 +276,8 @@ class Runtime:
 
     async def on_revoked(self, revoked: Iterable[Any]) -> None:
         """Drop the state of partitions that moved away, and their metric series."""
+        revoked = list(revoked)
+        self.assigned = self.assigned.difference(revoked)
         async with self.lock:
             await self._drain()
             if self.engine is None:
@@ -333,52 +371,73 @@ class Runtime:
         followed: set[TopicPartition] = set()
         # Partitions read from their start, and the end offset they must reach first.
         catching_up: dict[TopicPartition, int] = {}
+        steps = self.steps
         try:
             while True:
-                async with self.lock:
-                    wanted = {
-                        tp
-                        for tp in every
-                        if engine.leads(names[tp.topic])
-                        and (names[tp.topic], tp.partition) not in engine.states
-                    }
-                    rewind, self._rewind = self._rewind & wanted, set()
-                    rewind |= wanted - followed
-                    # Replicas no longer followed are dropped: stale, and memory.
-                    for tp in rewind | (followed - wanted):
-                        engine.drop_replica(names[tp.topic], tp.partition)
-                        catching_up.pop(tp, None)
-                    for tp in rewind:
-                        engine.follow(names[tp.topic], tp.partition)
-                if wanted != followed:
-                    # assign() forgets positions: keep those of the partitions that stay.
-                    kept = {tp: await consumer.position(tp) for tp in followed & wanted}
-                    consumer.assign(sorted(wanted))
-                    for tp, position in kept.items():
-                        consumer.seek(tp, position)
-                    followed = wanted
-                if rewind:
-                    catching_up.update(await consumer.end_offsets(sorted(rewind)))
-                    await seek_to_start(consumer, sorted(rewind))
-                if not followed:
-                    await asyncio.sleep(0.5)
-                    continue
-                batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
-                if not batches and not catching_up:
-                    continue
-                async with self.lock:
-                    for tp, records in batches.items():
-                        if tp not in followed:
-                            continue
-                        engine.replica_apply(
-                            names[tp.topic],
-                            tp.partition,
-                            ((r.key, r.value) for r in records if r.key),
-                        )
-                    for tp, end in list(catching_up.items()):
-                        if tp in followed and await consumer.position(tp) >= end:
+                try:
+                    steps.at("replicas", "waiting for the batch lock")
+                    async with self.lock:
+                        wanted = {
+                            tp
+                            for tp in every
+                            if engine.leads(names[tp.topic])
+                            and (names[tp.topic], tp.partition) not in engine.states
+                        }
+                        rewind, self._rewind = self._rewind & wanted, set()
+                        rewind |= wanted - followed
+                        # Replicas no longer followed are dropped: stale, and memory.
+                        for tp in rewind | (followed - wanted):
+                            engine.drop_replica(names[tp.topic], tp.partition)
+                            catching_up.pop(tp, None)
+                        for tp in rewind:
+                            engine.follow(names[tp.topic], tp.partition)
+                    if wanted != followed:
+                        steps.at("replicas", f"following {len(wanted)} changelog partitions")
+                        # assign() forgets positions: keep those of the partitions that stay.
+                        kept = {tp: await consumer.position(tp) for tp in followed & wanted}
+                        consumer.assign(sorted(wanted))
+                        for tp, position in kept.items():
+                            consumer.seek(tp, position)
+                        followed = wanted
+                    if rewind:
+                        steps.at("replicas", f"rewinding {len(rewind)} changelog partitions")
+                        catching_up.update(await consumer.end_offsets(sorted(rewind)))
+                        await seek_to_start(consumer, sorted(rewind))
+                    if not followed:
+                        steps.at("replicas", "idle")
+                        await asyncio.sleep(0.5)
+                        continue
+                    steps.at("replicas", "fetching")
+                    batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                    if not batches and not catching_up:
+                        continue
+                    # Positions are asked before taking the lock (nothing that waits on Kafka
+                    # runs under it); they include exactly the records applied below.
+                    reached = [
+                        tp for tp, end in catching_up.items() if await consumer.position(tp) >= end
+                    ]
+                    steps.at("replicas", "waiting for the batch lock to apply")
+                    async with self.lock:
+                        steps.at("replicas", "applying")
+                        for tp, records in batches.items():
+                            if tp not in followed:
+                                continue
+                            engine.replica_apply(
+                                names[tp.topic],
+                                tp.partition,
+                                ((r.key, r.value) for r in records if r.key),
+                            )
+                        for tp in reached:
                             engine.caught_up(names[tp.topic], tp.partition)
                             del catching_up[tp]
+                except KafkaError as exc:
+                    # Read everything followed again from its start: whatever was
+                    # fetched or sought when it failed is not trusted.
+                    log.warning("following the changelogs failed (%r); starting over", exc)
+                    followed = set()
+                    catching_up.clear()
+                    await asyncio.sleep(1.0)
+
         finally:
             await consumer.stop()
 
@@ -392,7 +451,12 @@ class Runtime:
         Returns once the batch is processed and the previous batch's writes are complete:
         one batch's writes overlap the next batch's fetch and processing (see ``_write``).
         """
+        self.steps.at("input", "waiting for the batch lock")
         async with self.lock:
+            # Records of partitions revoked since the fetch are not ours to process: their
+            # next owner reads them from the offsets committed on revocation.
+            if any(tp not in self.assigned for tp in fetched):
+                fetched = {tp: recs for tp, recs in fetched.items() if tp in self.assigned}
             engine = self.engine
             assert engine is not None
             logical = self.logical
@@ -414,9 +478,13 @@ class Runtime:
                 await self._drain()
                 await self._restore(missing)
             self._update_leadership()
+            self.steps.at("input", "reading the closing progress from Redis")
             await self._refresh_progress(engine)
+            self.steps.at("input", f"processing {len(messages)} messages")
             result = engine.process(messages)
+            self.steps.at("input", "waiting for the previous batch's writes")
             await self._pass_on(engine, result, fetched)
+        self.steps.at("input", "fetching")
 
     async def tick(self) -> None:
         """Close, read and prune without new input of our own.
@@ -426,19 +494,24 @@ class Runtime:
         """
         # Asked before taking the lock: a Redis that does not answer must not hold up the
         # batches, whose own writes wait for it (and are retried) anyway.
+        self.steps.at("tick", "asking Redis for lost data")
         lost = await self.sink.lost_data()
+        self.steps.at("tick", "waiting for the batch lock")
         async with self.lock:
             await self._drain()
             if lost:
                 await self._rewrite_lost()
             engine = self.engine
             if engine is None or not engine.states:
+                self.steps.at("tick", "idle")
                 return
             self._update_leadership()
             await self._refresh_progress(engine)
+            self.steps.at("tick", "closing windows")
             await self._pass_on(engine, engine.process([]), {})
             await self._drain()
             self._export_lag()
+        self.steps.at("tick", "idle")
 
     async def _rewrite_lost(self) -> None:
         """Redis lost our keys: write the catalog, every newest window and the progress again.
@@ -527,16 +600,23 @@ class Runtime:
         order as if the next batch had not been processed yet; processing has no effect
         outside the process until its own writes.
         """
+        steps = self.steps
+        steps.at("writes", f"sending {len(result.dead_letters)} dead letters")
         await self._send_dead_letters(result.dead_letters)
+        steps.at("writes", "writing Redis")
         await self.sink.write(result.closed, result.current)
         # The next batch may prune panes on the strength of this batch's closing, so this
         # batch must be durable first (see docs/ARCHITECTURE.md).
+        steps.at(
+            "writes", "sending the changelog of " + ", ".join(f"{t}-{p}" for t, p, _ in changelog)
+        )
         await self._send_changelog(changelog)
         # The progress marker only after the state commit: a worker that resumes from it
         # must find every window up to it closed in the state it restores, or it would
         # judge the replayed events of a lost commit late. Lagging behind the history is
         # harmless: windows after it are closed again, byte-identically.
         if progress and progress != self._progress_written:
+            steps.at("writes", "writing the closing progress")
             await self.sink.write([], [], progress)
             self._progress_written = progress
         written_at_ms = time.time() * 1000.0
@@ -548,7 +628,9 @@ class Runtime:
         self.last_batch_at = time.time()
         self._export_lag()
         if self.on_durable is not None:
+            steps.at("writes", "committing input offsets")
             await self.on_durable()
+        steps.at("writes", "idle")
 
     def lag_by_partition(self) -> dict[TopicPartition, int]:
         """Input messages waiting per assigned partition (from the consumer's high-waters).
@@ -559,18 +641,100 @@ class Runtime:
         if consumer is None:
             return {}
         waiting = {}
-        for tp in consumer.assignment():
-            if tp.topic not in self.logical:
+        for tp in self.assigned:
+            done = self.processed.get(tp)
+            end = max(consumer.highwater(tp) or 0, self._ends.get(tp, 0))
+            # Not restored yet: unknown (see ``stall``).
+            if done is None:
                 continue
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            waiting[tp] = max(0, highwater - 1 - self.processed.get(tp, -1))
+            waiting[tp] = max(0, end - 1 - done)
         return waiting
 
     def lag(self) -> int:
         """Input messages waiting in the assigned partitions."""
         return sum(self.lag_by_partition().values())
+
+    def stall(self) -> str | None:
+        """The stall, if any, as a health problem.
+
+        Stalled: partitions assigned but not restored, or input waiting but no batch
+        completed, for longer than ``KPI_STALL_SECONDS``.
+        """
+        now = time.time()
+        unrestored = self.unrestored()
+        if unrestored and now - self.assigned_at > self.settings.stall_seconds:
+            return (
+                f"stalled: {len(unrestored)} assigned partitions not restored "
+                f"{now - self.assigned_at:.0f} s after the assignment"
+            )
+        since_assigned = now - self.assigned_at
+        unfetched = self._unfetched()
+        if unfetched and since_assigned > self.settings.stall_seconds:
+            return (
+                f"stalled: {len(unfetched)} assigned partitions not fetched from "
+                f"{since_assigned:.0f} s after the assignment"
+            )
+        since = now - (self.last_batch_at or self.started_at)
+        if since <= self.settings.stall_seconds:
+            return None
+        waiting = {tp: n for tp, n in self.lag_by_partition().items() if n > 0}
+        if not waiting:
+            return None
+        return (
+            f"stalled: {sum(waiting.values())} messages waiting, "
+            f"no batch completed for {since:.0f} s"
+        )
+
+    def _unfetched(self) -> list[TopicPartition]:
+        # A partition fetched from once has a high-water mark, even an empty one (0).
+        consumer = self.consumer
+        if consumer is None:
+            return []
+        return [
+            tp
+            for tp in self.assigned
+            if tp.topic in self.logical and consumer.highwater(tp) is None
+        ]
+
+    async def watch(self) -> None:
+        """Log a stall once, with what every loop of the worker is waiting for.
+
+        Asks the broker for the assigned partitions' end offsets every few seconds, so
+        input that a stuck fetcher never saw still counts as waiting.
+        """
+        consumer = self.consumer
+        if consumer is not None and time.monotonic() - self._ends_asked > WATCH_ENDS_S:
+            self._ends_asked = time.monotonic()
+            inputs = [tp for tp in self.assigned if tp.topic in self.logical]
+            try:
+                self._ends = (
+                    await asyncio.wait_for(consumer.end_offsets(inputs), WATCH_ENDS_S)
+                    if inputs
+                    else {}
+                )
+            except (KafkaError, TimeoutError):
+                pass  # the broker is away: the fetcher's high-water marks stand alone
+        problem = self.stall()
+        if problem is None:
+            self._stall_logged = False
+            return
+        if self._stall_logged:
+            return
+        self._stall_logged = True
+        waiting = sorted(
+            f"{self.logical.get(tp.topic, tp.topic)}-{tp.partition}"
+            for tp, n in self.lag_by_partition().items()
+            if n > 0
+        )
+        log.error(
+            "%s; partitions waiting: %s; held: %s; %s; fetch states: %s; tasks: %s",
+            problem,
+            ", ".join(waiting) or "none",
+            ", ".join(sorted(f"{t}-{p}" for t, p in self.engine.states)) if self.engine else "",
+            self.steps.describe(),
+            fetch_states(self.consumer, self.assigned),
+            pending_tasks(),
+        )
 
     def _export_lag(self) -> None:
         for tp, n in self.lag_by_partition().items():
