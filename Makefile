@@ -18,7 +18,7 @@ COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core
 APT_PACKAGES := redis-server:redis-server promtool:prometheus java:default-jre-headless \
 	$(if $(KAFKA_HOME),,mvn:maven)
 
-.PHONY: help install system-deps kafka-jars test test-unit lint demo stack-up stack-down bench clean
+.PHONY: help install system-deps kafka-jars test test-unit lint demo stack-up stack-down bench soak clean
 
 help:
 	@echo "make install     .venv with the package and dev tools, the compiled engine,"
@@ -30,6 +30,7 @@ help:
 	@echo "make stack-down  stop them"
 	@echo "make demo        scripts/demo.sh"
 	@echo "make bench       python -m bench"
+	@echo "make soak        rebalance soak: SEED=1 SEEDS=3 CHANGES=20 MINUTES=30 (its own stack)"
 	@echo "make clean       stop the stack, remove .venv, .stack and caches"
 
 install: $(STAMP) $(COMPILED) system-deps kafka-jars
@@ -98,6 +99,17 @@ bench: install
 	  touch $(VENV)/.bench-installed; \
 	fi
 	$(BIN)/python -m bench
+
+# Workers of one group killed, stopped, started and restarted at random while a live log
+# streams in; each seed on a fresh stack of its own, exact against the reference. No new seed
+# starts after MINUTES; one seed with 20 changes takes about 3 minutes.
+SEED ?= 1
+SEEDS ?= 3
+CHANGES ?= 20
+MINUTES ?= 30
+soak: install
+	$(BIN)/python -m tests.integration.soak --seed $(SEED) --seeds $(SEEDS) \
+	  --changes $(CHANGES) --minutes $(MINUTES)
 
 clean:
 	@if [ -x $(BIN)/kpi ]; then $(BIN)/kpi stack down || true; fi

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+_PACKAGE = __name__.split(".")[0]
+
 
 @dataclass
 class Steps:
@@ -35,17 +37,19 @@ class Steps:
         )
 
 
-def awaiting(coro: object, depth: int = 4) -> str:
-    """The innermost ``depth`` frames a suspended coroutine waits in, outermost first."""
-    frames = []
+def awaiting(coro: object) -> str:
+    """Where a suspended coroutine waits: its frames in this package, then the innermost."""
+    frames: list[tuple[str, str]] = []
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
         code = frame.f_code
-        frames.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
+        name = f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}"
+        frames.append((code.co_filename, name))
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return " > ".join(frames[-depth:])
+    ours = [name for path, name in frames[:-1] if f"{_PACKAGE}/" in path]
+    return " > ".join(ours + [name for _path, name in frames[-1:]])
 
 
 def pending_tasks(limit: int = 12) -> str:

@@ -187,9 +187,6 @@ def test_kafka_broker_restart_then_exact_results(tmp_path: Path) -> None:
             r.close()
 
 
-@pytest.mark.xfail(
-    "stall_seconds" not in Settings.model_fields, reason="needs KPI_STALL_SECONDS", strict=False
-)
 @pytest.mark.timeout(300)
 def test_stalled_worker_is_reported_unhealthy(kpi_env: Settings, tmp_path: Path) -> None:
     with redis_server(tmp_path / "redis", persistent=False) as server:
@@ -216,6 +213,12 @@ def test_stalled_worker_is_reported_unhealthy(kpi_env: Settings, tmp_path: Path)
 
             wait_until(stalled, timeout_s=30, interval_s=0.25)
             assert_alive(worker)
+            # The log says it once, with what each loop waits for: here the Redis write.
+            time.sleep(3)
+            reports = [line for line in worker.log().splitlines() if "stalled:" in line]
+            assert len(reports) == 1, reports
+            assert "writes: writing Redis for" in reports[0], reports[0]
+            assert "input: waiting for the previous batch's writes" in reports[0], reports[0]
 
             server.resume()
             wait_until(lambda: health(worker)[0] == 200, timeout_s=60)
