@@ -33,7 +33,9 @@ from tests.integration.soak import soak
 
 def generations(worker: Worker) -> list[int]:
     """The generations the worker joined, from its log."""
-    return [int(g) for g in re.findall(r"Joined group '[^']+' \(generation (-?\d+)\)", worker.log())]
+    return [
+        int(g) for g in re.findall(r"Joined group '[^']+' \(generation (-?\d+)\)", worker.log())
+    ]
 
 
 def assert_no_stall(workers: list[Worker]) -> None:
