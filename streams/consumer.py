@@ -66,6 +66,12 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         # A restarted worker rejoins only after its killed predecessor's session expired.
         session_timeout_ms=10_000,
+        # How long the group waits for a live member to rejoin: its revocation first drains
+        # the batch in hand (a restore, writes waiting out a Redis outage). aiokafka's
+        # default is the session timeout; a member dropped for a slow revocation would still
+        # write that batch's changelog after the partitions' next owner restored them.
+        # Below the request timeout, which also bounds the JoinGroup call.
+        rebalance_timeout_ms=60_000,
         heartbeat_interval_ms=2_000,
         request_timeout_ms=90_000,
         # Fetched data waits in memory until handled: 1M-event bench peak RSS 583 MB with
@@ -154,16 +160,10 @@ class InputConsumer(Service):
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what was written, then drop the state of the partitions leaving."""
-        steps = self.runtime.steps
-        steps.at("rebalance", f"revoking {len(revoked)} partitions: waiting for the writes")
-        await self.runtime.drain()
-        steps.at("rebalance", "revoking: committing offsets")
-        await self._commit()
-        steps.at("rebalance", "revoking: dropping state")
-        await self.runtime.on_revoked(revoked)
+        await self.runtime.on_revoked(revoked, commit=self._commit)
         for tp in revoked:
             self._committed.pop(tp, None)
-        steps.at("rebalance", "revoked; rejoining")
+        self.runtime.steps.at("rebalance", "revoked; rejoining")
 
     async def _commit(self) -> None:
         consumer = self.consumer

@@ -164,8 +164,14 @@ class Runtime:
         #: keeps reporting the old partitions during a rebalance, and acting on those (a
         #: restore, an offset commit while the member rejoins) broke rebalances (issue 12).
         self.assigned: frozenset[TopicPartition] = frozenset()
-        # When the group last gave this worker its partitions (restores are due from then).
-        self.assigned_at = time.time()
+        # Whether a rebalance is under way for this worker: from a revocation (or the start)
+        # until the next assignment.
+        self.rejoining = True
+        # When the worker last made input progress (a batch with input written), and when
+        # it last had nothing to do: a stall is work waiting since both. A restore is no
+        # progress: a group that rebalances for good restores again and again.
+        self.last_input_at = time.time()
+        self._settled_at = time.time()
         # Input partition -> end offset asked of the broker by the watchdog: the lag does not
         # rest on the fetcher's high-water marks alone (a fetcher that stopped has old ones).
         self._ends: dict[TopicPartition, int] = {}
@@ -203,23 +209,20 @@ class Runtime:
 
     # -- rebalancing -------------------------------------------------------------------
 
-    def assigned_inputs(self) -> set[tuple[str, int]]:
-        """The input partitions the consumer group gave this worker."""
-        return self._assigned_inputs()
-
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """The group gave this worker its partitions (restored by the next ``handle``)."""
         self.assigned = frozenset(assigned)
-        self.assigned_at = time.time()
+        self.rejoining = False
         self.steps.at("rebalance", f"assigned {len(self.assigned)} partitions")
 
     def unrestored(self) -> set[tuple[str, int]]:
         """Assigned input partitions whose state is not restored yet."""
         if self.engine is None:
             return set()
-        return self._assigned_inputs() - self.engine.states.keys()
+        return self.assigned_inputs() - self.engine.states.keys()
 
-    def _assigned_inputs(self) -> set[tuple[str, int]]:
+    def assigned_inputs(self) -> set[tuple[str, int]]:
+        """The input partitions the consumer group gave this worker, by logical topic."""
         return {
             (self.logical[tp.topic], tp.partition)
             for tp in self.assigned
@@ -274,12 +277,23 @@ class Runtime:
             ),
         )
 
-    async def on_revoked(self, revoked: Iterable[Any]) -> None:
-        """Drop the state of partitions that moved away, and their metric series."""
-        revoked = list(revoked)
-        self.assigned = self.assigned.difference(revoked)
+    async def on_revoked(
+        self, revoked: Iterable[TopicPartition], commit: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Write and commit what was processed, then drop the partitions that move away.
+
+        One hold of the batch lock, so no batch comes between the writes, the offset commit
+        (``commit``) and the revocation: every batch processed before is committed, and one
+        fetched before but handled after leaves the revoked partitions out.
+        """
         async with self.lock:
+            self.steps.at("rebalance", "revoking: waiting for the writes")
             await self._drain()
+            self.steps.at("rebalance", "revoking: committing offsets")
+            await commit()
+            self.steps.at("rebalance", "revoking: dropping state")
+            self.assigned = self.assigned.difference(revoked)
+            self.rejoining = True
             if self.engine is None:
                 return
             for tp in revoked:
@@ -304,7 +318,7 @@ class Runtime:
         """
         engine = self.engine
         assert engine is not None
-        now_leading = {t for t in INPUT_TOPICS if (t, 0) in self._assigned_inputs()}
+        now_leading = {t for t in INPUT_TOPICS if (t, 0) in self.assigned_inputs()}
         before = engine.leading if engine.leading is not None else set()
         for topic in before - now_leading:
             for kpi in engine.topics[topic].kpis:
@@ -434,6 +448,9 @@ class Runtime:
                     # Read everything followed again from its start: whatever was
                     # fetched or sought when it failed is not trusted.
                     log.warning("following the changelogs failed (%r); starting over", exc)
+                    async with self.lock:
+                        for tp in followed:
+                            engine.drop_replica(names[tp.topic], tp.partition)
                     followed = set()
                     catching_up.clear()
                     await asyncio.sleep(1.0)
@@ -470,10 +487,7 @@ class Runtime:
                 for records in fetched.values()
                 for r in records
             ]
-            missing = self._assigned_inputs() | {
-                (logical[tp.topic], tp.partition) for tp in fetched
-            }
-            missing -= engine.states.keys()
+            missing = self.unrestored()
             if missing:
                 await self._drain()
                 await self._restore(missing)
@@ -626,6 +640,8 @@ class Runtime:
         self.processed.update(offsets)
         self.events_processed += len(timestamps)
         self.last_batch_at = time.time()
+        if offsets:
+            self.last_input_at = self.last_batch_at
         self._export_lag()
         if self.on_durable is not None:
             steps.at("writes", "committing input offsets")
@@ -633,9 +649,11 @@ class Runtime:
         steps.at("writes", "idle")
 
     def lag_by_partition(self) -> dict[TopicPartition, int]:
-        """Input messages waiting per assigned partition (from the consumer's high-waters).
+        """Input messages waiting per restored assigned partition.
 
-        A partition not fetched from yet has no high-water and is left out.
+        The end of a partition is the later of the fetcher's high-water mark and the end
+        offset the watchdog last asked the broker for; a partition not restored yet has no
+        processed offset and is left out (``stall`` counts it).
         """
         consumer = self.consumer
         if consumer is None:
@@ -643,11 +661,9 @@ class Runtime:
         waiting = {}
         for tp in self.assigned:
             done = self.processed.get(tp)
-            end = max(consumer.highwater(tp) or 0, self._ends.get(tp, 0))
-            # Not restored yet: unknown (see ``stall``).
-            if done is None:
-                continue
-            waiting[tp] = max(0, end - 1 - done)
+            if done is not None:
+                end = max(consumer.highwater(tp) or 0, self._ends.get(tp, 0))
+                waiting[tp] = max(0, end - 1 - done)
         return waiting
 
     def lag(self) -> int:
@@ -657,51 +673,40 @@ class Runtime:
     def stall(self) -> str | None:
         """The stall, if any, as a health problem.
 
-        Stalled: partitions assigned but not restored, or input waiting but no batch
-        completed, for longer than ``KPI_STALL_SECONDS``.
+        Work waits (a rebalance not finished, assigned partitions not restored, input not
+        processed) and the worker made no input progress for ``KPI_STALL_SECONDS``: none
+        since the work began to wait, that is, since it last had nothing to do.
         """
         now = time.time()
         unrestored = self.unrestored()
-        if unrestored and now - self.assigned_at > self.settings.stall_seconds:
-            return (
-                f"stalled: {len(unrestored)} assigned partitions not restored "
-                f"{now - self.assigned_at:.0f} s after the assignment"
-            )
-        since_assigned = now - self.assigned_at
-        unfetched = self._unfetched()
-        if unfetched and since_assigned > self.settings.stall_seconds:
-            return (
-                f"stalled: {len(unfetched)} assigned partitions not fetched from "
-                f"{since_assigned:.0f} s after the assignment"
-            )
-        since = now - (self.last_batch_at or self.started_at)
+        waiting = sum(self.lag_by_partition().values())
+        if not (self.rejoining or unrestored or waiting):
+            self._settled_at = now
+            return None
+        since = now - max(self._settled_at, self.last_input_at)
         if since <= self.settings.stall_seconds:
             return None
-        waiting = {tp: n for tp, n in self.lag_by_partition().items() if n > 0}
-        if not waiting:
-            return None
-        return (
-            f"stalled: {sum(waiting.values())} messages waiting, "
-            f"no batch completed for {since:.0f} s"
-        )
-
-    def _unfetched(self) -> list[TopicPartition]:
-        # A partition fetched from once has a high-water mark, even an empty one (0).
-        consumer = self.consumer
-        if consumer is None:
-            return []
-        return [
-            tp
-            for tp in self.assigned
-            if tp.topic in self.logical and consumer.highwater(tp) is None
-        ]
+        if self.rejoining:
+            what = "waiting for the group to assign partitions"
+        elif unrestored:
+            what = f"{len(unrestored)} assigned partitions not restored"
+        else:
+            what = f"{waiting} messages waiting"
+        return f"stalled: {what}, no batch completed for {since:.0f} s"
 
     async def watch(self) -> None:
         """Log a stall once, with what every loop of the worker is waiting for.
 
         Asks the broker for the assigned partitions' end offsets every few seconds, so
-        input that a stuck fetcher never saw still counts as waiting.
+        input that a stuck fetcher never saw still counts as waiting. Diagnostics only: an
+        error here is logged and never stops the worker.
         """
+        try:
+            await self._watch()
+        except Exception:  # noqa: BLE001 - the watchdog must not take the worker down
+            log.exception("stall watchdog failed")
+
+    async def _watch(self) -> None:
         consumer = self.consumer
         if consumer is not None and time.monotonic() - self._ends_asked > WATCH_ENDS_S:
             self._ends_asked = time.monotonic()
