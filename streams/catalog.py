@@ -13,6 +13,9 @@ from typing import Literal
 
 from streams.core.windows import WINDOW_SPECS, WindowSpec
 
+#: The scope of a KPI over all dimension values (SPEC section 3).
+ROLLUP = "all"
+
 Dimension = Literal["department", "service", "queue"]
 Direction = Literal["at_most", "at_least"]
 
@@ -303,8 +306,3 @@ CATALOG: tuple[KpiDef, ...] = (
 )
 
 KPIS: dict[str, KpiDef] = {k.name: k for k in CATALOG}
-
-
-def kpis_of_topic(topic: str) -> tuple[KpiDef, ...]:
-    """The KPIs fed by one (logical) input topic."""
-    return tuple(k for k in CATALOG if k.topic == topic)

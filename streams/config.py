@@ -52,8 +52,3 @@ class Settings(BaseSettings):
     def dead_letter_topic(self) -> str:
         """The dead-letter topic, prefixed."""
         return self.topic(DEAD_LETTER_TOPIC)
-
-    @property
-    def state_topic(self) -> str:
-        """The changelog topic that makes the worker's state fault tolerant."""
-        return self.topic(f"{self.app_id}-kpi-state-changelog")

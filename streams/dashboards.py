@@ -25,7 +25,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from streams.catalog import CATALOG, Dimension, KpiDef
+from streams.catalog import CATALOG, ROLLUP, Dimension, KpiDef
 
 #: The uid ``ops/grafana/provisioning/datasources/prometheus.yml`` gives the datasource;
 #: a fixed uid (not a name) keeps the dashboards valid whatever the datasource is called.
@@ -49,7 +49,6 @@ TEST_VARIABLES: dict[str, str] = {
     "__range": "1h",
 }
 # The roll-up series carry this dimension value (SPEC section 4).
-ROLLUP = "all"
 _GRID_WIDTH = 24
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG, ROLLUP, KpiDef
 
 #: The scrape job of the worker; ``ops/prometheus/prometheus*.yml`` use the same name.
 JOB = "backoffice-kpi"
@@ -149,7 +149,7 @@ def _duration(seconds: float) -> str:
 def _scope_text(dimension: str) -> str:
     # The roll-up's label value is `all`; "all departments" reads better than "department all".
     return (
-        f'{{{{ if eq $labels.{dimension} "all" }}}}all {_PLURAL.get(dimension, dimension)}'
+        f'{{{{ if eq $labels.{dimension} "{ROLLUP}" }}}}all {_PLURAL.get(dimension, dimension)}'
         f"{{{{ else }}}}{dimension} {{{{ $labels.{dimension} }}}}{{{{ end }}}}"
     )
 

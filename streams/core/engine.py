@@ -22,14 +22,13 @@ from typing import Any
 import orjson
 
 from schemas.decode import decode_message
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG, ROLLUP, KpiDef
 from streams.core import uptime
 from streams.core.measures import ENTITY_RETENTION_S, Contribution, StatusChange, apply_event
 from streams.core.state import PartitionState
 from streams.core.windows import WindowSpec
 from streams.errors import InvalidEvent
 
-ROLLUP = "all"
 DEDUP_WINDOW_S = 7 * 86400
 # Applied ids are persisted in groups; the open group is rewritten (with its value before
 # the batch) at every commit that adds to it, so small groups keep that write amplification

@@ -131,11 +131,6 @@ class PartitionState:
         records.append(ChangelogRecord(META_KEY.encode(), orjson.dumps(meta)))
         return records
 
-    def rollback_marker(self) -> None:
-        """Forget the batch bookkeeping without producing records (tests, dry runs)."""
-        self._before.clear()
-        self._deleted.clear()
-
     @classmethod
     def restore(
         cls, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]

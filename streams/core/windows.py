@@ -33,18 +33,9 @@ class WindowSpec:
         object.__setattr__(self, "pane_s", math.gcd(self.size_s, self.step_s))
 
     @property
-    def panes_per_window(self) -> int:
-        """How many panes one window covers."""
-        return self.size_s // self.pane_s
-
-    @property
     def size_days(self) -> float:
         """Window length in days (DSO multiplies by it)."""
         return self.size_s / DAY_S
-
-    def pane_start(self, t: float) -> int:
-        """Start of the pane that contains event time ``t``."""
-        return int(t // self.pane_s) * self.pane_s
 
     def window_end_of_pane(self, pane_start: int) -> int:
         """End of the *last* window that contains this pane (when the pane may be dropped)."""
@@ -82,11 +73,6 @@ WINDOW_SPECS: dict[str, WindowSpec] = {
     "1d": WindowSpec("1d", DAY_S, DAY_S),
     "30d": WindowSpec("30d", 30 * DAY_S, DAY_S),
 }
-
-
-def is_closed(window_end: float, frontier: float, grace_s: float) -> bool:
-    """SPEC section 2: a window is final once ``frontier - grace >= end``."""
-    return frontier - grace_s >= window_end
 
 
 #: Window boundaries repeat in every batch that writes them: formatted once (3% of a
