@@ -1,7 +1,7 @@
 """Bytes of one input message -> a validated event, or ``InvalidEvent`` with the contract's reason.
 
 The checks run in the order of docs/SEMANTICS.md items 1-4: ``invalid_json``, ``schema``,
-``unknown_type``, ``currency``. This is the hot path of every agent, so the JSON is parsed
+``unknown_type``, ``currency``. It runs for every input message, so the JSON is parsed
 once with orjson and handed to the one model its ``type`` names (no union validation).
 """
 

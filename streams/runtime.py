@@ -135,7 +135,7 @@ WATCH_ENDS_S = 5.0
 
 
 class Runtime:
-    """Everything the agent needs between Kafka and the engine."""
+    """Everything between the input consumer and the engine: restore, batches, writes, replicas."""
 
     def __init__(self, settings: Settings, metrics: Metrics, sink: RedisSink) -> None:
         self.settings = settings
