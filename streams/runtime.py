@@ -286,6 +286,7 @@ class Runtime:
         (``commit``) and the revocation: every batch processed before is committed, and one
         fetched before but handled after leaves the revoked partitions out.
         """
+        revoked = frozenset(revoked)  # used twice below: a one-shot iterable would not do
         async with self.lock:
             self.steps.at("rebalance", "revoking: waiting for the writes")
             await self._drain()
@@ -621,9 +622,7 @@ class Runtime:
         await self.sink.write(result.closed, result.current)
         # The next batch may prune panes on the strength of this batch's closing, so this
         # batch must be durable first (see docs/ARCHITECTURE.md).
-        steps.at(
-            "writes", "sending the changelog of " + ", ".join(f"{t}-{p}" for t, p, _ in changelog)
-        )
+        steps.at("writes", f"sending the changelog of {len(changelog)} partitions")
         await self._send_changelog(changelog)
         # The progress marker only after the state commit: a worker that resumes from it
         # must find every window up to it closed in the state it restores, or it would

@@ -1,10 +1,11 @@
 """Stall watchdog: what the worker is waiting for, said once when a stall outlasts the limit.
 
-A worker that holds input but completes no batch for ``KPI_STALL_SECONDS`` is stalled. The
-health endpoints report it (an orchestrator restarts the pod); the log says it once per
-stall, with the input loop's and the writer's current step (which partitions, since when)
-and where every pending asyncio task is suspended, so a stall a future bug brings back is
-diagnosed from one log line instead of a debugger.
+A worker whose work waits (a rebalance not finished, assigned partitions not restored, input
+not processed) with no batch of input completed for ``KPI_STALL_SECONDS`` is stalled
+(``Runtime.stall``). The health endpoint reports it (an orchestrator restarts the pod); the
+log says it once per stall, with each loop's current step and since when, aiokafka's fetch
+state per partition and where every pending asyncio task is suspended, so a stall a future
+bug brings back is diagnosed from one log line instead of a debugger.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Steps:
     current: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def at(self, loop: str, step: str) -> None:
-        """``loop`` (``input``, ``writes``, ``replicas``, ``tick``) is now doing ``step``."""
+        """``loop`` (input, writes, replicas, tick, rebalance) is now doing ``step``."""
         self.current[loop] = (step, time.monotonic())
 
     def describe(self) -> str:
