@@ -152,9 +152,9 @@ def runtime_health(runtime: Runtime) -> dict[str, Any]:
         "problems": problems,
         "events_processed": runtime.events_processed,
         "lag": lag,
-        "partitions": sorted(f"{t}-{p}" for t, p in engine.states) if engine else [],
+        "partitions": sorted(f"{t}-{p}" for t, p in engine.held()) if engine else [],
         "assigned": sorted(f"{t}-{p}" for t, p in runtime.assigned_inputs()),
-        "leading": sorted(engine.leading or ()) if engine else [],
+        "leading": sorted(engine.leading()) if engine else [],
         "engine": streams.ENGINE_BUILD,
         "seconds_since_last_batch": now - runtime.last_batch_at if runtime.last_batch_at else None,
     }

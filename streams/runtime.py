@@ -149,8 +149,6 @@ class Runtime:
         self._dlq_sent: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.current: dict[tuple[str, str, str], WindowValue] = {}
         self._progress_written: dict[str, float] = {}
-        # Topics this worker started to lead after another worker had led them.
-        self._taken_over: set[str] = set()
         # Changelog partitions the replication task must re-read from their beginning.
         self._rewind: set[TopicPartition] = set()
         self.last_batch_at = 0.0
@@ -320,40 +318,26 @@ class Runtime:
         engine = self.engine
         assert engine is not None
         now_leading = {t for t in INPUT_TOPICS if (t, 0) in self.assigned_inputs()}
-        before = engine.leading if engine.leading is not None else set()
-        for topic in before - now_leading:
-            for kpi in engine.topics[topic].kpis:
+        started, stopped = engine.lead(now_leading)
+        for topic in stopped:
+            for kpi in engine.kpis_of(topic):
                 scopes = {k[2] for k in self.current if k[0] == kpi.name}
                 self.metrics.forget_scopes(kpi.name, scopes)
                 for key in [k for k in self.current if k[0] == kpi.name]:
                     del self.current[key]
-        for topic in now_leading - before:
-            engine.topics[topic].closed_upto = None
-            if engine.leading is not None:
-                self._taken_over.add(topic)
-        if now_leading != before:
+        if started or stopped:
             log.info(
-                "leading %s (was %s)", sorted(now_leading) or "no topic", sorted(before) or "none"
+                "leading %s (was %s)",
+                sorted(now_leading) or "no topic",
+                sorted((now_leading - started) | stopped) or "none",
             )
-        engine.leading = now_leading
 
     async def _refresh_progress(self, engine: Engine) -> None:
-        # Needed to prune partitions of topics others lead, and to resume a topic we
-        # (start to) lead from what its last leader wrote, not from what our view shows.
-        if engine.leading != set(INPUT_TOPICS) or any(
-            v.closed_upto is None for v in engine.topics.values()
-        ):
-            engine.progress = await self.sink.read_progress()
-            # A topic taken over from a leader that never wrote its progress: nothing of it
-            # was pruned (a leader prunes only windows whose progress it wrote before, others
-            # only up to written progress), so every window still held can be closed, and
-            # must be: its old leader may have died before closing any.
-            for topic in self._taken_over:
-                engine.progress.setdefault(topic, float("-inf"))
-            self._taken_over.clear()
-            fresh = [t for t, v in engine.topics.items() if v.closed_upto is None]
+        if engine.needs_progress():
+            engine.set_progress(await self.sink.read_progress())
+            fresh = engine.resuming()
             if fresh:
-                log.info("resuming %s from written progress %s", fresh, engine.progress)
+                log.info("resuming %s from written progress %s", fresh, engine.progress())
 
     async def replicate(self) -> None:
         """Follow, as replicas, the changelogs of the partitions others own of topics we lead.
@@ -373,7 +357,7 @@ class Runtime:
         every = [
             TopicPartition(name, p)
             for name, t in names.items()
-            for p in range(engine.topics[t].n_partitions)
+            for p in range(engine.n_partitions(t))
         ]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -517,7 +501,7 @@ class Runtime:
             if lost:
                 await self._rewrite_lost()
             engine = self.engine
-            if engine is None or not engine.states:
+            if engine is None or not engine.held():
                 self.steps.at("tick", "idle")
                 return
             self._update_leadership()
@@ -569,24 +553,18 @@ class Runtime:
         self.metrics.observe_batch(result, n_messages, self.real)
         for wv in result.current:
             self.current[(wv.kpi, wv.window, wv.scope)] = wv
-        for (t, p), st in engine.states.items():
+        for (t, p), watermark in engine.watermarks().items():
             self.metrics.watermark.labels(self.real[t], str(p)).set(
-                st.watermark if st.watermark != float("-inf") else 0
+                watermark if watermark != float("-inf") else 0
             )
         # The records are built now, before the next batch changes the state. Their meta
         # records carry the dead-letter position known before this batch's dead letters
         # are sent: a restore reads the dead-letter topic from there, a little earlier than
         # needed, and skips what is at or below the restored offset.
         changelog = [
-            (changelog_topic(self.settings, t), p, st.commit())
-            for (t, p), st in engine.states.items()
-            if st.dirty
+            (changelog_topic(self.settings, t), p, records) for t, p, records in engine.commit()
         ]
-        progress = {
-            t: v.closed_upto
-            for t, v in engine.topics.items()
-            if engine.leads(t) and v.closed_upto is not None and v.closed_upto != float("-inf")
-        }
+        progress = engine.closing_progress()
         offsets = {tp: records[-1].offset for tp, records in fetched.items() if records}
         timestamps = [r.timestamp for records in fetched.values() for r in records]
         await self._drain()
@@ -734,7 +712,7 @@ class Runtime:
             "%s; partitions waiting: %s; held: %s; %s; fetch states: %s; tasks: %s",
             problem,
             ", ".join(waiting) or "none",
-            ", ".join(sorted(f"{t}-{p}" for t, p in self.engine.states)) if self.engine else "",
+            ", ".join(sorted(f"{t}-{p}" for t, p in self.engine.held())) if self.engine else "",
             self.steps.describe(),
             fetch_states(self.consumer, self.assigned),
             pending_tasks(),

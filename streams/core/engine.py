@@ -25,7 +25,7 @@ from schemas.decode import decode_message
 from streams.catalog import CATALOG, ROLLUP, KpiDef
 from streams.core import uptime
 from streams.core.measures import ENTITY_RETENTION_S, Contribution, StatusChange, apply_event
-from streams.core.state import PartitionState
+from streams.core.state import ChangelogRecord, PartitionState
 from streams.core.windows import WindowSpec
 from streams.errors import InvalidEvent
 
@@ -161,11 +161,14 @@ class Engine:
         # whether a service timeline did: their newest windows are read again.
         self._replica_touched: set[tuple[str, str]] = set()
         self._replica_status_touched = False
-        #: Topics whose windows this engine closes and reads (None: every topic).
-        self.leading: set[str] | None = None
-        #: Per topic, how far windows have been closed *and written* (by whichever worker
-        #: leads the topic): the safe bound for pruning panes and a leader's starting point.
-        self.progress: dict[str, float] = {}
+        # Topics whose windows this engine closes and reads (None: every topic, until the
+        # runtime first calls ``lead``).
+        self._leading: set[str] | None = None
+        # Topics this engine started to lead after another worker had led them.
+        self._taken_over: set[str] = set()
+        # Per topic, how far windows have been closed *and written* (by whichever worker
+        # leads the topic): the safe bound for pruning panes and a leader's starting point.
+        self._progress: dict[str, float] = {}
         # Derived indexes, rebuilt from the state on assignment:
         #  dedup: (topic, partition) -> event_id -> occurred_at
         #  panes: (kpi, window, scope) -> partition -> pane_start -> (key, parts vector)
@@ -323,9 +326,88 @@ class Engine:
         tp = (topic, partition)
         return self.states.get(tp) or self.replicas.get(tp)
 
+    # -- leadership and closing progress ------------------------------------------------
+
     def leads(self, topic: str) -> bool:
         """Whether this engine closes and reads the windows of ``topic``."""
-        return self.leading is None or topic in self.leading
+        return self._leading is None or topic in self._leading
+
+    def leading(self) -> frozenset[str]:
+        """The topics this engine closes and reads."""
+        return frozenset(self.topics if self._leading is None else self._leading)
+
+    def lead(self, topics: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Close and read the windows of exactly ``topics``; returns (started, stopped).
+
+        A topic started resumes from the closing progress (``set_progress``); one taken over
+        from another worker that never wrote any resumes from the oldest window held.
+        """
+        now_leading = set(topics)
+        before = self._leading if self._leading is not None else set()
+        started = now_leading - before
+        for topic in started:
+            self.topics[topic].closed_upto = None
+            if self._leading is not None:
+                self._taken_over.add(topic)
+        self._leading = now_leading
+        return started, before - now_leading
+
+    def needs_progress(self) -> bool:
+        """Whether the written closing progress is needed before the next batch.
+
+        To prune the partitions of topics others lead, and to resume a topic (started to
+        be) led from what its last leader wrote, not from what our own view shows.
+        """
+        return self._leading != set(self.topics) or any(
+            v.closed_upto is None for v in self.topics.values()
+        )
+
+    def resuming(self) -> list[str]:
+        """Topics whose closing point the next batch takes from the progress."""
+        return [t for t, v in self.topics.items() if v.closed_upto is None]
+
+    def set_progress(self, progress: Mapping[str, float]) -> None:
+        """The closing progress per topic, as its leaders last wrote it."""
+        self._progress = dict(progress)
+        # A topic taken over from a leader that never wrote its progress: nothing of it was
+        # pruned (a leader prunes only windows whose progress it wrote before, others only
+        # up to written progress), so every window still held can be closed, and must be:
+        # its old leader may have died before closing any.
+        for topic in self._taken_over:
+            self._progress.setdefault(topic, NEG_INF)
+        self._taken_over.clear()
+
+    def progress(self) -> dict[str, float]:
+        """The closing progress known to this engine (as last set)."""
+        return dict(self._progress)
+
+    def closing_progress(self) -> dict[str, float]:
+        """Per topic led, how far this engine has closed windows (to be written after commit)."""
+        return {
+            t: v.closed_upto
+            for t, v in self.topics.items()
+            if self.leads(t) and v.closed_upto is not None and v.closed_upto != NEG_INF
+        }
+
+    def kpis_of(self, topic: str) -> tuple[KpiDef, ...]:
+        """The KPIs computed from ``topic``."""
+        return self.topics[topic].kpis
+
+    def n_partitions(self, topic: str) -> int:
+        """How many partitions ``topic`` has."""
+        return self.topics[topic].n_partitions
+
+    def held(self) -> list[tuple[str, int]]:
+        """The partitions whose state this engine owns."""
+        return list(self.states)
+
+    def watermarks(self) -> dict[tuple[str, int], float]:
+        """The watermark of every partition owned."""
+        return {tp: st.watermark for tp, st in self.states.items()}
+
+    def commit(self) -> list[tuple[str, int, list[ChangelogRecord]]]:
+        """The changelog records of every partition the last batch changed (see ``state``)."""
+        return [(t, p, st.commit()) for (t, p), st in self.states.items() if st.dirty]
 
     def revoke(self, topic: str, partition: int) -> None:
         """Drop a partition's state (it moved to another worker)."""
@@ -399,13 +481,13 @@ class Engine:
             if view.closed_upto is None:
                 # A leader resumes where windows were last written; without that record,
                 # from what the restored watermarks had closed (see ARCHITECTURE.md).
-                written = self.progress.get(view.topic)
+                written = self._progress.get(view.topic)
                 derived = self.frontier(view.topic) - self.grace_s
                 view.closed_upto = written if written is not None else derived
         # Panes may go once every window holding them was closed and written, by an
         # earlier batch of ours when we lead the topic, else by its leader.
         prune_upto = {
-            t: v.closed_upto if self.leads(t) else self.progress.get(t)
+            t: v.closed_upto if self.leads(t) else self._progress.get(t)
             for t, v in self.topics.items()
         }
         now = self.clock()

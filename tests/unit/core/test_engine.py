@@ -467,8 +467,8 @@ def two_engines(idle_s: float = 0.0) -> tuple[Engine, Engine, list[float]]:
         )
 
     owner, leader = make(), make()
-    owner.leading = set()
-    leader.leading = {"invoices", "hiring", "incidents"}
+    owner.lead(set())
+    leader.lead({"invoices", "hiring", "incidents"})
     return owner, leader, clock
 
 

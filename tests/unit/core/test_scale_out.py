@@ -82,8 +82,8 @@ def run_two_workers(
         steps += 1
         w = rng.choice([i for i in (0, 1) if alive[i]])
         engine = engines[w]
-        engine.leading = lead(w)
-        engine.progress = dict(progress)
+        engine.lead(lead(w))
+        engine.set_progress(progress)
         replicate(w)
         mine = [tp for tp, o in owner.items() if o == w and queues[tp]]
         batch: list[Message] = []
@@ -94,7 +94,7 @@ def run_two_workers(
                     batch.append(Message(m.topic, m.partition, m.offset, m.value))
         result = engine.process(batch)
         write(result.closed)
-        for t in engine.leading:
+        for t in engine.leading():
             closed_upto = engine.topics[t].closed_upto
             if closed_upto is not None:
                 progress[t] = closed_upto
@@ -115,8 +115,8 @@ def run_two_workers(
     # Drain: the leaders catch up with everything replicated.
     for w in (0, 1):
         if alive[w]:
-            engines[w].leading = lead(w)
-            engines[w].progress = dict(progress)
+            engines[w].lead(lead(w))
+            engines[w].set_progress(progress)
             replicate(w, everything=True)
             write(engines[w].process([]).closed)
     stats["died"] = died
