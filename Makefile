@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
 COMPILED := streams/_compiled.sha256
-COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core/*.py)
+COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core/*.py streams/kpis/*.py)
 
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
 # resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.

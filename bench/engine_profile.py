@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 from bench.config import BenchConfig
 from bench.workload import generate
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG
 from streams.config import Settings
-from streams.core.engine import Engine, Message
+from streams.core.engine import Engine
+from streams.core.records import Message
+from streams.kpis.base import Kpi
 from streams.runtime import INPUT_TOPICS, selected_catalog
 
 BATCH = 2000
@@ -70,7 +72,7 @@ def build_log(
     return [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)]
 
 
-def run_once(batches: list[list[Message]], catalog: Sequence[KpiDef], now: float) -> Run:
+def run_once(batches: list[list[Message]], catalog: Sequence[Kpi], now: float) -> Run:
     """Process every batch with a fresh engine, committing after each batch."""
     settings = Settings()
     engine = Engine(
@@ -126,7 +128,7 @@ def run_once(batches: list[list[Message]], catalog: Sequence[KpiDef], now: float
     )
 
 
-def single_catalog() -> tuple[KpiDef, ...]:
+def single_catalog() -> tuple[Kpi, ...]:
     """The catalog the worker uses with KPI_ONLY_KPIS / KPI_ONLY_WINDOWS set."""
     settings = Settings(only_kpis=SINGLE_KPI, only_windows=SINGLE_WINDOWS)
     return selected_catalog(settings)

@@ -24,7 +24,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config import Settings
-from streams.core.engine import Engine, Message
+from streams.core.engine import Engine
+from streams.core.records import Message
 from streams.core.state import PartitionState
 from streams.runtime import read_partitions
 from streams.stack import free_port, stack_down, stack_up

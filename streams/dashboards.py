@@ -25,7 +25,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from streams.catalog import CATALOG, ROLLUP, Dimension, KpiDef
+from streams.catalog import CATALOG
+from streams.kpis.base import ROLLUP, Dimension, Kpi
 
 #: The uid ``ops/grafana/provisioning/datasources/prometheus.yml`` gives the datasource;
 #: a fixed uid (not a name) keeps the dashboards valid whatever the datasource is called.
@@ -62,7 +63,7 @@ class Domain:
     topic: str
 
     @property
-    def kpis(self) -> tuple[KpiDef, ...]:
+    def kpis(self) -> tuple[Kpi, ...]:
         """The domain's KPIs, in catalog order."""
         return tuple(k for k in CATALOG if k.topic == self.topic)
 
@@ -96,7 +97,7 @@ _GRAFANA_CURRENCIES = {"USD", "EUR", "GBP", "JPY"}
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _unit(kpi: KpiDef, currency: str) -> str:
+def _unit(kpi: Kpi, currency: str) -> str:
     if kpi.name in _UNIT_OVERRIDES:
         return _UNIT_OVERRIDES[kpi.name]
     if kpi.unit == "currency":
@@ -104,7 +105,7 @@ def _unit(kpi: KpiDef, currency: str) -> str:
     return _UNITS[kpi.unit]
 
 
-def _human_target(kpi: KpiDef, currency: str) -> str:
+def _human_target(kpi: Kpi, currency: str) -> str:
     """The target as a person writes it: ``≤ 3 d``, ``≥ 99.9%``."""
     value = kpi.target.value
     sign = "≤" if kpi.target.direction == "at_most" else "≥"
@@ -125,7 +126,7 @@ def _human_target(kpi: KpiDef, currency: str) -> str:
     return f"{sign} {text}"
 
 
-def threshold_steps(kpi: KpiDef) -> list[model.Threshold]:
+def threshold_steps(kpi: Kpi) -> list[model.Threshold]:
     """Threshold steps from the catalog target: green where the goal is met, red where not.
 
     Grafana colours a step from its value upwards, inclusive. That is right for ``at_least``
@@ -170,7 +171,7 @@ def _line_sizes(n: int, most: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(lines)]
 
 
-def _selector(kpi: KpiDef, scope: str, *, regex: bool = False) -> str:
+def _selector(kpi: Kpi, scope: str, *, regex: bool = False) -> str:
     """``metric{window="$window", dim="all"}`` or, per dimension value, ``=~"$dim"``."""
     dim = kpi.dimension
     if regex:
@@ -226,7 +227,7 @@ def _dashboard(uid: str, title: str, tags: Sequence[str], description: str) -> b
 # -- panels --------------------------------------------------------------------------------
 
 
-def _kpi_stat(kpi: KpiDef, currency: str, width: int) -> stat.Panel:
+def _kpi_stat(kpi: Kpi, currency: str, width: int) -> stat.Panel:
     """The roll-up's newest window, coloured against the target."""
     return (
         stat.Panel()
@@ -245,7 +246,7 @@ def _kpi_stat(kpi: KpiDef, currency: str, width: int) -> stat.Panel:
     )
 
 
-def _kpi_trend(kpi: KpiDef, currency: str, width: int, *, by_dimension: bool) -> timeseries.Panel:
+def _kpi_trend(kpi: Kpi, currency: str, width: int, *, by_dimension: bool) -> timeseries.Panel:
     """The newest window's value over time; the target is the dashed threshold line."""
     if by_dimension:
         expr, legend = _selector(kpi, f"${kpi.dimension}", regex=True), f"{{{{{kpi.dimension}}}}}"
@@ -273,7 +274,7 @@ def _kpi_trend(kpi: KpiDef, currency: str, width: int, *, by_dimension: bool) ->
     )
 
 
-def _kpi_bars(kpi: KpiDef, currency: str, width: int) -> bargauge.Panel:
+def _kpi_bars(kpi: Kpi, currency: str, width: int) -> bargauge.Panel:
     """The newest window per dimension value, coloured against the target."""
     dim = kpi.dimension
     return (

@@ -18,7 +18,8 @@ from typing import Annotated
 
 import typer
 
-from streams.catalog import CATALOG, ROLLUP, KpiDef
+from streams.catalog import CATALOG
+from streams.kpis.base import ROLLUP, Kpi
 
 #: The scrape job of the worker; ``ops/prometheus/prometheus*.yml`` use the same name.
 JOB = "backoffice-kpi"
@@ -84,7 +85,7 @@ class Group:
 # -- what each KPI becomes ----------------------------------------------------------------
 
 
-def alert_window(kpi: KpiDef) -> str:
+def alert_window(kpi: Kpi) -> str:
     """The window a KPI's alert watches: ``1d`` or the rolling ``30d``.
 
     The current UTC day by default: long enough to be stable (unlike 1h), and the alert
@@ -120,12 +121,12 @@ def duration_seconds(duration: str) -> int:
     return sum(int(n) * _DURATION_UNIT_S[u] for n, u in parts)
 
 
-def alert_name(kpi: KpiDef) -> str:
+def alert_name(kpi: Kpi) -> str:
     """``invoice_processing_time`` -> ``InvoiceProcessingTimeOffTarget``."""
     return "".join(part.capitalize() for part in kpi.name.split("_")) + "OffTarget"
 
 
-def format_target(kpi: KpiDef) -> str:
+def format_target(kpi: Kpi) -> str:
     """The target in words, e.g. ``at most 3d`` or ``at least 0.999``."""
     value = kpi.target.value
     if kpi.unit == "seconds":
@@ -154,7 +155,7 @@ def _scope_text(dimension: str) -> str:
     )
 
 
-def kpi_recording_rules(kpi: KpiDef) -> tuple[Rule, Rule]:
+def kpi_recording_rules(kpi: Kpi) -> tuple[Rule, Rule]:
     """``backoffice:kpi_miss`` (1 miss, 0 met) and ``backoffice:kpi_target_gap``.
 
     Both cover every window and scope and add a ``scope`` label equal to the dimension
@@ -180,7 +181,7 @@ def _with_scope(expr: str, dimension: str) -> str:
     return f'label_replace(\n{body},\n  "scope", "$1", "{dimension}", "(.*)"\n)'
 
 
-def kpi_alert(kpi: KpiDef) -> Rule:
+def kpi_alert(kpi: Kpi) -> Rule:
     """The alert that fires while a KPI's newest window misses its target for ``for_``."""
     window = alert_window(kpi)
     # A comparison without `bool` keeps the left-hand sample: $value is the KPI's value.
@@ -325,7 +326,7 @@ def pipeline_alerts() -> tuple[Rule, ...]:
     )
 
 
-def rule_groups(catalog: Sequence[KpiDef] = CATALOG) -> dict[str, tuple[Group, ...]]:
+def rule_groups(catalog: Sequence[Kpi] = CATALOG) -> dict[str, tuple[Group, ...]]:
     """File name -> its rule groups."""
     recording = tuple(r for k in catalog for r in kpi_recording_rules(k))
     return {
@@ -340,7 +341,7 @@ def rule_groups(catalog: Sequence[KpiDef] = CATALOG) -> dict[str, tuple[Group, .
 # -- YAML -----------------------------------------------------------------------------
 
 
-def _kpi_header(catalog: Sequence[KpiDef]) -> str:
+def _kpi_header(catalog: Sequence[Kpi]) -> str:
     balance = [k.name for k in catalog if k.balance]
     slow = [k.name for k in catalog if not k.balance and alert_window(k) == MONTHLY]
     daily = [k.name for k in catalog if alert_window(k) == DAILY]
@@ -423,7 +424,7 @@ def _emit(header: str, groups: Sequence[Group]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_rules(catalog: Sequence[KpiDef] = CATALOG) -> dict[str, str]:
+def render_rules(catalog: Sequence[Kpi] = CATALOG) -> dict[str, str]:
     """File name -> YAML text of every rule file (deterministic)."""
     headers = {KPI_FILE: _kpi_header(catalog), PIPELINE_FILE: _PIPELINE_HEADER}
     return {name: _emit(headers[name], groups) for name, groups in rule_groups(catalog).items()}

@@ -25,11 +25,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG
 from streams.config import INPUT_TOPICS, Settings
-from streams.core.engine import BatchResult, DeadLetter, Engine, Message, WindowValue
+from streams.core.engine import Engine
+from streams.core.records import BatchResult, DeadLetter, Message, WindowValue
 from streams.core.state import ChangelogRecord, PartitionState
 from streams.errors import ConfigurationError
+from streams.kpis.base import Kpi
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
 from streams.topics import changelog_topic
@@ -106,7 +108,7 @@ async def read_partitions(
     return out
 
 
-def selected_catalog(settings: Settings) -> tuple[KpiDef, ...]:
+def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
     """The catalog, restricted by ``KPI_ONLY_KPIS`` / ``KPI_ONLY_WINDOWS`` when set."""
     names = {n.strip() for n in settings.only_kpis.split(",") if n.strip()}
     windows = tuple(w.strip() for w in settings.only_windows.split(",") if w.strip())

@@ -9,15 +9,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from streams.catalog import CATALOG, KPIS, KpiDef
+from streams.catalog import CATALOG, KPIS
 from streams.config import Settings
 from streams.errors import ConfigurationError
+from streams.kpis.base import Kpi
 from streams.reader import KpiReader, KpiValue
 
 WINDOWS = ("1h", "1d", "30d")
 
 
-def format_kpi(kpi: KpiDef, value: float | None, currency: str = "USD") -> str:
+def format_kpi(kpi: Kpi, value: float | None, currency: str = "USD") -> str:
     """A value in the KPI's unit, for people."""
     if value is None:
         return "-"
@@ -40,12 +41,12 @@ def format_kpi(kpi: KpiDef, value: float | None, currency: str = "USD") -> str:
     return f"{value:.2f}"
 
 
-def meets(kpi: KpiDef, value: float | None) -> bool | None:
+def meets(kpi: Kpi, value: float | None) -> bool | None:
     """Whether a value meets the KPI's target (None when undefined)."""
     return None if value is None else kpi.target.met(value)
 
 
-def _check(name: str, window: str) -> KpiDef:
+def _check(name: str, window: str) -> Kpi:
     kpi = KPIS.get(name)
     if kpi is None:
         msg = f"unknown KPI {name!r}; one of: {', '.join(KPIS)}"

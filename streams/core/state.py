@@ -2,8 +2,8 @@
 
 All state that an input partition's events build (watermark, applied ids, entity lifecycles,
 KPI panes, balances, service timelines) lives in one ``dict[str, JSON]`` whose keys are the
-changelog keys. Every mutation first ``touch``es its key, which remembers the key's value as
-it was when the batch started. A commit turns the touched keys into changelog records
+changelog keys. Every change goes through ``edit``/``put``/``delete``, which remember the
+key's value as it was when the batch started. A commit turns the touched keys into changelog records
 ``{"o": commit sequence, "v": new value, "p": value before the batch}`` followed by the meta
 record ``m`` (the sequence and the last input offset processed). Restoring keeps ``v`` for
 records of complete batches and falls back to ``p``
@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-META_KEY = "m"
+from streams.core import keys
 
 JSON = Any
 
@@ -70,28 +70,51 @@ class PartitionState:
         self.seq = 0
         self._committed_offset = -1
         #: Heap of (completed at, entity key): entities in a final state, oldest first,
-        #: to be forgotten once retired (``streams.core.measures.ENTITY_RETENTION_S``).
+        #: to be forgotten once retired (``streams.core.lifecycle.ENTITY_RETENTION_S``).
         self.retiring: list[tuple[float, str]] = []
 
     # -- mutation ----------------------------------------------------------------------
 
-    def touch(self, key: str) -> None:
-        """Call before mutating ``data[key]`` in place or replacing it."""
-        if key not in self._before:
-            value = self.data.get(key)
-            self._before[key] = b"null" if value is None else orjson.dumps(value)
+    # A batch changes the state only through ``edit``, ``put`` and ``delete``: each records
+    # the key's value as it was when the batch started, so the commit knows what changed
+    # (and what to fall back to) without any caller marking keys dirty. ``data`` and ``get``
+    # are for reading.
+
+    def get(self, key: str) -> JSON:
+        """A key's value (None when absent), for reading only."""
+        return self.data.get(key)
+
+    def edit(self, key: str) -> JSON:
+        """A present key's value, to be changed in place by this batch."""
+        self._record(key)
+        return self.data[key]
 
     def put(self, key: str, value: JSON) -> None:
-        """Set a key (touching it first)."""
-        self.touch(key)
+        """Set a key."""
+        self._record(key)
         self.data[key] = value
         self._deleted.discard(key)
 
     def delete(self, key: str) -> None:
-        """Remove a key (touching it first)."""
-        self.touch(key)
+        """Remove a key."""
+        self._record(key)
         self.data.pop(key, None)
         self._deleted.add(key)
+
+    def mirror(self, key: str, value: JSON) -> None:
+        """Set (or, with None, remove) a key without recording it.
+
+        For replicas only: they copy another worker's committed state and never commit.
+        """
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+
+    def _record(self, key: str) -> None:
+        if key not in self._before:
+            value = self.data.get(key)
+            self._before[key] = b"null" if value is None else orjson.dumps(value)
 
     @property
     def dirty(self) -> bool:
@@ -128,7 +151,7 @@ class PartitionState:
             "a": self.applied_offset,
             "dlq": self.dlq_next,
         }
-        records.append(ChangelogRecord(META_KEY.encode(), orjson.dumps(meta)))
+        records.append(ChangelogRecord(keys.META.encode(), orjson.dumps(meta)))
         return records
 
     @classmethod
@@ -141,7 +164,7 @@ class PartitionState:
         meta: dict[str, Any] | None = None
         for raw_key, raw_value in records:
             key = raw_key.decode()
-            if key == META_KEY:
+            if key == keys.META:
                 meta = orjson.loads(raw_value) if raw_value is not None else None
             else:
                 latest[key] = raw_value
@@ -169,15 +192,46 @@ class PartitionState:
                 state.seq = max(state.seq, int(envelope["o"]))
             if value is not None:
                 state.data[key] = value
-                if key[:2] == "e|" and "z" in value:
+                if keys.kind(key) == keys.ENTITY and "z" in value:
                     state.retiring.append((float(value["z"]), key))
         heapq.heapify(state.retiring)
         return state
 
     def keys_with_prefix(self, prefix: str) -> Iterator[str]:
-        """Keys of one kind (restore-time index rebuilding)."""
+        """Keys of one kind (``streams.core.keys``; restore-time index rebuilding)."""
         return (k for k in self.data if k.startswith(prefix))
 
 
 def _finite_or_none(x: float) -> float | None:
     return None if x == float("-inf") else x
+
+
+class Partitions:
+    """The partition states an engine reads windows from: its own and its replicas.
+
+    Own states are the authority (the engine applies input to them and commits them);
+    replicas are read-only copies of the partitions other workers own, kept from their
+    changelogs (``streams/core/replicas.py``) so a topic's leader can read every window.
+    """
+
+    __slots__ = ("n_partitions", "own", "replicas")
+
+    def __init__(self, n_partitions: dict[str, int]) -> None:
+        #: Partitions per input topic.
+        self.n_partitions = n_partitions
+        self.own: dict[tuple[str, int], PartitionState] = {}
+        self.replicas: dict[tuple[str, int], PartitionState] = {}
+
+    def view(self, topic: str, partition: int) -> PartitionState | None:
+        """The state windows are read from: our own, else the replica, else None."""
+        tp = (topic, partition)
+        return self.own.get(tp) or self.replicas.get(tp)
+
+    def of_topic(self, topic: str) -> list[PartitionState]:
+        """Own and replica states of one topic."""
+        return [
+            st
+            for states in (self.own, self.replicas)
+            for (t, _p), st in states.items()
+            if t == topic
+        ]

@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.catalog import CATALOG, KpiDef
-from streams.core.engine import BatchResult, WindowValue
+from streams.catalog import CATALOG
+from streams.core.records import BatchResult, WindowValue
+from streams.kpis.base import Kpi
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -79,7 +80,7 @@ def _le(bound: float) -> str:
 class Metrics:
     """Every metric the worker exposes."""
 
-    def __init__(self, registry: CollectorRegistry, catalog: Sequence[KpiDef] = CATALOG) -> None:
+    def __init__(self, registry: CollectorRegistry, catalog: Sequence[Kpi] = CATALOG) -> None:
         self.registry = registry
         self.catalog = {k.name: k for k in catalog}
         self.kpi: dict[str, Gauge] = {

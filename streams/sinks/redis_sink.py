@@ -23,9 +23,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.catalog import KpiDef
-from streams.core.engine import WindowValue
+from streams.core.records import WindowValue
 from streams.core.windows import rfc3339
+from streams.kpis.base import Kpi
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -123,14 +123,11 @@ class RedisSink:
         # Set once the catalog was written: from then on its absence means data loss.
         self._catalog_written = False
 
-    async def setup(self, catalog: Sequence[KpiDef], currency: str) -> None:
+    async def setup(self, catalog: Sequence[Kpi], currency: str) -> None:
         """Write the ``kpi:catalog`` hash."""
         mapping: dict[Any, Any] = {}
         for k in catalog:
-            entry = k.catalog_entry()
-            if entry["unit"] == "currency":
-                entry["unit"] = currency
-            mapping[k.name] = orjson.dumps(entry)
+            mapping[k.name] = orjson.dumps(k.catalog_entry(currency))
 
         async def fill(pipe: aioredis.client.Pipeline) -> None:
             pipe.hset(CATALOG_KEY, mapping=mapping)

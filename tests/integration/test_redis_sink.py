@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from streams.config import Settings
-from streams.core.engine import WindowValue
+from streams.core.records import WindowValue
 from streams.core.windows import rfc3339
 from streams.sinks import redis_sink
 from streams.sinks.redis_sink import RedisSink, history_member

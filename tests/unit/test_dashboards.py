@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from streams import dashboards
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG
+from streams.kpis.base import Kpi
 from streams.sinks.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ def exposed_sample_names() -> set[str]:
     return names
 
 
-def kpi_stat(board: dict[str, Any], kpi: KpiDef) -> dict[str, Any]:
+def kpi_stat(board: dict[str, Any], kpi: Kpi) -> dict[str, Any]:
     selector = f'{kpi.metric}{{window="$window", {kpi.dimension}="all"}}'
     found = [p for p in panels(board) if p["type"] == "stat" and selector in exprs(p)]
     assert len(found) == 1, f"{kpi.name}: {len(found)} roll-up stat panels"
@@ -112,7 +113,7 @@ def test_panels_stay_on_the_grid() -> None:
 
 
 @pytest.mark.parametrize("kpi", CATALOG, ids=lambda k: k.name)
-def test_overview_colours_every_kpi_by_its_catalog_target(kpi: KpiDef) -> None:
+def test_overview_colours_every_kpi_by_its_catalog_target(kpi: Kpi) -> None:
     panel = kpi_stat(BOARDS["overview.json"], kpi)
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[0]["value"] is None

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.engine import Engine, Message, WindowValue
+from streams.core.engine import Engine
+from streams.core.records import Message, WindowValue
 from streams.core.state import PartitionState
 from tests import reference
 from tests.eventgen import event_logs, random_log

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.engine import Engine, Message, WindowValue
+from streams.core.engine import Engine
+from streams.core.records import Message, WindowValue
 from streams.core.state import PartitionState
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a day boundary

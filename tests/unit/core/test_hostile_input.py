@@ -11,7 +11,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.engine import Engine, Message
+from streams.core.engine import Engine
+from streams.core.records import Message
 
 NOW = 1_800_000_000.0
 REASONS = {

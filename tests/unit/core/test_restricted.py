@@ -16,10 +16,12 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG
 from streams.config import Settings
-from streams.core.engine import BatchResult, Engine, Message, WindowValue
+from streams.core.engine import Engine
+from streams.core.records import BatchResult, Message, WindowValue
 from streams.errors import ConfigurationError
+from streams.kpis.base import Kpi
 from streams.runtime import selected_catalog
 from tests import reference
 from tests.eventgen import event_logs
@@ -28,7 +30,7 @@ KPI_NAMES = [k.name for k in CATALOG]
 WINDOWS = ["1h", "1d", "30d"]
 
 
-def _engine(partitions: dict[str, int], now: float, catalog: tuple[KpiDef, ...]) -> Engine:
+def _engine(partitions: dict[str, int], now: float, catalog: tuple[Kpi, ...]) -> Engine:
     return Engine(
         partitions=partitions, grace_s=3600, currency="USD", clock=lambda: now, catalog=catalog
     )

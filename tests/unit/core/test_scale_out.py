@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.engine import Engine, Message, WindowValue
+from streams.core.engine import Engine
+from streams.core.records import Message, WindowValue
 from streams.core.state import PartitionState
 from tests import reference
 from tests.eventgen import event_logs, log_now, random_log
@@ -95,7 +96,7 @@ def run_two_workers(
         result = engine.process(batch)
         write(result.closed)
         for t in engine.leading():
-            closed_upto = engine.topics[t].closed_upto
+            closed_upto = engine._closing.views[t].closed_upto
             if closed_upto is not None:
                 progress[t] = closed_upto
         for tp, state in engine.states.items():
@@ -110,8 +111,8 @@ def run_two_workers(
                 if o == 1:
                     owner[tp] = 0
                     survivor.assign(PartitionState.restore(tp[0], tp[1], changelog[tp]))
-            for view in survivor.topics.values():
-                view.closed_upto = None
+            for t in partitions:
+                survivor._closing.reset(t)
     # Drain: the leaders catch up with everything replicated.
     for w in (0, 1):
         if alive[w]:
@@ -177,7 +178,7 @@ def test_a_replica_applies_whole_commits_only() -> None:
     assert records[-1][0] == b"m" and len(records) > 2
     reader = Engine(partitions=partitions, grace_s=GRACE, currency="USD", clock=lambda: 2e9)
     reader.replica_apply("invoices", 0, records[:-1])
-    replica = reader.replicas[("invoices", 0)]
+    replica = reader._partitions.replicas[("invoices", 0)]
     assert replica.data == {} and replica.watermark == -math.inf
     reader.replica_apply("invoices", 0, records[-1:])
     own = owner.states[("invoices", 0)]

@@ -1,0 +1,253 @@
+"""Panes: the additive parts of a KPI per window spec, scope, partition and pane start.
+
+A pane is the state key ``p|<kpi>|<window>|<scope>|<start>`` holding the KPI's parts vector
+(and, for a balance KPI, the balance change after the parts). The index here points at the
+very lists in the partition states (or replicas), mutated in place, so a window is read
+without building or hashing a single key string. A window's parts are the sum of its panes
+in partition order, panes in time order, so a value depends only on each partition's log:
+replays give bit-identical results.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from streams.core import keys
+from streams.core.state import Partitions, PartitionState
+from streams.core.windows import WindowSpec
+from streams.kpis.base import ROLLUP, Kpi
+
+#: A pane in the index: its state key and its parts vector (the list in the state).
+Pane = tuple[str, list[float]]
+#: Pane length, vector width, has a balance, and (scope, key prefix, the partition's panes)
+#: for the scope and the roll-up: what ``contribute`` needs per window spec.
+_Target = tuple[int, int, bool, tuple[tuple[str, str, dict[int, Pane]], ...]]
+
+
+class Panes:
+    """The pane index of every KPI kept in panes, and reading windows from it."""
+
+    def __init__(
+        self,
+        catalog: dict[str, Kpi],
+        specs: dict[str, tuple[WindowSpec, ...]],
+        partitions: Partitions,
+    ) -> None:
+        self.catalog = catalog
+        self.specs = specs
+        self.partitions = partitions
+        #: (kpi, window, scope) -> partition -> pane start -> pane.
+        self.by_window: dict[tuple[str, str, str], dict[int, dict[int, Pane]]] = defaultdict(dict)
+        #: Per KPI, every scope it has panes or a balance for.
+        self.scopes: dict[str, set[str]] = defaultdict(set)
+        # (kpi, scope, partition) -> where a contribution goes, per window spec.
+        self._targets: dict[tuple[str, str, int], tuple[_Target, ...]] = {}
+
+    def index(self, partition: int, key: str, value: Any) -> tuple[str, str] | None:
+        """Keep the index in step with one pane or balance key (``value`` None: gone).
+
+        Returns the (kpi, scope) of a pane or balance key, None for other keys.
+        """
+        kind = keys.kind(key)
+        if kind == keys.PANE:
+            kpi, window, scope, start = keys.parse_pane(key)
+            panes = self.by_window[(kpi, window, scope)]
+            if value is not None:
+                panes.setdefault(partition, {})[start] = (key, value)
+                self.scopes[kpi].add(scope)
+            else:
+                of_partition = panes.get(partition)
+                if of_partition is not None:
+                    of_partition.pop(start, None)
+            return kpi, scope
+        if kind == keys.BALANCE:
+            kpi, _window, scope = keys.parse_balance(key)
+            if value is not None:
+                self.scopes[kpi].add(scope)
+            return kpi, scope
+        return None
+
+    # -- applying ----------------------------------------------------------------------
+
+    def contribute(
+        self,
+        st: PartitionState,
+        kpi: str,
+        scope: str,
+        t: float,
+        parts: tuple[float, ...],
+        balance: float,
+    ) -> None:
+        """Add one event's parts (and balance change) to its pane of every window spec."""
+        targets = self._targets.get((kpi, scope, st.partition))
+        if targets is None:
+            targets = self._targets[(kpi, scope, st.partition)] = self._pane_targets(
+                kpi, scope, st.partition
+            )
+        n = len(parts)
+        for pane_s, width, has_balance, scoped in targets:
+            pane = int(t // pane_s) * pane_s
+            for s, prefix, panes in scoped:
+                entry = panes.get(pane)
+                if entry is None:
+                    key = prefix + str(pane)
+                    vec: list[float] = [0.0] * width
+                    st.put(key, vec)
+                    panes[pane] = (key, vec)
+                    self.scopes[kpi].add(s)
+                else:
+                    vec = st.edit(entry[0])
+                # Unrolled: a loop over the parts cost more than the additions.
+                if n == 2:
+                    vec[0] += parts[0]
+                    vec[1] += parts[1]
+                else:
+                    for i in range(n):
+                        vec[i] += parts[i]
+                if has_balance:
+                    vec[-1] += balance
+
+    def _pane_targets(self, kpi_name: str, scope: str, partition: int) -> tuple[_Target, ...]:
+        kpi = self.catalog[kpi_name]
+        has_balance = kpi.balance is not None
+        out = []
+        for spec in self.specs[kpi_name]:
+            scoped = tuple(
+                (
+                    s,
+                    keys.pane_prefix(kpi_name, spec.name, s),
+                    # The per-partition dicts of the index are never replaced, only emptied.
+                    self.by_window[(kpi_name, spec.name, s)].setdefault(partition, {}),
+                )
+                for s in (scope, ROLLUP)
+            )
+            out.append((spec.pane_s, kpi.width, has_balance, scoped))
+        return tuple(out)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def value(self, kpi: Kpi, spec: WindowSpec, scope: str, end: int) -> tuple[float | None, int]:
+        """The value and event count of window ``[end - size, end)``."""
+        parts, b0, b1 = self._parts(kpi, spec, scope, end)
+        return kpi.read(parts, b0, b1, spec.size_days), int(parts[-1])
+
+    def _parts(
+        self, kpi: Kpi, spec: WindowSpec, scope: str, end: int
+    ) -> tuple[list[float], float, float]:
+        """Summed parts of window ``[end - size, end)`` plus balances at its start and end."""
+        width = kpi.width
+        by_partition = self.by_window.get((kpi.name, spec.name, scope), {})
+        starts = spec.pane_starts(end)
+        # Partitions in order, panes in time order: the float sums depend on that order.
+        vecs = []
+        for p in range(self.partitions.n_partitions[kpi.topic]):
+            panes = by_partition.get(p)
+            if panes:
+                for start in starts:
+                    entry = panes.get(start)
+                    if entry is not None:
+                        vecs.append(entry[1])
+        total = _sum_vectors(vecs, width)
+        if kpi.balance is None:
+            return total, 0.0, 0.0
+        # Panes are aligned, so "ends at or before ``end``" is "starts before ``end``"; the
+        # balance at the window start is the one at its end less the window's own deltas.
+        balance_end = self._balance_end(kpi, spec, scope, end)
+        return total[:-1], balance_end - total[-1], balance_end
+
+    def _balance_end(self, kpi: Kpi, spec: WindowSpec, scope: str, end: int) -> float:
+        """Balance at ``end``: every partition's base plus its retained panes before ``end``.
+
+        Per partition a left fold in time order (base, then panes by start), then the
+        partitions in order: the base is itself that fold over the panes pruned so far, so
+        the float result does not depend on where batches happened to prune.
+        """
+        topic = kpi.topic
+        base_key = keys.balance(kpi.name, spec.name, scope)
+        by_partition = self.by_window.get((kpi.name, spec.name, scope), {})
+        total = 0.0
+        for p in range(self.partitions.n_partitions[topic]):
+            st = self.partitions.view(topic, p)
+            if st is None:
+                continue
+            partition_balance = st.data.get(base_key, 0.0)
+            panes = by_partition.get(p)
+            if panes:
+                for start in sorted(s for s in panes if s < end):
+                    partition_balance += panes[start][1][-1]
+            total += partition_balance
+        return total
+
+    def window_ends(
+        self, kpi: Kpi, spec: WindowSpec, scope: str, after: float, upto: float
+    ) -> list[int]:
+        """Ends ``e`` of the windows with ``after < e <= upto`` that hold at least one pane."""
+        starts: set[int] = set()
+        for panes in self.by_window.get((kpi.name, spec.name, scope), {}).values():
+            starts.update(panes)
+        if not starts:
+            return []
+        # None ends at or before the first pane, nor after the last window of the last pane.
+        last = min(upto, spec.window_end_of_pane(max(starts)))
+        ends = []
+        for e in spec.window_ends_between(max(after, min(starts)), last):
+            if any(start in starts for start in spec.pane_starts(e)):
+                ends.append(e)
+        return ends
+
+    # -- pruning -----------------------------------------------------------------------
+
+    def prune(self, kpi: Kpi, upto: float) -> None:
+        """Fold the panes of our own partitions whose every window ends by ``upto``.
+
+        A balance KPI's pane moves its balance change into the balance base first.
+        """
+        for spec in self.specs[kpi.name]:
+            for scope in list(self.scopes[kpi.name]):
+                by_partition = self.by_window.get((kpi.name, spec.name, scope))
+                if not by_partition:
+                    continue
+                for p in sorted(by_partition):
+                    st = self.partitions.own.get((kpi.topic, p))
+                    panes = by_partition[p]
+                    if st is None or not panes:
+                        continue
+                    # In time order: the base is a float sum, and a replay must fold in the
+                    # same order. The last window of a pane ends no earlier than that of an
+                    # earlier pane, so the done panes come first.
+                    for start in sorted(panes):
+                        if spec.window_end_of_pane(start) > upto:
+                            break
+                        key, vec = panes.pop(start)
+                        if kpi.balance:
+                            base_key = keys.balance(kpi.name, spec.name, scope)
+                            st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
+                        st.delete(key)
+
+
+def _sum_vectors(vecs: Sequence[Sequence[float]], width: int) -> list[float]:
+    """Element-wise sum, each element folded left from 0.0 in the order of ``vecs``.
+
+    Unrolled for the usual widths (a Python loop over ``range(width)`` per vector cost
+    more than the additions).
+    """
+    if width == 2:
+        a = b = 0.0
+        for v in vecs:
+            a += v[0]
+            b += v[1]
+        return [a, b]
+    if width == 3:
+        a = b = c = 0.0
+        for v in vecs:
+            a += v[0]
+            b += v[1]
+            c += v[2]
+        return [a, b, c]
+    total = [0.0] * width
+    for v in vecs:
+        for i in range(width):
+            total[i] += v[i]
+    return total

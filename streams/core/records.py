@@ -1,0 +1,56 @@
+"""What goes into the engine and what comes out of a batch: plain records, no behaviour."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One input message; ``topic`` is the logical (unprefixed) topic name."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input message that cannot be applied, with the SPEC's reason."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WindowValue:
+    """The value of one KPI for one window and scope."""
+
+    kpi: str
+    window: str
+    scope: str
+    start: int
+    end: int
+    value: float | None
+    count: int
+    final: bool
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Everything one batch produced, for the sinks and the metrics."""
+
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    #: Applied events per (topic, event type).
+    applied: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Windows the batch closed (final, for the history).
+    closed: list[WindowValue] = field(default_factory=list)
+    #: The newest window of every KPI and scope the batch changed.
+    current: list[WindowValue] = field(default_factory=list)

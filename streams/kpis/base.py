@@ -1,0 +1,155 @@
+"""What a KPI is: one object with its measure, its parts, its reader and its presentation.
+
+A KPI is fed by the event types listed in its ``feeds``. For each applied event of such a
+type, the engine first runs the event's lifecycle (``streams/core/lifecycle.py``: checks,
+entity updates), which yields a ``Fact`` (the scope and, for follow-up events, the time
+since the entity started and its amount); the feed's ``measure`` turns event and fact into
+the KPI's parts delta and balance delta. The engine adds the deltas to the panes of every
+window of the KPI, for the scope and for the roll-up; a window's value is ``read`` from its
+summed parts (and, for a balance KPI, the balance at the window's start and end).
+
+A ``timeline`` KPI (system uptime) keeps no panes: its measure gives the status (1.0 down,
+0.0 up) of the scope, kept as a status timeline per scope, and it is read from the fraction
+of each window every scope was up (see ``streams/core/timelines.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from schemas.events import EventBase
+from streams.kpis.fact import Fact
+
+#: The scope of a KPI over all dimension values (SPEC section 3).
+ROLLUP = "all"
+
+Dimension = Literal["department", "service", "queue"]
+Direction = Literal["at_most", "at_least"]
+Kind = Literal["panes", "timeline"]
+
+#: A KPI's window value from its summed parts (the last part is always ``n``), the balance
+#: at the window start and at its end (0.0 unless the KPI keeps a balance) and the window
+#: length in days. ``None`` means undefined.
+Reader = Callable[[Sequence[float], float, float, float], float | None]
+#: What one event adds to a KPI: its parts delta and its balance delta.
+Delta = tuple[tuple[float, ...], float]
+
+E = TypeVar("E", bound=EventBase)
+
+
+@dataclass(frozen=True, slots=True)
+class Feed(Generic[E]):
+    """One event type feeding a KPI, and what each such event adds to it."""
+
+    event: type[E]
+    #: The event's delta, or None when this event does not count for the KPI.
+    measure: Callable[[E, Fact], Delta | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A SMART goal: the value a KPI should stay at most / at least at, per window."""
+
+    value: float
+    direction: Direction
+    #: How long a miss must last before the alert fires (Prometheus ``for:``).
+    for_: str = "30m"
+    severity: Literal["warning", "critical"] = "warning"
+    #: Human wording of the goal, for docs, dashboards and alert descriptions.
+    goal: str = ""
+
+    def met(self, value: float) -> bool:
+        """True when ``value`` meets the goal."""
+        return value <= self.value if self.direction == "at_most" else value >= self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Kpi:
+    """One KPI of SPEC section 2 (see the module docstring)."""
+
+    name: str
+    title: str
+    #: ``seconds``, ``ratio``, ``days``, ``score``, ``count``, or ``currency`` (the
+    #: reporting currency's code is shown: ``Kpi.unit_label``).
+    unit: str
+    dimension: Dimension
+    topic: str
+    metric: str
+    target: Target
+    #: Names of the additive parts kept per pane; the last is always ``n``, the count of
+    #: events that contributed (the Redis ``count``).
+    parts: tuple[str, ...]
+    feeds: tuple[Feed[Any], ...]
+    read: Reader
+    #: Name of the balance whose value at window start and end the reader needs, if any.
+    #: A pane then keeps the balance's change after the parts.
+    balance: str | None = None
+    windows: tuple[str, ...] = ("1h", "1d", "30d")
+    description: str = ""
+    kind: Kind = "panes"
+
+    @property
+    def width(self) -> int:
+        """Length of a pane's vector: the parts, plus the balance change if any."""
+        return len(self.parts) + (1 if self.balance is not None else 0)
+
+    def unit_label(self, currency: str) -> str:
+        """The unit as shown to people: the reporting currency's code for ``currency``."""
+        return currency if self.unit == "currency" else self.unit
+
+    def catalog_entry(self, currency: str) -> dict[str, object]:
+        """The JSON object stored in the Redis ``kpi:catalog`` hash (SPEC section 3)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "unit": self.unit_label(currency),
+            "dimension": self.dimension,
+            "windows": list(self.windows),
+            "target": {
+                "value": self.target.value,
+                "direction": self.target.direction,
+                "goal": self.target.goal,
+            },
+        }
+
+
+# -- readers shared by several KPIs: pure functions of summed parts -----------------------
+
+
+def mean(parts: Sequence[float], _b0: float, _b1: float, _days: float) -> float | None:
+    """Sum / count (``(sum, n)``); undefined without events."""
+    total, n = parts
+    return total / n if n else None
+
+
+def ratio(parts: Sequence[float], _b0: float, _b1: float, _days: float) -> float | None:
+    """Hits / count (``(hits, n)``); undefined without events."""
+    hits, n = parts
+    return hits / n if n else None
+
+
+def total(parts: Sequence[float], _b0: float, _b1: float, _days: float) -> float | None:
+    """The first part's sum."""
+    return parts[0]
+
+
+def count(parts: Sequence[float], _b0: float, _b1: float, _days: float) -> float | None:
+    """How many events contributed."""
+    return parts[-1]
+
+
+def turnover(parts: Sequence[float], start: float, end: float, _days: float) -> float | None:
+    """Flow / average balance: the first part over the mean of the start and end balances."""
+    average = (start + end) / 2.0
+    return parts[0] / average if average else None
+
+
+#: The parts of a mean over durations.
+DURATION_PARTS = ("sum_s", "n")
+
+
+def duration(_event: EventBase, fact: Fact) -> Delta | None:
+    """Measure: the time since the entity started (one event, one duration)."""
+    return (fact.since_start_s, 1.0), 0.0

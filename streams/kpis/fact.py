@@ -1,0 +1,19 @@
+"""What applying one event established, as the KPIs it feeds see it (see ``base``)."""
+
+from __future__ import annotations
+
+
+class Fact:
+    """The lifecycle's answer for one applied event (built per event: a compiled class)."""
+
+    __slots__ = ("scope", "since_start_s", "amount")
+
+    def __init__(self, scope: str, since_start_s: float, amount: float) -> None:
+        #: The dimension value the event counts for (follow-up events inherit their
+        #: entity's: an approval counts for the invoice's department).
+        self.scope = scope
+        #: For an event that moves an entity on: event time minus the entity's start event
+        #: time (never negative). 0.0 for a start event or an event without an entity.
+        self.since_start_s = since_start_s
+        #: For invoice events: the invoice's amount (a rejection carries none). Else 0.0.
+        self.amount = amount
