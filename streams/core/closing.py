@@ -128,11 +128,16 @@ class Closing:
         return dict(self._progress)
 
     def closing_progress(self) -> dict[str, float]:
-        """Per topic led, how far windows are closed (written after the batch's commit)."""
+        """Per topic led, how far windows are closed (written after the batch's commit).
+
+        Also ``-inf`` (nothing closed yet): without a record, a leader resumes from the
+        frontier its restored view shows, and after a failover that view can be ahead of
+        what was closed (a replica that lagged), skipping windows never closed.
+        """
         return {
             t: v.closed_upto
             for t, v in self.views.items()
-            if self.leads(t) and v.closed_upto is not None and v.closed_upto != NEG_INF
+            if self.leads(t) and v.closed_upto is not None
         }
 
     def reset(self, topic: str) -> None:

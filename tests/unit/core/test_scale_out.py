@@ -95,10 +95,7 @@ def run_two_workers(
                     batch.append(Message(m.topic, m.partition, m.offset, m.value))
         result = engine.process(batch)
         write(result.closed)
-        for t in engine.leading():
-            closed_upto = engine._closing.views[t].closed_upto
-            if closed_upto is not None:
-                progress[t] = closed_upto
+        progress.update(engine.closing_progress())
         for tp, state in engine.states.items():
             if state.dirty:
                 changelog[tp].extend((r.key, r.value) for r in state.commit())
