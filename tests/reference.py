@@ -28,7 +28,7 @@ import bisect
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -66,6 +66,21 @@ KPIS: dict[str, tuple[str, str]] = {
     "ticket_resolution_time": ("incidents", "queue"),
     "security_incidents": ("incidents", "service"),
 }
+
+
+@dataclass(frozen=True)
+class ExtraKpi:
+    """A KPI computed by the reference without editing it (tests that add a KPI).
+
+    For an event type that carries the KPI's dimension field: ``measure`` maps the event
+    type to a function of the event's fields giving the measurement (None: the event does
+    not count); the window value is ``formula`` of the window's measurements.
+    """
+
+    topic: str
+    dimension: str
+    measure: Mapping[str, Callable[[dict[str, Any]], float | None]]
+    formula: Callable[[list[float]], float | None]
 
 
 @dataclass(frozen=True)
@@ -602,10 +617,11 @@ def _closed_limit(
 
 
 def _history_of_records(
-    facts: _Facts, limits: dict[str, float]
+    facts: _Facts, limits: dict[str, float], extra: Mapping[str, ExtraKpi]
 ) -> dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]:
     history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
-    for kpi, (topic, _dim) in KPIS.items():
+    topics = {**KPIS, **{name: (k.topic, k.dimension) for name, k in extra.items()}}
+    for kpi, (topic, _dim) in topics.items():
         if kpi == "system_uptime":
             continue
         by_dim = facts.records.get(kpi, {})
@@ -623,7 +639,10 @@ def _history_of_records(
                     if limit < start + size:  # not closed: frontier - grace < end
                         continue
                     recs = series.between(start, start + size)
-                    if recs:
+                    if recs and kpi in extra:
+                        value = extra[kpi].formula([x for _, _, x in recs])
+                        out[start] = (value, len(recs))
+                    elif recs:
                         out[start] = (_value(kpi, series, recs, start, size), len(recs))
                 if out:
                     history[(kpi, wname, scope)] = out
@@ -687,8 +706,13 @@ def compute(
     grace_seconds: float = 3600,
     currency: str = "USD",
     now: float,
+    extra: Mapping[str, ExtraKpi] | None = None,
 ) -> RefResult:
-    """Run the whole log through SEMANTICS and return every closed window of every KPI."""
+    """Run the whole log through SEMANTICS and return every closed window of every KPI.
+
+    ``extra`` adds KPIs by name (see ``ExtraKpi``).
+    """
+    extra = extra or {}
     parts: dict[tuple[str, int], _Partition] = defaultdict(_Partition)
     last_offset: dict[tuple[str, int], int] = {}
     facts = _Facts()
@@ -724,6 +748,11 @@ def compute(
             dead_letters.append((msg.topic, msg.partition, msg.offset, reason))
             continue
         applied += 1
+        for name, kpi in extra.items():
+            measure = kpi.measure.get(ev.type)
+            x = None if measure is None else measure(ev.fields)
+            if x is not None:
+                facts.add(name, ev.fields[kpi.dimension], ev.t, ev.type, x)
         part.watermark = max(part.watermark, ev.t)
         part.applied_ids[ev.event_id] = max(ev.t, previous if previous is not None else ev.t)
 
@@ -735,6 +764,6 @@ def compute(
     limits = {
         topic: _closed_limit(topic, partitions, watermarks) - grace_seconds for topic in TOPICS
     }
-    history = _history_of_records(facts, limits)
+    history = _history_of_records(facts, limits, extra)
     history.update(_uptime_history(facts, limits["incidents"]))
     return RefResult(history, dead_letters, duplicates, watermarks, applied)
