@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
 COMPILED := streams/_compiled.sha256
-COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core/*.py)
+COMPILED_SOURCES := streams/__init__.py tooling/build.py $(wildcard streams/core/*.py)
 
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
 # resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.
@@ -41,9 +41,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The engine compiled with mypyc (~20 s; rebuilt when its sources change). Without a C
-# compiler it stays pure Python (after installing one: .venv/bin/python -m streams.build).
+# compiler it stays pure Python (after installing one: .venv/bin/python -m tooling.build).
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
-	$(BIN)/python -m streams.build
+	$(BIN)/python -m tooling.build
 
 # Installs what is missing when root (CI, dev containers); otherwise says what to install.
 system-deps:

@@ -41,7 +41,7 @@ from bench.profile import analyze
 from bench.runs import run_quix, run_raw, run_worker
 from bench.workload import generate, publish
 from streams.config import Settings
-from streams.stack import stack_down, stack_up
+from tooling.stack import stack_down, stack_up
 
 FULL_PREFIX = "bench."
 INVOICES_PREFIX = "bench-inv."

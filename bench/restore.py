@@ -27,7 +27,7 @@ from streams.config import Settings
 from streams.core.engine import Engine, Message
 from streams.core.state import PartitionState
 from streams.runtime import read_partitions
-from streams.stack import free_port, stack_down, stack_up
+from tooling.stack import free_port, stack_down, stack_up
 
 T0 = 1_767_225_600.0
 

@@ -18,7 +18,7 @@ from bench import procs
 from bench.config import REPO, BenchConfig
 from bench.offsets import GroupOffsets
 from streams.config import Settings
-from streams.stack import stack_paths
+from tooling.stack import stack_paths
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 

@@ -1,6 +1,6 @@
 """backoffice-kpi: a streaming back-office KPI processor (Kafka -> Faust -> Redis, Prometheus).
 
-The engine's modules may be compiled with mypyc (``python -m streams.build``, run by
+The engine's modules may be compiled with mypyc (``python -m tooling.build``, run by
 ``make install``). The extensions are used only while the sources match the digest the build
 wrote; otherwise (sources edited since, no build, or ``KPI_PURE_PYTHON=1``) the sources are
 imported instead, so what runs is always what the ``.py`` files say. ``ENGINE_BUILD`` tells
@@ -20,7 +20,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-#: The modules ``python -m streams.build`` compiles (the per-event hot path).
+#: The modules ``python -m tooling.build`` compiles (the per-event hot path).
 #: Not the catalog: compiled, its ``float`` fields turn the integer targets into floats, and
 #: the generated dashboards and rules would change (``20`` -> ``20.0``) for ~1% of speed.
 COMPILED_MODULES = (

@@ -75,7 +75,7 @@ def _register() -> None:
     from producers import backfill
     from producers import cli as producers_cli
     from schemas import cli as schemas_cli
-    from streams import dashboards, rules, stack
+    from tooling import dashboards, rules, stack
 
     app.add_typer(stack.stack_app, name="stack")
     producers_cli.register(app)

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config import Settings
-from streams.stack import (
+from tooling.stack import (
     free_port,
     parse_kafka_bootstrap,
     port_in_use,

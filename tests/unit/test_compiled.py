@@ -18,7 +18,7 @@ PROBE = "import streams, streams.core.engine as e; print(streams.ENGINE_BUILD, e
 
 needs_build = pytest.mark.skipif(
     streams.ENGINE_BUILD != "compiled",
-    reason="no current mypyc build (python -m streams.build; make install runs it)",
+    reason="no current mypyc build (python -m tooling.build; make install runs it)",
 )
 
 
@@ -43,7 +43,7 @@ def test_the_build_is_current_after_make_install() -> None:
     # this fails if the build silently stopped working and the speed-up was lost.
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler")
-    assert streams.ENGINE_BUILD == "compiled", "run: python -m streams.build (build/mypyc.log)"
+    assert streams.ENGINE_BUILD == "compiled", "run: python -m tooling.build (build/mypyc.log)"
 
 
 @needs_build

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from streams import stack
 from streams.config import Settings
 from streams.errors import StackError
-from streams.stack import (
+from tooling import stack
+from tooling.stack import (
     OPS_KAFKA_DIR,
     Endpoint,
     StackEnvironment,
