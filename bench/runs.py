@@ -270,7 +270,7 @@ def run_worker(
         name = f"{settings.app_id}-w{i}" if many else settings.app_id
         log = workdir / f"{name}.log"
         proc = procs.spawn(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", "kpi", "worker"],
             env=kpi_env(s, extra_env),
             cwd=scratch / name,
             log=log,

@@ -431,7 +431,7 @@ class EnvWorker(Worker):
     def start(self) -> EnvWorker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", "kpi", "worker"],
             cwd=REPO,
             env={**process_env(self.settings), **self.extra_env},
             stdout=log,

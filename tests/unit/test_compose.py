@@ -19,7 +19,7 @@ import pytest
 import typer
 from ruamel.yaml import YAML
 
-from streams import cli as kpi_cli
+from kpi import cli as kpi_cli
 from streams.config import Settings
 from tooling import dashboards
 
