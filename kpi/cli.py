@@ -8,7 +8,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from streams.errors import ConfigurationError, KpiError
+from schemas.errors import ConfigurationError, KpiError
 
 try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in typer
     from typer._click.exceptions import ClickException

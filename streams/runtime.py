@@ -25,11 +25,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG, KpiDef
 from streams.config import INPUT_TOPICS, Settings
 from streams.core.engine import BatchResult, DeadLetter, Engine, Message, WindowValue
 from streams.core.state import ChangelogRecord, PartitionState
-from streams.errors import ConfigurationError
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
 from streams.topics import changelog_topic

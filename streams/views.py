@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG, KPIS, KpiDef
 from streams.config import Settings
-from streams.errors import ConfigurationError
 from streams.reader import KpiReader, KpiValue
 
 WINDOWS = ("1h", "1d", "30d")

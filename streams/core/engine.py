@@ -22,21 +22,19 @@ from typing import Any
 import orjson
 
 from schemas.decode import decode_message
+from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent
 from streams.catalog import CATALOG, ROLLUP, KpiDef
 from streams.core import uptime
 from streams.core.measures import ENTITY_RETENTION_S, Contribution, StatusChange, apply_event
 from streams.core.state import ChangelogRecord, PartitionState
 from streams.core.windows import WindowSpec
-from streams.errors import InvalidEvent
 
 DEDUP_WINDOW_S = 7 * 86400
 # Applied ids are persisted in groups; the open group is rewritten (with its value before
 # the batch) at every commit that adds to it, so small groups keep that write amplification
 # low (a group of 512 cost ~470 changelog bytes per event in the benchmark).
 DEDUP_GROUP = 64
-FUTURE_TOLERANCE_S = 300
 NEG_INF = float("-inf")
-FUTURE = "future"
 LATE = "late"
 CARDINALITY = "cardinality"
 #: Event fields that carry a dimension value (follow-up events inherit theirs).

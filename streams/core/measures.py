@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Any
 
+from schemas.errors import InvalidEvent
 from streams.catalog import KPIS
 from streams.core.state import PartitionState
-from streams.errors import InvalidEvent
 
 #: Payments may exceed the outstanding amount by this much (float noise, micro-units).
 AMOUNT_TOLERANCE = 1e-6

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.errors import StackError
 from streams.config import Settings
-from streams.errors import StackError
 from tooling import stack
 from tooling.stack import (
     OPS_KAFKA_DIR,

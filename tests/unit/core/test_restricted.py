@@ -16,10 +16,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG, KpiDef
 from streams.config import Settings
 from streams.core.engine import BatchResult, Engine, Message, WindowValue
-from streams.errors import ConfigurationError
 from streams.runtime import selected_catalog
 from tests import reference
 from tests.eventgen import event_logs
