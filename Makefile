@@ -11,7 +11,9 @@ BIN := $(VENV)/bin
 # Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
 COMPILED := streams/_compiled.sha256
-COMPILED_SOURCES := streams/__init__.py tooling/build.py $(wildcard streams/core/*.py)
+# The compiled modules are listed in streams/engine_build.py (COMPILED_MODULES).
+COMPILED_SOURCES := streams/engine_build.py tooling/build.py \
+	$(wildcard streams/core/*.py streams/kpis/*.py)
 
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
 # resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.
@@ -114,6 +116,6 @@ soak: install
 clean:
 	@if [ -x $(BIN)/kpi ]; then $(BIN)/kpi stack down || true; fi
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
-	rm -f streams/_compiled.sha256 streams/*.so streams/core/*.so
+	rm -f streams/_compiled.sha256 streams/*.so streams/core/*.so streams/kpis/*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +

@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas.errors import ConfigurationError, KpiError
+from streams import engine_build
 
 try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in typer
     from typer._click.exceptions import ClickException
@@ -87,6 +88,8 @@ def _register() -> None:
 
 def main() -> None:
     """Run the CLI; errors become one line on stderr (exit 2), never a traceback."""
+    # Before any command imports the engine (the generators do, to register).
+    engine_build.select()
     _register()
     try:
         # Without standalone mode click returns (not raises) a command's exit code.

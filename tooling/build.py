@@ -3,9 +3,9 @@
 The engine (``streams/core``) is plain, fully typed Python; mypyc turns its modules into C
 extensions placed beside the sources, which run the same code ~1.35x faster (all fourteen
 KPIs, ``python -m bench.engine_profile``; results are bit-identical, a test checks it). A
-digest of the sources goes to ``streams/_compiled.sha256``: ``streams/__init__.py`` uses the
-extensions only while the sources still match it, so an edited engine never runs as its
-stale build. Without a C compiler the build is skipped and everything runs as Python.
+digest of the sources goes to ``streams/_compiled.sha256``: ``streams.engine_build.select()``
+uses the extensions only while the sources still match it, so an edited engine never runs as
+its stale build. Without a C compiler the build is skipped and everything runs as Python.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams import ROOT, STAMP, compiled_sources, sources_digest
+from streams.engine_build import ROOT, STAMP, compiled_sources, sources_digest
 
 #: mypyc's name for the shared library of the compiled modules (a module of the package).
 GROUP = "streams._engine"
