@@ -11,15 +11,17 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so that editing the code rebuilds only
 # the last layers. Empty packages stand in for the code while pip resolves the pins.
 COPY pyproject.toml README.md ./
-RUN mkdir streams schemas producers \
-    && touch streams/__init__.py schemas/__init__.py producers/__init__.py \
+RUN mkdir streams schemas producers tooling kpi \
+    && for p in streams schemas producers tooling kpi; do touch $p/__init__.py; done \
     && pip install . \
     && pip uninstall -y backoffice-kpi \
-    && rm -rf build *.egg-info streams schemas producers
+    && rm -rf build *.egg-info streams schemas producers tooling kpi
 
 COPY streams ./streams
 COPY schemas ./schemas
 COPY producers ./producers
+COPY tooling ./tooling
+COPY kpi ./kpi
 RUN pip install --no-deps . && rm -rf /src
 
 # Unprivileged; faust keeps a small data directory (<app id>-data) in the working directory.

@@ -11,7 +11,9 @@ BIN := $(VENV)/bin
 # Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
 COMPILED := streams/_compiled.sha256
-COMPILED_SOURCES := streams/__init__.py streams/build.py $(wildcard streams/core/*.py streams/kpis/*.py)
+# The compiled modules are listed in streams/engine_build.py (COMPILED_MODULES).
+COMPILED_SOURCES := streams/engine_build.py tooling/build.py \
+	$(wildcard streams/core/*.py streams/kpis/*.py)
 
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
 # resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.
@@ -41,9 +43,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The engine compiled with mypyc (~20 s; rebuilt when its sources change). Without a C
-# compiler it stays pure Python (after installing one: .venv/bin/python -m streams.build).
+# compiler it stays pure Python (after installing one: .venv/bin/python -m tooling.build).
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
-	$(BIN)/python -m streams.build
+	$(BIN)/python -m tooling.build
 
 # Installs what is missing when root (CI, dev containers); otherwise says what to install.
 system-deps:
@@ -114,6 +116,6 @@ soak: install
 clean:
 	@if [ -x $(BIN)/kpi ]; then $(BIN)/kpi stack down || true; fi
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
-	rm -f streams/_compiled.sha256 streams/*.so streams/core/*.so
+	rm -f streams/_compiled.sha256 streams/*.so streams/core/*.so streams/kpis/*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +

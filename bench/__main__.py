@@ -40,8 +40,9 @@ from bench.config import (
 from bench.profile import analyze
 from bench.runs import run_quix, run_raw, run_worker
 from bench.workload import generate, publish
+from streams import engine_build
 from streams.config import Settings
-from streams.stack import stack_down, stack_up
+from tooling.stack import stack_down, stack_up
 
 FULL_PREFIX = "bench."
 INVOICES_PREFIX = "bench-inv."
@@ -70,6 +71,9 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 
 def main() -> int:
     """Run the benchmark; 0 when every phase ran (targets do not decide the exit code)."""
+    # First, so that nothing in this process imports a stale build of the engine (the
+    # workers it starts choose for themselves, in kpi).
+    engine_build.select()
     cfg = BenchConfig.from_env()
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     signal.signal(signal.SIGTERM, _sigterm)

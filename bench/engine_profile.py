@@ -22,15 +22,17 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bench.config import BenchConfig
 from bench.workload import generate
-from streams.catalog import CATALOG
-from streams.config import Settings
-from streams.core.engine import Engine
-from streams.core.records import Message
-from streams.kpis.base import Kpi
-from streams.runtime import INPUT_TOPICS, selected_catalog
+from streams import engine_build
+from streams.config import INPUT_TOPICS, Settings
+
+# The engine's modules are imported in the functions: main() chooses its build first.
+if TYPE_CHECKING:
+    from streams.core.records import Message
+    from streams.kpis.base import Kpi
 
 BATCH = 2000
 PARTITIONS = 8
@@ -59,6 +61,8 @@ def build_log(
     log: Sequence[tuple[str, bytes, bytes]], *, topics: Sequence[str] | None = None
 ) -> list[list[Message]]:
     """The log as batches of Messages, each topic spread over partitions by key."""
+    from streams.core.records import Message
+
     offsets: dict[tuple[str, int], int] = {}
     messages: list[Message] = []
     for topic, key, value in log:
@@ -74,6 +78,8 @@ def build_log(
 
 def run_once(batches: list[list[Message]], catalog: Sequence[Kpi], now: float) -> Run:
     """Process every batch with a fresh engine, committing after each batch."""
+    from streams.core.engine import Engine
+
     settings = Settings()
     engine = Engine(
         partitions=dict.fromkeys(INPUT_TOPICS, PARTITIONS),
@@ -130,12 +136,17 @@ def run_once(batches: list[list[Message]], catalog: Sequence[Kpi], now: float) -
 
 def single_catalog() -> tuple[Kpi, ...]:
     """The catalog the worker uses with KPI_ONLY_KPIS / KPI_ONLY_WINDOWS set."""
+    from streams.runtime import selected_catalog
+
     settings = Settings(only_kpis=SINGLE_KPI, only_windows=SINGLE_WINDOWS)
     return selected_catalog(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Time both catalogs and print medians in µs per event."""
+    engine_build.select()
+    from streams.catalog import CATALOG
+
     parser = argparse.ArgumentParser(prog="python -m bench.engine_profile")
     parser.add_argument("--events", type=int, default=200_000, help="simulated events")
     parser.add_argument("--runs", type=int, default=3, help="runs per mode (median)")

@@ -75,7 +75,7 @@ async def measure(
     await ensure_topics(settings)
     log = workdir / f"{settings.app_id}.log"
     proc = procs.spawn(
-        [sys.executable, "-m", "streams", "worker"],
+        [sys.executable, "-m", "kpi", "worker"],
         env=kpi_env(settings),
         cwd=scratch / settings.app_id,
         log=log,

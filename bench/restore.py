@@ -18,23 +18,28 @@ import resource
 import statistics
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams import engine_build
 from streams.config import Settings
-from streams.core.engine import Engine
-from streams.core.records import Message
-from streams.core.state import PartitionState
-from streams.runtime import read_partitions
-from streams.stack import free_port, stack_down, stack_up
+from tooling.stack import free_port, stack_down, stack_up
+
+# The engine's modules are imported in the functions: main() chooses its build first.
+if TYPE_CHECKING:
+    from streams.core.state import PartitionState
 
 T0 = 1_767_225_600.0
 
 
 def build_state(entities: int) -> PartitionState:
     """One partition with ``entities`` open AP invoices, through the real engine."""
+    from streams.core.engine import Engine
+    from streams.core.records import Message
+
     engine = Engine(
         partitions={"invoices": 1, "hiring": 1, "incidents": 1},
         grace_s=3600,
@@ -85,6 +90,10 @@ async def publish_changelog(bootstrap: str, topic: str, state: PartitionState) -
 
 async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
     """One restore, timed: read the changelog, rebuild the state, index it."""
+    from streams.core.engine import Engine
+    from streams.core.state import PartitionState
+    from streams.runtime import read_partitions
+
     started = time.perf_counter()
     tp = TopicPartition(topic, 0)
     records = await read_partitions(bootstrap, [tp])
@@ -101,6 +110,7 @@ async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
 
 def main() -> None:
     """Build, publish, restore three times, report the median."""
+    engine_build.select()
     entities = int(os.environ.get("BENCH_ENTITIES", "1000000").replace("_", ""))
     settings = Settings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}",

@@ -18,7 +18,7 @@ from bench import procs
 from bench.config import REPO, BenchConfig
 from bench.offsets import GroupOffsets
 from streams.config import Settings
-from streams.stack import stack_paths
+from tooling.stack import stack_paths
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
@@ -270,7 +270,7 @@ def run_worker(
         name = f"{settings.app_id}-w{i}" if many else settings.app_id
         log = workdir / f"{name}.log"
         proc = procs.spawn(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", "kpi", "worker"],
             env=kpi_env(s, extra_env),
             cwd=scratch / name,
             log=log,

@@ -35,10 +35,9 @@ from rich.progress import (
 
 from producers.publisher import Publisher, ensure_topics, quiet_logger
 from schemas.decode import SCHEMA, decode
+from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent, KpiError
 from schemas.events import MODEL_OF_TYPE, NUMERIC_STRING_PATTERN, TOPIC_OF_TYPE, key_of
 from streams.config import INPUT_TOPICS, Settings
-from streams.core.judge import FUTURE, FUTURE_TOLERANCE_S
-from streams.errors import InvalidEvent, KpiError
 
 __all__ = [
     "EXIT_INVALID_ROWS",

@@ -21,8 +21,8 @@ from rich.table import Table
 
 from producers.publisher import Publisher, ensure_topics, quiet_logger
 from producers.simulator import INVALID_REASONS, TOPICS, CompanySimulator, Emission, Faults
+from schemas.errors import ConfigurationError, KpiError
 from streams.config import Settings
-from streams.errors import ConfigurationError, KpiError
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from schemas.errors import KpiError
 from streams.config import INPUT_TOPICS, Settings
-from streams.errors import KpiError
 
 # CreateTopics error code for a topic created meanwhile by someone else: not an error here.
 _TOPIC_ALREADY_EXISTS = 36

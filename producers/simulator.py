@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import orjson
 
-from streams.errors import ConfigurationError
+from schemas.errors import ConfigurationError
 
 Event: TypeAlias = dict[str, Any]
 Payload: TypeAlias = Event | bytes

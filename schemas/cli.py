@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from schemas.errors import ConfigurationError
 from schemas.export import INDEX_FILE, export_json_schemas
-from streams.errors import ConfigurationError
 
 schema_app = typer.Typer(
     help="The event contract (SPEC section 1) as JSON Schema, for source systems.",

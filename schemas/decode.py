@@ -13,6 +13,7 @@ from typing import Final, cast
 import orjson
 from pydantic import ValidationError
 
+from schemas.errors import ConfigurationError, InvalidEvent
 from schemas.events import (
     MODEL_OF_TYPE,
     TOPIC_OF_TYPE,
@@ -23,7 +24,6 @@ from schemas.events import (
     InvoiceReceived,
     TrainingCompleted,
 )
-from streams.errors import ConfigurationError, InvalidEvent
 
 __all__ = ["CURRENCY", "INVALID_JSON", "SCHEMA", "UNKNOWN_TYPE", "decode", "decode_message"]
 

@@ -20,7 +20,7 @@ import orjson
 from faust.app.base import BootStrategy
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-import streams
+from streams import engine_build
 from streams.config import Settings
 from streams.consumer import InputConsumer
 from streams.core.windows import rfc3339
@@ -155,6 +155,6 @@ def runtime_health(runtime: Runtime) -> dict[str, Any]:
         "partitions": sorted(f"{t}-{p}" for t, p in engine.held()) if engine else [],
         "assigned": sorted(f"{t}-{p}" for t, p in runtime.assigned_inputs()),
         "leading": sorted(engine.leading()) if engine else [],
-        "engine": streams.ENGINE_BUILD,
+        "engine": engine_build.current(),
         "seconds_since_last_batch": now - runtime.last_batch_at if runtime.last_batch_at else None,
     }

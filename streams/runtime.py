@@ -25,12 +25,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG
 from streams.config import INPUT_TOPICS, Settings
 from streams.core.engine import Engine
 from streams.core.records import BatchResult, DeadLetter, Message, WindowValue
 from streams.core.state import ChangelogRecord, PartitionState
-from streams.errors import ConfigurationError
 from streams.kpis.base import Kpi
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink

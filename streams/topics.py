@@ -8,8 +8,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from schemas.errors import ConfigurationError
 from streams.config import INPUT_TOPICS, Settings
-from streams.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG, KPIS
 from streams.config import Settings
-from streams.errors import ConfigurationError
 from streams.kpis.base import Kpi
 from streams.reader import KpiReader, KpiValue
 

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 
-import streams
+from streams import engine_build
 from streams.config import Settings
 from streams.logs import quiet_library_logs
 from streams.topics import ensure_topics
@@ -43,7 +43,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             ", ".join(settings.input_topics),
             settings.redis_url,
             settings.web_port,
-            "compiled (mypyc)" if streams.ENGINE_BUILD == "compiled" else "pure Python",
+            "compiled (mypyc)" if engine_build.current() == "compiled" else "pure Python",
         )
 
     # The state is millions of long-lived containers, and every batch allocates many short

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from schemas.decode import decode_message
+from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent
 from streams.catalog import CATALOG
 from streams.core import keys
 from streams.core.closing import Closing
-from streams.core.judge import DEDUP_WINDOW_S, FUTURE, FUTURE_TOLERANCE_S, LATE, Judge
+from streams.core.judge import DEDUP_WINDOW_S, LATE, Judge
 from streams.core.lifecycle import apply_event
 from streams.core.panes import Panes
 from streams.core.records import BatchResult, DeadLetter, Message
@@ -27,7 +28,6 @@ from streams.core.retention import Retention
 from streams.core.state import ChangelogRecord, Partitions, PartitionState
 from streams.core.timelines import Timelines
 from streams.core.windows import WINDOW_SPECS
-from streams.errors import InvalidEvent
 from streams.kpis.base import ROLLUP, Kpi
 from streams.kpis.fact import Fact
 

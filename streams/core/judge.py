@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.errors import InvalidEvent
 from streams.core import keys
 from streams.core.state import PartitionState
-from streams.errors import InvalidEvent
 
 #: An event id applied within this much event time before the watermark is a duplicate.
 DEDUP_WINDOW_S = 7 * 86400
@@ -19,9 +19,6 @@ DEDUP_WINDOW_S = 7 * 86400
 # the batch) at every commit that adds to it, so small groups keep that write amplification
 # low (a group of 512 cost ~470 changelog bytes per event in the benchmark).
 DEDUP_GROUP = 64
-#: Events may be this far ahead of the worker's clock.
-FUTURE_TOLERANCE_S = 300
-FUTURE = "future"
 LATE = "late"
 CARDINALITY = "cardinality"
 #: Event fields that carry a dimension value (follow-up events inherit theirs).

@@ -15,9 +15,30 @@ from collections.abc import Callable
 from sys import intern
 from typing import Any
 
+from schemas.errors import InvalidEvent
+from schemas.events import (
+    EmployeeHired,
+    EmployeeLeft,
+    IncidentAcknowledged,
+    IncidentOpened,
+    IncidentResolved,
+    InvoiceApproved,
+    InvoiceIssued,
+    InvoicePaid,
+    InvoiceReceived,
+    InvoiceRejected,
+    OfferAccepted,
+    PaymentReceived,
+    RequisitionOpened,
+    ServiceDown,
+    ServiceUp,
+    SurveySubmitted,
+    TicketOpened,
+    TicketResolved,
+    TrainingCompleted,
+)
 from streams.core import keys
 from streams.core.state import PartitionState
-from streams.errors import InvalidEvent
 from streams.kpis.fact import Fact
 
 #: Payments may exceed the outstanding amount by this much (float noise, micro-units).
@@ -111,7 +132,7 @@ def apply_event(state: PartitionState, event: Any, t: float) -> Fact:
 # -- invoices ----------------------------------------------------------------------------
 
 
-def _invoice_received(state: PartitionState, e: Any, t: float) -> Fact:
+def _invoice_received(state: PartitionState, e: InvoiceReceived, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     department = intern(e.department)
     _start_new(
@@ -124,7 +145,7 @@ def _invoice_received(state: PartitionState, e: Any, t: float) -> Fact:
     return Fact(e.department, 0.0, e.amount)
 
 
-def _decision(state: PartitionState, e: Any, t: float) -> Fact:
+def _decision(state: PartitionState, e: InvoiceApproved | InvoiceRejected, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     inv = _check(state, key, "invoice", e.invoice_id)
     if inv["k"] != "ap":
@@ -142,7 +163,9 @@ def _decision(state: PartitionState, e: Any, t: float) -> Fact:
     return Fact(inv["d"], duration, inv["a"])
 
 
-def _payment(state: PartitionState, e: Any, t: float, *, ap: bool) -> Fact:
+def _payment(
+    state: PartitionState, e: InvoicePaid | PaymentReceived, t: float, *, ap: bool
+) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     inv = _check(state, key, "invoice", e.invoice_id)
     if ap:
@@ -167,15 +190,15 @@ def _payment(state: PartitionState, e: Any, t: float, *, ap: bool) -> Fact:
     return Fact(inv["d"], duration, inv["a"])
 
 
-def _invoice_paid(state: PartitionState, e: Any, t: float) -> Fact:
+def _invoice_paid(state: PartitionState, e: InvoicePaid, t: float) -> Fact:
     return _payment(state, e, t, ap=True)
 
 
-def _payment_received(state: PartitionState, e: Any, t: float) -> Fact:
+def _payment_received(state: PartitionState, e: PaymentReceived, t: float) -> Fact:
     return _payment(state, e, t, ap=False)
 
 
-def _invoice_issued(state: PartitionState, e: Any, t: float) -> Fact:
+def _invoice_issued(state: PartitionState, e: InvoiceIssued, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     department = intern(e.department)
     _start_new(
@@ -191,13 +214,13 @@ def _invoice_issued(state: PartitionState, e: Any, t: float) -> Fact:
 # -- hiring ------------------------------------------------------------------------------
 
 
-def _requisition_opened(state: PartitionState, e: Any, t: float) -> Fact:
+def _requisition_opened(state: PartitionState, e: RequisitionOpened, t: float) -> Fact:
     key = keys.entity(keys.REQUISITION, e.requisition_id)
     _start_new(state, key, "requisition", e.requisition_id, {"d": intern(e.department), "t": t})
     return Fact(e.department, 0.0, 0.0)
 
 
-def _offer_accepted(state: PartitionState, e: Any, t: float) -> Fact:
+def _offer_accepted(state: PartitionState, e: OfferAccepted, t: float) -> Fact:
     key = keys.entity(keys.REQUISITION, e.requisition_id)
     req, duration = _finish(
         state, key, "requisition", e.requisition_id, t, "filled", "was already filled"
@@ -205,32 +228,32 @@ def _offer_accepted(state: PartitionState, e: Any, t: float) -> Fact:
     return Fact(req["d"], duration, 0.0)
 
 
-def _employee_hired(state: PartitionState, e: Any, t: float) -> Fact:
+def _employee_hired(state: PartitionState, e: EmployeeHired, t: float) -> Fact:
     key = keys.entity(keys.EMPLOYEE, e.employee_id)
     _start_new(state, key, "employee", e.employee_id, {"d": intern(e.department), "t": t})
     return Fact(e.department, 0.0, 0.0)
 
 
-def _employee_left(state: PartitionState, e: Any, t: float) -> Fact:
+def _employee_left(state: PartitionState, e: EmployeeLeft, t: float) -> Fact:
     key = keys.entity(keys.EMPLOYEE, e.employee_id)
     emp, duration = _finish(state, key, "employee", e.employee_id, t, "left", "has already left")
     return Fact(emp["d"], duration, 0.0)
 
 
-def _no_entity(state: PartitionState, e: Any, t: float) -> Fact:
+def _no_entity(state: PartitionState, e: SurveySubmitted | TrainingCompleted, t: float) -> Fact:
     return Fact(e.department, 0.0, 0.0)
 
 
 # -- incidents ---------------------------------------------------------------------------
 
 
-def _incident_opened(state: PartitionState, e: Any, t: float) -> Fact:
+def _incident_opened(state: PartitionState, e: IncidentOpened, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     _start_new(state, key, "incident", e.incident_id, {"svc": intern(e.service), "t": t})
     return Fact(e.service, 0.0, 0.0)
 
 
-def _incident_acknowledged(state: PartitionState, e: Any, t: float) -> Fact:
+def _incident_acknowledged(state: PartitionState, e: IncidentAcknowledged, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     inc = _check(state, key, "incident", e.incident_id)
     if inc.get("ack") or inc.get("res"):
@@ -243,25 +266,25 @@ def _incident_acknowledged(state: PartitionState, e: Any, t: float) -> Fact:
     return Fact(inc["svc"], duration, 0.0)
 
 
-def _incident_resolved(state: PartitionState, e: Any, t: float) -> Fact:
+def _incident_resolved(state: PartitionState, e: IncidentResolved, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     inc, duration = _finish(state, key, "incident", e.incident_id, t, "res", "was already resolved")
     return Fact(inc["svc"], duration, 0.0)
 
 
-def _ticket_opened(state: PartitionState, e: Any, t: float) -> Fact:
+def _ticket_opened(state: PartitionState, e: TicketOpened, t: float) -> Fact:
     key = keys.entity(keys.TICKET, e.ticket_id)
     _start_new(state, key, "ticket", e.ticket_id, {"q": intern(e.queue), "t": t})
     return Fact(e.queue, 0.0, 0.0)
 
 
-def _ticket_resolved(state: PartitionState, e: Any, t: float) -> Fact:
+def _ticket_resolved(state: PartitionState, e: TicketResolved, t: float) -> Fact:
     key = keys.entity(keys.TICKET, e.ticket_id)
     tkt, duration = _finish(state, key, "ticket", e.ticket_id, t, "res", "was already resolved")
     return Fact(tkt["q"], duration, 0.0)
 
 
-def _service_status(state: PartitionState, e: Any, t: float) -> Fact:
+def _service_status(state: PartitionState, e: ServiceDown | ServiceUp, t: float) -> Fact:
     return Fact(e.service, 0.0, 0.0)
 
 

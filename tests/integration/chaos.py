@@ -35,11 +35,11 @@ from aiokafka.errors import KafkaError
 
 from streams.config import Settings
 from streams.core.windows import rfc3339
-from streams.stack import free_port, pid_alive, stack_down, stack_paths, stack_up
 from tests import reference
 from tests.eventgen import log_now, random_log
 from tests.integration.helpers import REPO, Worker, process_env, publish, read_topic, wait_until
 from tests.reference import DAY, TOPICS, Message
+from tooling.stack import free_port, pid_alive, stack_down, stack_paths, stack_up
 
 T = TypeVar("T")
 
@@ -431,7 +431,7 @@ class EnvWorker(Worker):
     def start(self) -> EnvWorker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", "kpi", "worker"],
             cwd=REPO,
             env={**process_env(self.settings), **self.extra_env},
             stdout=log,

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from streams.config import Settings
-from streams.stack import StackInfo, free_port, stack_down, stack_up
+from tooling.stack import StackInfo, free_port, stack_down, stack_up
 
 _HERE = Path(__file__).parent
 

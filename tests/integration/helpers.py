@@ -53,7 +53,7 @@ class Worker:
     def start(self) -> Worker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", "kpi", "worker"],
             cwd=REPO,
             env=process_env(self.settings),
             stdout=log,

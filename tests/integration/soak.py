@@ -25,7 +25,6 @@ from pathlib import Path
 import redis
 
 from streams.config import Settings
-from streams.stack import free_port
 from tests.integration.chaos import (
     LiveLog,
     StreamPublisher,
@@ -37,6 +36,7 @@ from tests.integration.chaos import (
     worker_settings,
 )
 from tests.integration.helpers import Worker
+from tooling.stack import free_port
 
 #: The worker's consumer session timeout (``streams/consumer.py``): changes closer than
 #: this overlap in one rebalance.

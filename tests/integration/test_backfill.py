@@ -44,7 +44,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> list[bytes]:
 
 def kpi_publish(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams", "publish", *args],
+        [sys.executable, "-m", "kpi", "publish", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

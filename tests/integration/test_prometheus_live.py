@@ -25,12 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
-from streams import dashboards, rules
 from streams.catalog import CATALOG
 from streams.config import Settings
-from streams.stack import free_port
 from tests.eventgen import random_log
 from tests.integration.helpers import REPO, Worker, publish, wait_until
+from tooling import dashboards, rules
+from tooling.stack import free_port
 
 DAYS = 2
 DAY = 86400

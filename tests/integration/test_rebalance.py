@@ -17,7 +17,6 @@ from pathlib import Path
 import redis
 
 from streams.config import Settings
-from streams.stack import free_port
 from tests.integration.chaos import (
     as_published,
     assert_exact,
@@ -29,6 +28,7 @@ from tests.integration.chaos import (
 from tests.integration.conftest import Stack
 from tests.integration.helpers import Worker, publish, wait_until
 from tests.integration.soak import soak
+from tooling.stack import free_port
 
 
 def generations(worker: Worker) -> list[int]:

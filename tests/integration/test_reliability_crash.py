@@ -32,7 +32,6 @@ import pytest
 import redis
 
 from streams.config import Settings
-from streams.stack import stack_paths
 from tests.integration.chaos import (
     StreamPublisher,
     as_published,
@@ -53,6 +52,7 @@ from tests.integration.chaos import (
 )
 from tests.integration.helpers import Worker, publish, wait_until
 from tests.reference import TOPICS
+from tooling.stack import stack_paths
 
 
 def chaos_seed() -> int:

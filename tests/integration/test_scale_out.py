@@ -20,11 +20,11 @@ import redis
 from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.core.windows import rfc3339
-from streams.stack import free_port
 from tests import reference
 from tests.eventgen import random_log
 from tests.integration.helpers import Worker, publish, read_topic, wait_until
 from tests.integration.test_worker_reference import DAYS, recent_start
+from tooling.stack import free_port
 
 
 def health(worker: Worker) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config import Settings
-from streams.stack import (
+from tooling.stack import (
     free_port,
     parse_kafka_bootstrap,
     port_in_use,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def _kpi(*args: str, stack: Stack, **overrides: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m streams ARGS`` against the session's stack, as a user would."""
+    """Run ``python -m kpi ARGS`` against the session's stack, as a user would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
     env.update(
         KPI_KAFKA_BOOTSTRAP=stack.bootstrap,
@@ -38,7 +38,7 @@ def _kpi(*args: str, stack: Stack, **overrides: str) -> subprocess.CompletedProc
     )
     env.update(overrides)
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
+        [sys.executable, "-m", "kpi", *args],
         env=env,
         capture_output=True,
         text=True,

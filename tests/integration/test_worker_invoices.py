@@ -153,7 +153,7 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
         [
             sys.executable,
             "-m",
-            "streams",
+            "kpi",
             "get",
             "invoice_processing_time",
             "-w",

@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
-import streams
+from streams import engine_build
 
-REPO = streams.ROOT
-PROBE = "import streams, streams.core.engine as e; print(streams.ENGINE_BUILD, e.__file__)"
+REPO = engine_build.ROOT
+SELECT = "from streams import engine_build as b; b.select(); "
+PROBE = SELECT + "import streams.core.engine as e; print(b.current(), e.__file__)"
+#: The entry points that call select(): importing them must not import the engine yet.
+ENTRY_POINTS = ("kpi.cli", "bench.__main__", "bench.engine_profile", "bench.restore")
 
 needs_build = pytest.mark.skipif(
-    streams.ENGINE_BUILD != "compiled",
-    reason="no current mypyc build (python -m streams.build; make install runs it)",
+    engine_build.current() != "compiled",
+    reason="no current mypyc build (python -m tooling.build; make install runs it)",
 )
 
 
@@ -28,12 +31,16 @@ def copy_packages(to: Path) -> None:
         shutil.copytree(REPO / package, to / package)
 
 
-def run(args: list[str], cwd: Path, **env: str) -> str:
+def spawn(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "KPI_PURE_PYTHON"}
     environment.update(env, PYTHONPATH=str(cwd))
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True
     )
+
+
+def run(args: list[str], cwd: Path, **env: str) -> str:
+    done = spawn(args, cwd, **env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -43,7 +50,7 @@ def test_the_build_is_current_after_make_install() -> None:
     # this fails if the build silently stopped working and the speed-up was lost.
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler")
-    assert streams.ENGINE_BUILD == "compiled", "run: python -m streams.build (build/mypyc.log)"
+    assert engine_build.current() == "compiled", "run: python -m tooling.build (build/mypyc.log)"
 
 
 @needs_build
@@ -73,6 +80,22 @@ def test_a_stamp_without_its_extensions_runs_as_python(tmp_path: Path) -> None:
         extension.unlink()
     state, used = run(["-c", PROBE], tmp_path).split()
     assert state == "python" and used.endswith("engine.py")
+
+
+@needs_build
+def test_choosing_after_a_stale_build_was_imported_fails(tmp_path: Path) -> None:
+    copy_packages(tmp_path)
+    engine = tmp_path / "streams" / "core" / "engine.py"
+    engine.write_text(engine.read_text() + "\n# edited\n")
+    done = spawn(["-c", "import streams.core.engine; " + SELECT], tmp_path)
+    assert done.returncode == 1
+    assert "imported before streams.engine_build.select()" in done.stderr
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_entry_points_import_no_engine_before_choosing(module: str) -> None:
+    probe = f"import sys, {module}; print([n for n in sys.modules if n.startswith('streams.core')])"
+    assert run(["-c", probe], REPO).strip() == "[]"
 
 
 def test_pure_python_on_request() -> None:

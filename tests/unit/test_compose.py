@@ -19,9 +19,9 @@ import pytest
 import typer
 from ruamel.yaml import YAML
 
-from streams import cli as kpi_cli
-from streams import dashboards
+from kpi import cli as kpi_cli
 from streams.config import Settings
+from tooling import dashboards
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -17,10 +17,10 @@ from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-from streams import dashboards
 from streams.catalog import CATALOG
 from streams.kpis.base import Kpi
 from streams.sinks.metrics import Metrics
+from tooling import dashboards
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / dashboards.DEFAULT_OUT

@@ -16,8 +16,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streams import rules
 from streams.catalog import CATALOG
+from tooling import rules
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "ops" / "prometheus"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from streams import stack
+from schemas.errors import StackError
 from streams.config import Settings
-from streams.errors import StackError
-from streams.stack import (
+from tooling import stack
+from tooling.stack import (
     OPS_KAFKA_DIR,
     Endpoint,
     StackEnvironment,
@@ -356,7 +356,7 @@ def _kpi(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
     full_env.update(KPI_STACK_DIR=str(tmp_path / "stack"), **env)
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
+        [sys.executable, "-m", "kpi", *args],
         env=full_env,
         capture_output=True,
         text=True,

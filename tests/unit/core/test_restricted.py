@@ -16,11 +16,11 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.core.engine import Engine
 from streams.core.records import BatchResult, Message, WindowValue
-from streams.errors import ConfigurationError
 from streams.kpis.base import Kpi
 from streams.runtime import selected_catalog
 from tests import reference

@@ -24,8 +24,8 @@ from producers.backfill import (
     scan,
 )
 from producers.publisher import PublishError
+from schemas.errors import InvalidEvent
 from streams.config import Settings
-from streams.errors import InvalidEvent
 
 T0 = "2024-05-01T12:00:00Z"
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 import producers.cli as cli
 import producers.publisher as publisher_module
 from producers.publisher import Publisher, PublishError, ensure_topics
+from schemas.errors import KpiError
 from streams.config import Settings
-from streams.errors import KpiError
 
 
 class FakeProducer:

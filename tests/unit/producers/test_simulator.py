@@ -24,7 +24,7 @@ from producers.simulator import (
     Faults,
     hour_of_week,
 )
-from streams.errors import ConfigurationError
+from schemas.errors import ConfigurationError
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
 DAY = 86400.0
@@ -485,7 +485,7 @@ def test_invalid_events_only_where_possible() -> None:
 
 def test_decoder_agrees_on_decode_level_reasons() -> None:
     decode_module = pytest.importorskip("schemas.decode")
-    invalid_event = pytest.importorskip("streams.errors").InvalidEvent
+    invalid_event = pytest.importorskip("schemas.errors").InvalidEvent
     reasons = ("invalid_json", "schema", "unknown_type", "currency")
     faults = Faults(invalid=dict.fromkeys(reasons, 0.02))
     sim, emissions = run(seed=8, days=5, faults=faults)

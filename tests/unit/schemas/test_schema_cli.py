@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from producers.simulator import CompanySimulator, Faults
 from schemas import MODEL_OF_TYPE, decode
 from schemas import cli as schema_cli
+from schemas.errors import ConfigurationError, InvalidEvent
 from schemas.events import TOPIC_OF_TYPE
-from streams.errors import ConfigurationError, InvalidEvent
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

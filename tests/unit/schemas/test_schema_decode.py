@@ -9,7 +9,7 @@ import pytest
 from schema_examples import T0_S, TOPICS, VALID, example, raw, without
 
 from schemas import MODEL_OF_TYPE, decode, key_of
-from streams.errors import ConfigurationError, InvalidEvent
+from schemas.errors import ConfigurationError, InvalidEvent
 
 CONTRACT_TYPES = list(VALID)
 ID_FIELDS = {

@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 from schema_examples import TOPICS, VALID, example, mutated_events, without
 
 from schemas import MODEL_OF_TYPE, decode
+from schemas.errors import InvalidEvent
 from schemas.export import DECODER_STRICTER, export_json_schemas, main
-from streams.errors import InvalidEvent
 
 CONTRACT_TYPES = list(VALID)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from schema_examples import TOPICS, VALID, example, json_values, mutated_events
 
 from schemas import MODEL_OF_TYPE, EventBase, decode, key_of
-from streams.errors import InvalidEvent
+from schemas.errors import InvalidEvent
 
 REASONS = {"invalid_json", "schema", "unknown_type", "currency"}
 TOPIC_NAMES = ["invoices", "hiring", "incidents"]

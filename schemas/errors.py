@@ -1,6 +1,11 @@
-"""The product's errors: one root, a few specific kinds, decided at the edges."""
+"""The product's errors: one root, a few specific kinds, decided at the edges.
+
+They belong to the contract (``schemas``), which every other package imports.
+"""
 
 from __future__ import annotations
+
+from typing import Final
 
 
 class KpiError(Exception):
@@ -22,3 +27,9 @@ class InvalidEvent(KpiError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+#: The dead-letter reason of an event from the future, and how far ahead of the clock
+#: ``occurred_at`` may be. The engine judges by them; ``kpi publish`` checks rows the same way.
+FUTURE: Final = "future"
+FUTURE_TOLERANCE_S: Final = 300

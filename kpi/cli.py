@@ -8,7 +8,8 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from streams.errors import ConfigurationError, KpiError
+from schemas.errors import ConfigurationError, KpiError
+from streams import engine_build
 
 try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in typer
     from typer._click.exceptions import ClickException
@@ -75,7 +76,7 @@ def _register() -> None:
     from producers import backfill
     from producers import cli as producers_cli
     from schemas import cli as schemas_cli
-    from streams import dashboards, rules, stack
+    from tooling import dashboards, rules, stack
 
     app.add_typer(stack.stack_app, name="stack")
     producers_cli.register(app)
@@ -87,6 +88,8 @@ def _register() -> None:
 
 def main() -> None:
     """Run the CLI; errors become one line on stderr (exit 2), never a traceback."""
+    # Before any command imports the engine (the generators do, to register).
+    engine_build.select()
     _register()
     try:
         # Without standalone mode click returns (not raises) a command's exit code.

@@ -1,11 +1,11 @@
-"""``python -m streams.build``: compile the engine's modules with mypyc (``make install``).
+"""``python -m tooling.build``: compile the engine's modules with mypyc (``make install``).
 
 The engine (``streams/core``) is plain, fully typed Python; mypyc turns its modules into C
 extensions placed beside the sources, which run the same code ~1.35x faster (all fourteen
 KPIs, ``python -m bench.engine_profile``; results are bit-identical, a test checks it). A
-digest of the sources goes to ``streams/_compiled.sha256``: ``streams/__init__.py`` uses the
-extensions only while the sources still match it, so an edited engine never runs as its
-stale build. Without a C compiler the build is skipped and everything runs as Python.
+digest of the sources goes to ``streams/_compiled.sha256``: ``streams.engine_build.select()``
+uses the extensions only while the sources still match it, so an edited engine never runs as
+its stale build. Without a C compiler the build is skipped and everything runs as Python.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams import ROOT, STAMP, compiled_sources, sources_digest
+from streams.engine_build import ROOT, STAMP, compiled_sources, sources_digest
 
 #: mypyc's name for the shared library of the compiled modules (a module of the package).
 GROUP = "streams._engine"
@@ -32,7 +32,7 @@ def main() -> int:
     """Remove the old build, compile, write the stamp; 0 also when compiling is impossible.
 
     A failed build leaves an empty stamp (the engine runs as Python, and ``make`` does not
-    retry at every call; ``python -m streams.build`` does, e.g. after installing gcc).
+    retry at every call; ``python -m tooling.build`` does, e.g. after installing gcc).
     """
     STAMP.unlink(missing_ok=True)
     # The digest of what is compiled, taken before: an edit saved during the build must
@@ -62,16 +62,16 @@ def main() -> int:
             path.unlink()
         STAMP.write_text("")
         print(
-            f"streams.build: mypyc failed (see {log}); the engine runs as pure Python",
+            f"tooling.build: mypyc failed (see {log}); the engine runs as pure Python",
             file=sys.stderr,
         )
         return 0
     if sources_digest() != digest:
         STAMP.write_text("")
-        print("streams.build: sources changed during the build; run it again", file=sys.stderr)
+        print("tooling.build: sources changed during the build; run it again", file=sys.stderr)
         return 0
     STAMP.write_text(digest + "\n")
-    print(f"streams.build: compiled {len(sources)} modules with mypyc")
+    print(f"tooling.build: compiled {len(sources)} modules with mypyc")
     return 0
 
 

@@ -33,8 +33,8 @@ import typer
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.errors import ConfigurationError, StackError
 from streams.config import Settings
-from streams.errors import ConfigurationError, StackError
 
 KAFKA_VERSION = "4.1.1"
 JAVA_MIN_MAJOR = 17

@@ -1,0 +1,1 @@
+"""The ``kpi`` command: the product's and the tooling's sub-commands behind one entry point."""

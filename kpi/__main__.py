@@ -1,0 +1,5 @@
+"""``python -m kpi`` runs the ``kpi`` command."""
+
+from kpi.cli import main
+
+main()
