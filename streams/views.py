@@ -12,33 +12,11 @@ from rich.table import Table
 from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG, KPIS
 from streams.config import Settings
+from streams.kpis import units
 from streams.kpis.base import Kpi
 from streams.reader import KpiReader, KpiValue
 
 WINDOWS = ("1h", "1d", "30d")
-
-
-def format_kpi(kpi: Kpi, value: float | None, currency: str = "USD") -> str:
-    """A value in the KPI's unit, for people."""
-    if value is None:
-        return "-"
-    if kpi.unit == "seconds":
-        if value >= 86400:
-            return f"{value / 86400:.1f} d"
-        if value >= 3600:
-            return f"{value / 3600:.1f} h"
-        if value >= 60:
-            return f"{value / 60:.1f} min"
-        return f"{value:.0f} s"
-    if kpi.unit == "ratio":
-        return f"{value:.4f}" if kpi.name == "system_uptime" else f"{value:.3f}"
-    if kpi.unit == "currency":
-        return f"{value:,.2f} {currency}"
-    if kpi.unit == "days":
-        return f"{value:.1f} d"
-    if kpi.unit == "count":
-        return f"{value:.0f}"
-    return f"{value:.2f}"
 
 
 def meets(kpi: Kpi, value: float | None) -> bool | None:
@@ -67,16 +45,17 @@ async def print_one(settings: Settings, name: str, window: str, scope: str, hist
             raise ConfigurationError(msg)
         state = "final" if current.final else "open"
         print(
-            f"{name} {window} {scope}: {format_kpi(kpi, current.value, settings.currency)} "
+            f"{name} {window} {scope}: {units.value_text(kpi, current.value, settings.currency)} "
             f"[{current.window_start:%Y-%m-%d %H:%M} .. {current.window_end:%Y-%m-%d %H:%M} UTC, "
             f"{state}, {current.count} events; target {kpi.target.direction.replace('_', ' ')} "
-            f"{format_kpi(kpi, kpi.target.value, settings.currency)}]"
+            f"{units.value_text(kpi, kpi.target.value, settings.currency)}]"
         )
         if history:
             for past in (await reader.history(name, window, scope))[-history:]:
                 print(
                     f"  {past.window_start:%Y-%m-%d %H:%M}  "
-                    f"{format_kpi(kpi, past.value, settings.currency):>14}  ({past.count} events)"
+                    f"{units.value_text(kpi, past.value, settings.currency):>14}  "
+                    f"({past.count} events)"
                 )
 
 
@@ -113,10 +92,12 @@ async def all_table(settings: Settings, window: str | None = None) -> Table:
                 value: KpiValue | None = await reader.current(kpi.name, w, "all")
                 v = value.value if value else None
                 ok = meets(kpi, v)
-                text = format_kpi(kpi, v, settings.currency)
+                text = units.value_text(kpi, v, settings.currency)
                 cells.append(text if ok is None else f"[{'green' if ok else 'red'}]{text}[/]")
             goal = "<=" if kpi.target.direction == "at_most" else ">="
             table.add_row(
-                kpi.name, *cells, f"{goal} {format_kpi(kpi, kpi.target.value, settings.currency)}"
+                kpi.name,
+                *cells,
+                f"{goal} {units.value_text(kpi, kpi.target.value, settings.currency)}",
             )
     return table

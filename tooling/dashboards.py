@@ -26,6 +26,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from streams.catalog import CATALOG
+from streams.kpis import units
 from streams.kpis.base import ROLLUP, Dimension, Kpi
 
 #: The uid ``ops/grafana/provisioning/datasources/prometheus.yml`` gives the datasource;
@@ -79,51 +80,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("it", "IT service management", "incidents"),
 )
 
-# Grafana unit ids for the catalog's units. "s" scales to minutes, hours and days; Grafana's
-# "d" would show DSO in weeks, so days are a plain number with a suffix. A turnover is
-# "times per window", not a share, so it is a plain number although its unit is "ratio".
-_UNITS = {
-    "seconds": "s",
-    "ratio": "percentunit",
-    "days": "suffix: days",
-    "score": "none",
-    "count": "none",
-}
-_UNIT_OVERRIDES = {"ap_turnover": "none"}
-# Currencies with a Grafana unit of their own (a symbol); others get the code as a suffix.
-_GRAFANA_CURRENCIES = {"USD", "EUR", "GBP", "JPY"}
-
-
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _unit(kpi: Kpi, currency: str) -> str:
-    if kpi.name in _UNIT_OVERRIDES:
-        return _UNIT_OVERRIDES[kpi.name]
-    if kpi.unit == "currency":
-        return f"currency{currency}" if currency in _GRAFANA_CURRENCIES else f"suffix: {currency}"
-    return _UNITS[kpi.unit]
-
-
-def _human_target(kpi: Kpi, currency: str) -> str:
-    """The target as a person writes it: ``≤ 3 d``, ``≥ 99.9%``."""
-    value = kpi.target.value
-    sign = "≤" if kpi.target.direction == "at_most" else "≥"
-    unit = _unit(kpi, currency)
-    if unit == "s":
-        for size, suffix in ((86400, "d"), (3600, "h"), (60, "min")):
-            if value >= size and value % size == 0:
-                return f"{sign} {value / size:g} {suffix}"
-        text = f"{value:g} s"
-    elif unit == "percentunit":
-        text = f"{value * 100:g}%"
-    elif kpi.unit == "days":
-        text = f"{value:g} days"
-    elif kpi.unit == "currency":
-        text = f"{value:,.0f} {currency}"
-    else:
-        text = f"{value:g}"
-    return f"{sign} {text}"
 
 
 def threshold_steps(kpi: Kpi) -> list[model.Threshold]:
@@ -231,11 +188,11 @@ def _kpi_stat(kpi: Kpi, currency: str, width: int) -> stat.Panel:
     """The roll-up's newest window, coloured against the target."""
     return (
         stat.Panel()
-        .title(f"{kpi.title} ({_human_target(kpi, currency)})")
+        .title(f"{kpi.title} ({units.target_badge(kpi, currency)})")
         .description(f"{kpi.description} Goal: {kpi.target.goal}.")
         .datasource(DATASOURCE)
         .with_target(_query(_selector(kpi, ROLLUP), legend=kpi.title))
-        .unit(_unit(kpi, currency))
+        .unit(units.grafana_unit(kpi, currency))
         .thresholds(_thresholds(threshold_steps(kpi)))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.AREA)
@@ -262,7 +219,7 @@ def _kpi_trend(kpi: Kpi, currency: str, width: int, *, by_dimension: bool) -> ti
         )
         .datasource(DATASOURCE)
         .with_target(_query(expr, legend=legend))
-        .unit(_unit(kpi, currency))
+        .unit(units.grafana_unit(kpi, currency))
         .thresholds(_thresholds(threshold_steps(kpi)))
         .thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(
@@ -284,7 +241,7 @@ def _kpi_bars(kpi: Kpi, currency: str, width: int) -> bargauge.Panel:
         .with_target(
             _query(_selector(kpi, f"${dim}", regex=True), legend=f"{{{{{dim}}}}}").instant()
         )
-        .unit(_unit(kpi, currency))
+        .unit(units.grafana_unit(kpi, currency))
         .thresholds(_thresholds(threshold_steps(kpi)))
         .orientation(common.VizOrientation.HORIZONTAL)
         .display_mode(common.BarGaugeDisplayMode.BASIC)

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from streams.catalog import CATALOG
+from streams.kpis import units
 from streams.kpis.base import ROLLUP, Kpi
 
 #: The scrape job of the worker; ``ops/prometheus/prometheus*.yml`` use the same name.
@@ -44,17 +45,6 @@ DEAD_LETTER_RATIO_MAX = 0.05
 _JOIN = "on(job, instance, window)"
 
 _PLURAL = {"department": "departments", "service": "services", "queue": "queues"}
-
-#: How an alert prints the KPI's value (Go template over ``$value``), by catalog unit. Ratios
-#: stay plain numbers: an error rate reads well as a percentage, AP turnover (0.5) does not.
-_VALUE_TEMPLATE = {
-    "seconds": "{{ $value | humanizeDuration }}",
-    "ratio": '{{ $value | printf "%.4g" }}',
-    "days": '{{ $value | printf "%.1f" }} days',
-    "score": '{{ $value | printf "%.1f" }}',
-    "currency": '{{ $value | printf "%.0f" }} (reporting currency)',
-    "count": '{{ $value | printf "%.0f" }}',
-}
 
 
 @dataclass(frozen=True)
@@ -126,27 +116,6 @@ def alert_name(kpi: Kpi) -> str:
     return "".join(part.capitalize() for part in kpi.name.split("_")) + "OffTarget"
 
 
-def format_target(kpi: Kpi) -> str:
-    """The target in words, e.g. ``at most 3d`` or ``at least 0.999``."""
-    value = kpi.target.value
-    if kpi.unit == "seconds":
-        text = _duration(value)
-    elif kpi.unit == "days":
-        text = f"{value:g} days"
-    elif kpi.unit == "currency":
-        text = f"{value:,.0f} (reporting currency)"
-    else:
-        text = f"{value:g}"
-    return f"{kpi.target.direction.replace('_', ' ')} {text}"
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
 def _scope_text(dimension: str) -> str:
     # The roll-up's label value is `all`; "all departments" reads better than "department all".
     return (
@@ -190,7 +159,7 @@ def kpi_alert(kpi: Kpi) -> Rule:
         f"  {'>' if kpi.target.direction == 'at_most' else '<'} {_JOIN} group_left()\n"
         f'backoffice_kpi_target{{kpi="{kpi.name}", window="{window}"}}'
     )
-    value = _VALUE_TEMPLATE.get(kpi.unit, "{{ $value }}")
+    value = units.alert_value(kpi)
     scope = _scope_text(kpi.dimension)
     goal = f" ({kpi.target.goal})" if kpi.target.goal else ""
     return Rule(
@@ -202,7 +171,7 @@ def kpi_alert(kpi: Kpi) -> Rule:
             "summary": f"{kpi.title} misses its target for {scope}",
             "description": (
                 f"{kpi.title} ({kpi.name}) for {scope} is {value} in the current "
-                f"{window} window; the target is {format_target(kpi)}{goal}. "
+                f"{window} window; the target is {units.target_words(kpi)}{goal}. "
                 f"Off target for at least {kpi.target.for_}."
             ),
         },

@@ -89,6 +89,10 @@ class Kpi:
     windows: tuple[str, ...] = ("1h", "1d", "30d")
     description: str = ""
     kind: Kind = "panes"
+    #: Presentation (``streams/kpis/units.py``): whether a ``ratio`` is a share of a whole
+    #: (a percentage in Grafana), and the decimals a terminal shows of a ratio.
+    share: bool = True
+    digits: int = 3
 
     @property
     def width(self) -> int:

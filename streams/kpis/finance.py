@@ -122,6 +122,7 @@ AP_TURNOVER = Kpi(
     turnover,
     balance="ap",
     description="Purchases in the window / ((AP at start + AP at end) / 2).",
+    share=False,  # times per window, not a share
 )
 
 KPIS = (INVOICE_PROCESSING_TIME, INVOICE_ERROR_RATE, DSO, AP_TURNOVER)

@@ -52,6 +52,7 @@ SYSTEM_UPTIME = Kpi(
         "a status event before the window end."
     ),
     kind="timeline",
+    digits=4,  # 99.9% targets: the third decimal is the interesting one
 )
 
 INCIDENT_RESPONSE_TIME = Kpi(

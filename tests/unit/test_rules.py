@@ -17,6 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from streams.catalog import CATALOG
+from streams.kpis import units
 from tooling import rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def test_every_kpi_has_exactly_one_alert_with_its_target() -> None:
         description = alert.annotations["description"]
         for words in (kpi.title, f"{{{{ $labels.{kpi.dimension} }}}}", window, "$value"):
             assert words in description
-        assert rules.format_target(kpi) in description
+        assert units.target_words(kpi) in description
     kpi_alerts = [r for r in all_rules() if r.alert and r.alert.endswith("OffTarget")]
     assert len(kpi_alerts) == len(CATALOG)
     text = rules.render_rules()[rules.KPI_FILE]
@@ -120,11 +121,11 @@ def test_duration_seconds_rejects_non_durations(text: str) -> None:
 
 def test_targets_in_words() -> None:
     by_name = {k.name: k for k in CATALOG}
-    assert rules.format_target(by_name["invoice_processing_time"]) == "at most 3d"
-    assert rules.format_target(by_name["incident_response_time"]) == "at most 15m"
-    assert rules.format_target(by_name["system_uptime"]) == "at least 0.999"
-    assert rules.format_target(by_name["dso"]) == "at most 45 days"
-    assert rules.format_target(by_name["training_cost"]) == ("at most 250,000 (reporting currency)")
+    assert units.target_words(by_name["invoice_processing_time"]) == "at most 3d"
+    assert units.target_words(by_name["incident_response_time"]) == "at most 15m"
+    assert units.target_words(by_name["system_uptime"]) == "at least 0.999"
+    assert units.target_words(by_name["dso"]) == "at most 45 days"
+    assert units.target_words(by_name["training_cost"]) == ("at most 250,000 (reporting currency)")
 
 
 def test_pipeline_alerts() -> None:
