@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas.events import InvoiceReceived
@@ -22,6 +23,7 @@ from streams.kpis.fact import Fact
 from streams.sinks.metrics import Metrics
 from tests import reference
 from tests.eventgen import log_now, random_log
+from tooling import dashboards, rules
 
 LARGE = 10_000.0
 
@@ -113,3 +115,19 @@ def test_a_throw_away_kpi_is_exported_like_every_catalog_kpi() -> None:
     assert 'backoffice_kpi_target{kpi="large_invoice_share",window="1d"} 0.25' in text
     entry = LARGE_INVOICE_SHARE.catalog_entry("EUR")
     assert entry["unit"] == "ratio" and entry["windows"] == ["1h", "1d", "30d"]
+
+
+def test_a_throw_away_kpi_gets_its_alert_rules_and_dashboard_panels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    catalog = (*CATALOG, LARGE_INVOICE_SHARE)
+    rendered = "".join(rules.render_rules(catalog).values())
+    assert "alert: LargeInvoiceShareOffTarget" in rendered
+    assert 'backoffice_large_invoice_ratio{window="1d"}' in rendered
+    # The dashboards read the catalog as the worker does: the KPI joins its topic's domain.
+    monkeypatch.setattr(dashboards, "CATALOG", catalog)
+    boards = dashboards.build_dashboards("USD")
+    finance = [q for q in dashboards.panel_queries(boards["finance.json"])]
+    assert any("backoffice_large_invoice_ratio" in q for q in finance)
+    titles = [p.get("title", "") for p in dashboards._walk_panels(boards["overview.json"])]
+    assert "Large invoice share (≤ 25%)" in titles
