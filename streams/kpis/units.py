@@ -75,36 +75,31 @@ def grafana_unit(kpi: Kpi, currency: str) -> str:
 
 def target_badge(kpi: Kpi, currency: str) -> str:
     """The target as a dashboard title shows it: ``≤ 3 d``, ``≥ 99.9%``."""
-    value = kpi.target.value
     sign = "≤" if kpi.target.direction == "at_most" else "≥"
-    unit = grafana_unit(kpi, currency)
-    if unit == "s":
-        whole = _whole(value, ((86400, "d"), (3600, "h"), (60, "min")))
-        text = f"{value:g} s" if whole is None else f"{whole[0]:g} {whole[1]}"
-    elif unit == "percentunit":
-        text = f"{value * 100:g}%"
-    elif kpi.unit == "days":
-        text = f"{value:g} days"
-    elif kpi.unit == "currency":
-        text = f"{value:,.0f} {currency}"
-    else:
-        text = f"{value:g}"
-    return f"{sign} {text}"
+    return f"{sign} {_target_value(kpi, currency)}"
 
 
 def target_words(kpi: Kpi) -> str:
     """The target in an alert's words, for any currency: ``at most 3d``, ``at least 0.999``."""
+    return f"{kpi.target.direction.replace('_', ' ')} {_target_value(kpi, None)}"
+
+
+def _target_value(kpi: Kpi, currency: str | None) -> str:
+    """The target's value: for a dashboard in ``currency``, or (None) for an alert text."""
     value = kpi.target.value
+    badge = currency is not None
     if kpi.unit == "seconds":
-        whole = _whole(value, ((86400, "d"), (3600, "h"), (60, "m")))
-        text = f"{value:g}s" if whole is None else f"{int(whole[0])}{whole[1]}"
-    elif kpi.unit == "days":
-        text = f"{value:g} days"
-    elif kpi.unit == "currency":
-        text = f"{value:,.0f} (reporting currency)"
-    else:
-        text = f"{value:g}"
-    return f"{kpi.target.direction.replace('_', ' ')} {text}"
+        whole = _whole(value, ((86400, "d"), (3600, "h"), (60, "min" if badge else "m")))
+        if whole is None:
+            return f"{value:g} s" if badge else f"{value:g}s"
+        return f"{whole[0]:g} {whole[1]}" if badge else f"{int(whole[0])}{whole[1]}"
+    if badge and kpi.unit == "ratio" and kpi.share:
+        return f"{value * 100:g}%"
+    if kpi.unit == "days":
+        return f"{value:g} days"
+    if kpi.unit == "currency":
+        return f"{value:,.0f} {currency}" if badge else f"{value:,.0f} (reporting currency)"
+    return f"{value:g}"
 
 
 def alert_value(kpi: Kpi) -> str:

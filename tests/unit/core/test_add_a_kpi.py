@@ -127,7 +127,7 @@ def test_a_throw_away_kpi_gets_its_alert_rules_and_dashboard_panels(
     # The dashboards read the catalog as the worker does: the KPI joins its topic's domain.
     monkeypatch.setattr(dashboards, "CATALOG", catalog)
     boards = dashboards.build_dashboards("USD")
-    finance = [q for q in dashboards.panel_queries(boards["finance.json"])]
+    finance = list(dashboards.panel_queries(boards["finance.json"]))
     assert any("backoffice_large_invoice_ratio" in q for q in finance)
     titles = [p.get("title", "") for p in dashboards._walk_panels(boards["overview.json"])]
     assert "Large invoice share (≤ 25%)" in titles
