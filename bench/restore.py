@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.config import Settings
 from streams.core.engine import Engine, Message
 from streams.core.state import PartitionState
-from streams.runtime import read_partitions
+from streams.kafka import read_partitions
 from streams.stack import free_port, stack_down, stack_up
 
 T0 = 1_767_225_600.0
@@ -86,7 +86,7 @@ async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
     """One restore, timed: read the changelog, rebuild the state, index it."""
     started = time.perf_counter()
     tp = TopicPartition(topic, 0)
-    records = await read_partitions(bootstrap, [tp])
+    records = await read_partitions(Settings(kafka_bootstrap=bootstrap), [tp])
     state = PartitionState.restore("invoices", 0, [(k, v) for k, v in records[tp] if k])
     engine = Engine(
         partitions={"invoices": 1, "hiring": 1, "incidents": 1},

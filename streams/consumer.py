@@ -24,8 +24,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from mode import Service
 
-from streams.assignor import SpreadLeadersAssignor
 from streams.config import Settings
+from streams.kafka import make_input_consumer, make_output_producer
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -33,52 +33,6 @@ log = logging.getLogger(__name__)
 #: Most messages handed to the engine at once, and how long a fetch waits for more.
 BATCH_MAX = 5000
 FETCH_WAIT_MS = 100
-
-
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """The worker's producer: idempotent (a retried send is written once), acks from all."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        # zstd level 3 on changelog batches: ratio 6.2 at ~360 MB/s here; aiokafka's lz4 is
-        # fixed at level 9 (HC, 85 MB/s, 19% of a single-KPI worker's CPU), snappy 3.8.
-        compression_type="zstd",
-        linger_ms=5,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        request_timeout_ms=90_000,
-    )
-
-
-def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The input consumer: the application's group, offsets committed by hand."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
-        # Topic leaders on different workers. One strategy only: aiokafka 0.14 sends one
-        # JoinGroup per configured assignor (the request is built inside the loop over
-        # them; aio-libs/aiokafka PR #1168), so a second one changes the member's metadata
-        # while the group completes the rebalance, the broker starts another, and two
-        # workers started together rejoined each other for good (issue 12).
-        partition_assignment_strategy=(SpreadLeadersAssignor,),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        # A restarted worker rejoins only after its killed predecessor's session expired.
-        session_timeout_ms=10_000,
-        # How long the group waits for a live member to rejoin: its revocation first drains
-        # the batch in hand (a restore, writes waiting out a Redis outage). aiokafka's
-        # default is the session timeout; a member dropped for a slow revocation would still
-        # write that batch's changelog after the partitions' next owner restored them.
-        # Below the request timeout, which also bounds the JoinGroup call.
-        rebalance_timeout_ms=60_000,
-        heartbeat_interval_ms=2_000,
-        request_timeout_ms=90_000,
-        # Fetched data waits in memory until handled: 1M-event bench peak RSS 583 MB with
-        # 2 MB / 16 MB, 396 MB with these, at the same throughput.
-        max_partition_fetch_bytes=256 * 1024,
-        fetch_max_bytes=4 * 1024 * 1024,
-    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -111,8 +65,8 @@ class InputConsumer(Service):
 
     async def on_start(self) -> None:
         """Start the clients, join the group and start fetching."""
-        self.consumer = consumer = make_consumer(self.settings)
-        self.producer = producer = make_producer(self.settings)
+        self.consumer = consumer = make_input_consumer(self.settings)
+        self.producer = producer = make_output_producer(self.settings)
         await producer.start()
         await consumer.start()
         self.runtime.attach(consumer, producer)

@@ -30,6 +30,7 @@ from streams.config import INPUT_TOPICS, Settings
 from streams.core.engine import BatchResult, DeadLetter, Engine, Message, WindowValue
 from streams.core.state import ChangelogRecord, PartitionState
 from streams.errors import ConfigurationError
+from streams.kafka import make_reader, read_partitions, seek_to_start
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
 from streams.topics import changelog_topic
@@ -54,56 +55,6 @@ def dead_letter_record(dl: DeadLetter, topic_name: str) -> bytes:
         record["payload"] = dl.payload.decode("utf-8", errors="backslashreplace")
         record["payload_base64"] = base64.b64encode(dl.payload).decode("ascii")
     return orjson.dumps(record)
-
-
-async def seek_to_start(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]) -> None:
-    """Position ``tps`` at their first offset, now.
-
-    Not ``seek_to_beginning``: it only requests a reset, and a reset to the latest offset
-    already under way (from the assignment) can win the race, so a restore would silently
-    read nothing. Explicit offsets leave no race.
-    """
-    firsts = await consumer.beginning_offsets(list(tps))
-    for tp in tps:
-        consumer.seek(tp, firsts[tp])
-
-
-async def read_partitions(
-    bootstrap: str, tps: Sequence[TopicPartition], start: dict[TopicPartition, int] | None = None
-) -> dict[TopicPartition, list[tuple[bytes | None, bytes | None]]]:
-    """Read partitions from ``start`` (default: the beginning) up to their current end."""
-    out: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {tp: [] for tp in tps}
-    if not tps:
-        return out
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-        isolation_level="read_uncommitted",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(tps))
-        ends = await consumer.end_offsets(list(tps))
-        await seek_to_start(consumer, [tp for tp in tps if (start or {}).get(tp) is None])
-        for tp, first in (start or {}).items():
-            consumer.seek(tp, first)
-        pending = set()
-        for tp in tps:
-            if await consumer.position(tp) < ends[tp]:
-                pending.add(tp)
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=50_000)
-            for tp, records in batches.items():
-                out[tp].extend((r.key, r.value) for r in records)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
-    return out
 
 
 def selected_catalog(settings: Settings) -> tuple[KpiDef, ...]:
@@ -237,7 +188,7 @@ class Runtime:
         changelog = {
             TopicPartition(changelog_topic(self.settings, t), p): (t, p) for t, p in wanted
         }
-        records = await read_partitions(self.settings.kafka_bootstrap, list(changelog))
+        records = await read_partitions(self.settings, list(changelog))
         states = []
         for tp, (t, p) in changelog.items():
             state = PartitionState.restore(t, p, ((k, v) for k, v in records[tp] if k is not None))
@@ -248,7 +199,7 @@ class Runtime:
         for st in states:
             tp = TopicPartition(self.settings.dead_letter_topic, st.partition % self.dlq_partitions)
             dlq_start[tp] = min(dlq_start.get(tp, st.dlq_next), st.dlq_next)
-        dlq = await read_partitions(self.settings.kafka_bootstrap, list(dlq_start), dlq_start)
+        dlq = await read_partitions(self.settings, list(dlq_start), dlq_start)
         by_source = {(self.real[st.topic], st.partition): st for st in states}
         for _tp, recs in dlq.items():
             for _key, value in recs:
@@ -359,13 +310,7 @@ class Runtime:
             for name, t in names.items()
             for p in range(engine.n_partitions(t))
         ]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        consumer = make_reader(self.settings)
         await consumer.start()
         followed: set[TopicPartition] = set()
         # Partitions read from their start, and the end offset they must reach first.

@@ -26,7 +26,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # Topics first, on a loop of our own: faust subscribes as soon as it starts.
     loop = asyncio.new_event_loop()
     try:
-        partitions = loop.run_until_complete(ensure_topics(settings))
+        partitions = loop.run_until_complete(ensure_topics(settings)).partitions
     finally:
         loop.close()
     asyncio.set_event_loop(asyncio.new_event_loop())
