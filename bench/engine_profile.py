@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from bench.config import BenchConfig
 from bench.workload import generate
 from streams.catalog import CATALOG, KpiDef
-from streams.config import Settings
+from streams.config import INPUT_TOPICS, Settings
 from streams.core.engine import Engine, Message
-from streams.runtime import INPUT_TOPICS, selected_catalog
+from streams.selection import selected_catalog
 
 BATCH = 2000
 PARTITIONS = 8

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -25,12 +24,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.catalog import CATALOG, KpiDef
+from streams.catalog import CATALOG
 from streams.config import INPUT_TOPICS, Settings
 from streams.core.engine import BatchResult, DeadLetter, Engine, Message, WindowValue
 from streams.core.state import ChangelogRecord, PartitionState
-from streams.errors import ConfigurationError
 from streams.kafka import make_reader, read_partitions, seek_to_start
+from streams.selection import selected_catalog
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import RedisSink
 from streams.topics import changelog_topic
@@ -55,30 +54,6 @@ def dead_letter_record(dl: DeadLetter, topic_name: str) -> bytes:
         record["payload"] = dl.payload.decode("utf-8", errors="backslashreplace")
         record["payload_base64"] = base64.b64encode(dl.payload).decode("ascii")
     return orjson.dumps(record)
-
-
-def selected_catalog(settings: Settings) -> tuple[KpiDef, ...]:
-    """The catalog, restricted by ``KPI_ONLY_KPIS`` / ``KPI_ONLY_WINDOWS`` when set."""
-    names = {n.strip() for n in settings.only_kpis.split(",") if n.strip()}
-    windows = tuple(w.strip() for w in settings.only_windows.split(",") if w.strip())
-    unknown = names - {k.name for k in CATALOG}
-    if unknown:
-        msg = f"KPI_ONLY_KPIS names unknown KPIs: {', '.join(sorted(unknown))}"
-        raise ConfigurationError(msg)
-    chosen = []
-    for kpi in CATALOG:
-        if names and kpi.name not in names:
-            continue
-        if windows:
-            kept = tuple(w for w in kpi.windows if w in windows)
-            if not kept:
-                continue
-            kpi = dataclasses.replace(kpi, windows=kept)
-        chosen.append(kpi)
-    if not chosen:
-        msg = "KPI_ONLY_KPIS / KPI_ONLY_WINDOWS leave no KPI to compute"
-        raise ConfigurationError(msg)
-    return tuple(chosen)
 
 
 #: How often the watchdog asks the broker for the input partitions' end offsets (s).

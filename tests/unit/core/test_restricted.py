@@ -20,7 +20,7 @@ from streams.catalog import CATALOG, KpiDef
 from streams.config import Settings
 from streams.core.engine import BatchResult, Engine, Message, WindowValue
 from streams.errors import ConfigurationError
-from streams.runtime import selected_catalog
+from streams.selection import selected_catalog
 from tests import reference
 from tests.eventgen import event_logs
 
