@@ -409,6 +409,16 @@ class Engine:
         """The changelog records of every partition the last batch changed (see ``state``)."""
         return [(t, p, st.commit()) for (t, p), st in self.states.items() if st.dirty]
 
+    def dead_letters_sent(self, topic: str, partition: int, next_offset: int) -> None:
+        """The dead letters of a partition are in their topic up to ``next_offset`` (exclusive).
+
+        The next commit's meta record carries the position, and a restore reads the
+        dead-letter partition back from there. A partition no longer held is ignored.
+        """
+        st = self.states.get((topic, partition))
+        if st is not None:
+            st.dlq_next = max(st.dlq_next, next_offset)
+
     def revoke(self, topic: str, partition: int) -> None:
         """Drop a partition's state (it moved to another worker)."""
         self._dedup.pop((topic, partition), None)
