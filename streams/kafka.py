@@ -9,12 +9,13 @@ change here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
+from mode import Service
 
 from streams.assignor import SpreadLeadersAssignor
 from streams.config import Settings
@@ -155,3 +156,34 @@ def error_reason(exc: BaseException) -> str:
     # aiokafka's errors already start with their class name.
     text = lines[0].removeprefix(f"{name}: ") if lines else ""
     return f"{name}: {text}" if text and text != name else name
+
+
+class Producer(Service):
+    """An aiokafka producer that lives as long as the service (made by ``make``).
+
+    aiokafka clients belong to the loop they are created in, so the client is made when the
+    service starts, and stopped (its pending sends flushed) when it stops.
+    """
+
+    def __init__(self, make: Callable[[], AIOKafkaProducer], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._make = make
+        self._client: AIOKafkaProducer | None = None
+
+    @property
+    def client(self) -> AIOKafkaProducer:
+        """The started producer."""
+        if self._client is None:
+            msg = "the producer is used before its service started"
+            raise RuntimeError(msg)
+        return self._client
+
+    async def on_start(self) -> None:
+        """Make and start the client."""
+        self._client = self._make()
+        await self._client.start()
+
+    async def on_stop(self) -> None:
+        """Stop the client (after sending what is pending)."""
+        if self._client is not None:
+            await self._client.stop()
