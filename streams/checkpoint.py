@@ -160,8 +160,8 @@ class Checkpoint(Service):
         steps = self._steps
         steps.at("writes", f"sending {len(commit.dead_letters)} dead letters")
         await self._dead_letters.send(commit.dead_letters)
-        steps.at("writes", "writing the sinks")
         for sink in self._sinks:
+            steps.at("writes", f"writing {sink.name}")
             await sink.write(commit.sinks)
         # The next batch may prune panes on the strength of this batch's closing, so this
         # batch must be durable first (see docs/ARCHITECTURE.md).

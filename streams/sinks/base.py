@@ -32,6 +32,9 @@ class SinkBatch:
 class Sink(Protocol):
     """A destination of the KPI values (Redis, Prometheus)."""
 
+    #: What the stall report says is being written ("writing Redis").
+    name: str
+
     async def start(self) -> None:
         """Set up (once, before the first write)."""
 

@@ -17,6 +17,8 @@ from streams.sinks.metrics import Metrics
 class PrometheusSink:
     """Sets the KPI gauges from each batch's newest values (a ``Sink``)."""
 
+    name = "Prometheus"
+
     def __init__(self, metrics: Metrics) -> None:
         self._gauges = metrics.kpi
         # KPI -> the (window, scope) series set for it (or set and since removed: removing

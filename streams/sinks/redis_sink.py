@@ -106,6 +106,8 @@ Content = tuple[str, int, int, int, int]
 class RedisSink:
     """Writes each batch's window values to Redis (a ``Sink``), and repairs what Redis lost."""
 
+    name = "Redis"
+
     def __init__(
         self,
         redis: RedisConnection,
