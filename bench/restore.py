@@ -5,9 +5,10 @@
 Builds the state one input partition would hold after one million invoices were received
 and none decided (one entity key each, plus their applied ids and panes), commits it to a
 changelog topic on a dedicated local stack as the worker does, then times
-``read_partitions`` + ``PartitionState.restore`` + ``Engine.assign``: exactly the work of
-``Runtime._restore``. Reports the median of three restores, records per second and the
-restored state's resident size. The stack is stopped at the end.
+``read_partitions`` + ``PartitionState.restore`` + ``Engine.assign``: the work of a worker's
+restore (``streams/restore.py``) but the dead-letter read-back. Reports the median of three
+restores, records per second and the restored state's resident size. The stack is stopped
+at the end.
 """
 
 from __future__ import annotations
