@@ -136,7 +136,7 @@ def run_once(batches: list[list[Message]], catalog: Sequence[Kpi], now: float) -
 
 def single_catalog() -> tuple[Kpi, ...]:
     """The catalog the worker uses with KPI_ONLY_KPIS / KPI_ONLY_WINDOWS set."""
-    from streams.runtime import selected_catalog
+    from streams.selection import selected_catalog
 
     settings = Settings(only_kpis=SINGLE_KPI, only_windows=SINGLE_WINDOWS)
     return selected_catalog(settings)

@@ -31,9 +31,9 @@ from bench import procs
 from bench.config import BenchConfig
 from bench.runs import flush_redis, histogram, histogram_quantile, kpi_env, parse_metrics
 from bench.workload import Workload, with_occurred_at
-from producers.publisher import ensure_topics
 from producers.simulator import rfc3339
 from streams.config import Settings
+from streams.topics import create_published_topics
 
 MARKER_KEY = "kpi:employee_satisfaction:30d:all"
 HISTOGRAM = "backoffice_event_to_kpi_latency_seconds"
@@ -72,7 +72,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Run a fresh worker under ``rate`` events/s and measure (see module docstring)."""
     flush_redis(settings.redis_url)
-    await ensure_topics(settings)
+    await create_published_topics(settings)
     log = workdir / f"{settings.app_id}.log"
     proc = procs.spawn(
         [sys.executable, "-m", "kpi", "worker"],

@@ -5,9 +5,10 @@
 Builds the state one input partition would hold after one million invoices were received
 and none decided (one entity key each, plus their applied ids and panes), commits it to a
 changelog topic on a dedicated local stack as the worker does, then times
-``read_partitions`` + ``PartitionState.restore`` + ``Engine.assign``: exactly the work of
-``Runtime._restore``. Reports the median of three restores, records per second and the
-restored state's resident size. The stack is stopped at the end.
+``read_partitions`` + ``PartitionState.restore`` + ``Engine.assign``: the work of a worker's
+restore (``streams/restore.py``) but the dead-letter read-back. Reports the median of three
+restores, records per second and the restored state's resident size. The stack is stopped
+at the end.
 """
 
 from __future__ import annotations
@@ -92,11 +93,11 @@ async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
     """One restore, timed: read the changelog, rebuild the state, index it."""
     from streams.core.engine import Engine
     from streams.core.state import PartitionState
-    from streams.runtime import read_partitions
+    from streams.kafka import read_partitions
 
     started = time.perf_counter()
     tp = TopicPartition(topic, 0)
-    records = await read_partitions(bootstrap, [tp])
+    records = await read_partitions(Settings(kafka_bootstrap=bootstrap), [tp])
     state = PartitionState.restore("invoices", 0, [(k, v) for k, v in records[tp] if k])
     engine = Engine(
         partitions={"invoices": 1, "hiring": 1, "incidents": 1},

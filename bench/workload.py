@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from producers.publisher import Publisher, ensure_topics
+from producers.publisher import Publisher
 from producers.simulator import CompanySimulator
 from streams.config import Settings
+from streams.topics import create_published_topics
 
 DECISIONS = ("invoice.approved", "invoice.rejected")
 OCCURRED_AT = b'"occurred_at":"'
@@ -100,7 +101,7 @@ async def _publish(
     messages: Iterable[tuple[str, bytes, bytes]],
     progress: Callable[[int], None] | None,
 ) -> int:
-    await ensure_topics(settings)
+    await create_published_topics(settings)
     n = 0
     async with Publisher(settings, linger_ms=20, flush_every=20_000, client_id="kpi-bench") as pub:
         for topic, key, value in messages:

@@ -33,11 +33,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from producers.publisher import Publisher, ensure_topics, quiet_logger
+from producers.publisher import Publisher, quiet_logger
 from schemas.decode import SCHEMA, decode
 from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent, KpiError
 from schemas.events import MODEL_OF_TYPE, NUMERIC_STRING_PATTERN, TOPIC_OF_TYPE, key_of
 from streams.config import INPUT_TOPICS, Settings
+from streams.topics import create_published_topics
 
 __all__ = [
     "EXIT_INVALID_ROWS",
@@ -565,7 +566,7 @@ async def _publish_file(
         # aiokafka logs every failed connection attempt; PublishError says it in one line.
         with quiet_logger("aiokafka"):
             if create_topics:
-                created = await ensure_topics(settings)
+                created = await create_published_topics(settings)
                 if created:
                     console.print(f"created topics: {', '.join(created)}")
             async with Publisher(settings, client_id="kpi-publish") as publisher:

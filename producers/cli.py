@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producers.publisher import Publisher, ensure_topics, quiet_logger
+from producers.publisher import Publisher, quiet_logger
 from producers.simulator import INVALID_REASONS, TOPICS, CompanySimulator, Emission, Faults
 from schemas.errors import ConfigurationError, KpiError
 from streams.config import Settings
+from streams.topics import create_published_topics
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -180,7 +181,7 @@ async def _run(
             # aiokafka logs every failed connection attempt; PublishError says it in one line.
             with quiet_logger("aiokafka"):
                 if create_topics:
-                    created = await ensure_topics(settings)
+                    created = await create_published_topics(settings)
                     if created:
                         console.print(f"created topics: {', '.join(created)}")
                 publisher = await resources.enter_async_context(Publisher(settings))

@@ -1,4 +1,4 @@
-"""Publishing simulated (or any) events to the product's Kafka topics, and creating those topics."""
+"""Publishing simulated (or any) events to the product's Kafka topics."""
 
 from __future__ import annotations
 
@@ -11,15 +11,11 @@ from typing import Any, Self
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from schemas.errors import KpiError
-from streams.config import INPUT_TOPICS, Settings
-
-# CreateTopics error code for a topic created meanwhile by someone else: not an error here.
-_TOPIC_ALREADY_EXISTS = 36
-_LEADER_SETTLE_S = 0.5
+from streams.config import Settings
+from streams.kafka import error_reason, make_producer
 
 
 class PublishError(KpiError):
@@ -78,11 +74,9 @@ class Publisher:
     async def start(self) -> None:
         """Connect to Kafka; :class:`PublishError` if that fails within ``start_timeout_s``."""
         bootstrap = self._settings.kafka_bootstrap
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        producer = make_producer(
+            self._settings,
             client_id=self._client_id,
-            acks="all",
-            enable_idempotence=True,
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
             request_timeout_ms=self._request_timeout_ms,
@@ -93,7 +87,7 @@ class Publisher:
         except (TimeoutError, KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            msg = f"cannot reach Kafka at {bootstrap}: {_reason(exc)}"
+            msg = f"cannot reach Kafka at {bootstrap}: {error_reason(exc)}"
             raise PublishError(msg) from exc
         self._producer = producer
 
@@ -116,7 +110,7 @@ class Publisher:
         try:
             future = await producer.send(self._settings.topic(topic), value=value, key=key.encode())
         except KafkaError as exc:
-            msg = f"cannot publish to {self._settings.topic(topic)}: {_reason(exc)}"
+            msg = f"cannot publish to {self._settings.topic(topic)}: {error_reason(exc)}"
             raise PublishError(msg) from exc
         self._pending.append(future)
         self.sent += 1
@@ -132,78 +126,8 @@ class Publisher:
         failures = [r for r in results if isinstance(r, BaseException)]
         self.delivered += len(results) - len(failures)
         if failures:
-            msg = f"{len(failures)} message(s) not delivered to Kafka: {_reason(failures[0])}"
+            msg = f"{len(failures)} message(s) not delivered to Kafka: {error_reason(failures[0])}"
             raise PublishError(msg) from failures[0]
-
-
-async def ensure_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[str]:
-    """Create the three input topics and the dead-letter topic if missing; return those created.
-
-    Uses ``settings.partitions`` partitions and a replication factor of up to 3 (fewer on a
-    smaller cluster). A topic created concurrently by another process is not an error.
-    """
-    wanted = [settings.topic(name) for name in INPUT_TOPICS] + [settings.dead_letter_topic]
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="kpi-admin",
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await admin.close()
-        msg = f"cannot reach Kafka at {settings.kafka_bootstrap}: {_reason(exc)}"
-        raise PublishError(msg) from exc
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in wanted if name not in existing]
-        if not missing:
-            return []
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = max(1, min(3, brokers))
-        response = await admin.create_topics(
-            [NewTopic(name, settings.partitions, replication) for name in missing],
-            timeout_ms=int(timeout_s * 1000),
-        )
-        created = []
-        for topic, code, *details in response.topic_errors:
-            if code == 0:
-                created.append(topic)
-            elif code != _TOPIC_ALREADY_EXISTS:
-                detail = details[0] if details and details[0] else f"error code {code}"
-                msg = f"cannot create topic {topic}: {detail}"
-                raise PublishError(msg)
-        await _wait_for_leaders(admin, created, timeout_s)
-        return created
-    except KafkaError as exc:
-        msg = f"cannot create topics on {settings.kafka_bootstrap}: {_reason(exc)}"
-        raise PublishError(msg) from exc
-    finally:
-        await admin.close()
-
-
-async def _wait_for_leaders(
-    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float
-) -> None:
-    # A new topic's partitions get leaders a moment after CreateTopics returns; producing
-    # before that works (aiokafka retries) but logs a NotLeaderForPartition warning per batch.
-    # On a local KRaft broker the metadata shows the leaders a few hundred ms before the
-    # broker accepts writes for them (measured), hence a settling pause once they appear.
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while topics and asyncio.get_running_loop().time() < deadline:
-        described = await admin.describe_topics(topics)
-        ready = {
-            t["topic"]
-            for t in described
-            if t["error_code"] == 0
-            and t["partitions"]
-            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
-        }
-        if ready >= set(topics):
-            await asyncio.sleep(_LEADER_SETTLE_S)
-            return
-        await asyncio.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -216,16 +140,3 @@ def quiet_logger(logger_name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _reason(exc: BaseException) -> str:
-    """One line on why a Kafka call failed."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, KafkaConnectionError | ConnectionError):
-        return "connection failed (is Kafka running there?)"
-    name = type(exc).__name__
-    lines = str(exc).strip().splitlines()
-    # aiokafka's errors already start with their class name.
-    text = lines[0].removeprefix(f"{name}: ") if lines else ""
-    return f"{name}: {text}" if text and text != name else name

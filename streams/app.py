@@ -1,32 +1,51 @@
-"""The Faust application: the worker's services, timers and web endpoints.
+"""The Faust application: the worker's parts, put together once, its services and web pages.
 
-faust runs the worker (service tree, signals, logging, the web server, timers). Its Kafka
-consumer and stream path are switched off: the input is consumed by ``InputConsumer``
+faust runs the worker (service tree, signals, logging, the web server). Its Kafka consumer
+and stream path are switched off: the input is consumed by ``InputConsumer``
 (``streams/consumer.py``), which hands whole fetches to ``Runtime.handle``. Its windowed
 tables are not used (they close windows by wall clock and forget pending expiry on restart),
 nor its exactly-once mode (see docs/ARCHITECTURE.md).
+
+``create_app`` is the one place the parts are made and wired: each gets what it uses, and
+each service is started and stopped by ``WorkerServices``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 from faust.app.base import BootStrategy
+from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams import engine_build
-from streams.config import Settings
-from streams.consumer import InputConsumer
+from streams.changelog import ChangelogWriter
+from streams.checkpoint import Checkpoint
+from streams.config import INPUT_TOPICS, Settings
+from streams.consumer import GroupMember, InputConsumer
+from streams.core.engine import Engine
 from streams.core.windows import rfc3339
+from streams.dead_letters import DeadLetters
+from streams.kafka import Producer, make_output_producer
+from streams.progress import ProgressStore
+from streams.redis_client import RedisConnection
+from streams.replicas import ReplicaFollower
+from streams.restore import Restorer
 from streams.runtime import Runtime
+from streams.selection import selected_catalog
+from streams.sinks import make_sinks
 from streams.sinks.metrics import Metrics
-from streams.sinks.redis_sink import RedisSink, format_value
+from streams.sinks.redis_sink import format_value
+from streams.watchdog import Steps, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +67,91 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
 
 
+def make_engine(settings: Settings, partitions: Mapping[str, int]) -> Engine:
+    """The engine for the topics' partition counts (``partitions``: by real topic name)."""
+    return Engine(
+        partitions={t: partitions[settings.topic(t)] for t in INPUT_TOPICS},
+        grace_s=settings.grace_seconds,
+        currency=settings.currency,
+        clock=time.time,
+        catalog=selected_catalog(settings),
+        max_dimension_values=settings.max_dimension_values,
+        idle_partition_s=settings.idle_partition_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    """The parts of a worker that its pages and timers look at."""
+
+    engine: Engine
+    runtime: Runtime
+    member: GroupMember
+    checkpoint: Checkpoint
+    watchdog: Watchdog
+    redis: RedisConnection
+
+
+class WorkerServices(Service):
+    """The worker's services and timers.
+
+    Started in order, stopped in reverse: the producer, the group member (the input
+    consumer's client), the checkpoint (the sinks), the replica follower, the input
+    consumer. So the input stops first, drains the writes and commits, and the clients
+    the writes need stop after it; the Redis connection closes last.
+    """
+
+    def __init__(
+        self,
+        worker: WorkerParts,
+        services: Sequence[Service],
+        settings: Settings,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._worker = worker
+        self._services = services
+        self._settings = settings
+        # Windows also close without input of our own: other workers' partitions advance
+        # through the replicas, and idle partitions drop out by the wall clock.
+        idle_s = settings.idle_partition_seconds
+        self._tick_s = max(0.25, min(1.0, idle_s / 4) if idle_s else 1.0)
+
+    def on_init_dependencies(self) -> Sequence[Service]:
+        """The services, in start order."""
+        return self._services
+
+    async def on_started(self) -> None:
+        """Say what runs."""
+        settings = self._settings
+        log.info(
+            "backoffice-kpi worker %s: inputs %s, Redis %s, http://localhost:%d/metrics, engine %s",
+            settings.app_id,
+            ", ".join(settings.input_topics),
+            settings.redis_url,
+            settings.web_port,
+            "compiled (mypyc)" if engine_build.current() == "compiled" else "pure Python",
+        )
+
+    async def on_shutdown(self) -> None:
+        """Close the Redis connection, once everything that writes to it has stopped."""
+        await self._worker.redis.close()
+
+    @Service.task
+    async def _close_without_input(self) -> None:
+        async for _ in self.itertimer(self._tick_s, name="close_without_input"):
+            await self._worker.runtime.tick()
+
+    @Service.task
+    async def _watch_for_stalls(self) -> None:
+        async for _ in self.itertimer(1.0, name="watch_for_stalls"):
+            await self._worker.watchdog.watch()
+
+
 def create_app(
-    settings: Settings, registry: CollectorRegistry | None = None
-) -> tuple[Any, Runtime]:
-    """Build the faust app and the runtime it drives."""
+    settings: Settings, partitions: Mapping[str, int], registry: CollectorRegistry | None = None
+) -> tuple[Any, WorkerParts]:
+    """Build the faust app and the worker it runs (``partitions``: every topic's count)."""
     registry = registry or CollectorRegistry()
     # faust wants a data directory even with in-memory stores; keep it out of the cwd.
     datadir = Path(tempfile.gettempdir()) / "backoffice-kpi" / settings.app_id
@@ -71,35 +171,61 @@ def create_app(
         logging_config=None,
     )
     metrics = Metrics(registry)
+    steps = Steps()
 
     def redis_failed(exc: Exception) -> None:
         metrics.redis_errors.inc()
         metrics.redis_up.set(0)
 
-    sink = RedisSink(
+    redis = RedisConnection(
         settings.redis_url, on_error=redis_failed, on_ok=lambda: metrics.redis_up.set(1)
     )
-    runtime = Runtime(settings, metrics, sink)
-    # faust starts an instance as given (its annotation only names classes).
-    app.service(InputConsumer(settings, runtime))  # type: ignore[arg-type]
-
-    # Windows also close without input of our own: other workers' partitions advance
-    # through the replicas, and idle partitions drop out by the wall clock.
-    tick_s = (
-        min(1.0, settings.idle_partition_seconds / 4) if settings.idle_partition_seconds else 1.0
+    progress = ProgressStore(redis)
+    engine = make_engine(settings, partitions)
+    lock = asyncio.Lock()
+    producer = Producer(lambda: make_output_producer(settings))
+    member = GroupMember(settings, metrics, steps)
+    dead_letters = DeadLetters(settings, producer, engine, partitions[settings.dead_letter_topic])
+    checkpoint = Checkpoint(
+        dead_letters=dead_letters,
+        sinks=make_sinks(settings, metrics, redis, progress),
+        changelog=ChangelogWriter(settings, producer),
+        progress=progress,
+        offsets=member,
+        metrics=metrics,
+        steps=steps,
     )
-
-    @app.timer(max(0.25, tick_s))  # type: ignore[untyped-decorator]
-    async def close_without_input() -> None:
-        await runtime.tick()
-
-    @app.timer(1.0)  # type: ignore[untyped-decorator]
-    async def watch_for_stalls() -> None:
-        await runtime.watch()
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def follow_changelogs() -> None:
-        await runtime.replicate()
+    replicas = ReplicaFollower(settings, engine, lock, steps)
+    runtime = Runtime(
+        settings,
+        engine,
+        lock=lock,
+        assignment=member,
+        restorer=Restorer(settings, dead_letters),
+        checkpoint=checkpoint,
+        progress=progress,
+        replicas=replicas,
+        metrics=metrics,
+        steps=steps,
+    )
+    watchdog = Watchdog(
+        member,
+        runtime,
+        lambda: checkpoint.stats.last_input_at,
+        steps,
+        settings.stall_seconds,
+        runtime.logical,
+    )
+    worker = WorkerParts(engine, runtime, member, checkpoint, watchdog, redis)
+    services = [
+        producer,
+        member,
+        checkpoint,
+        replicas,
+        InputConsumer(settings, member, runtime, steps),
+    ]
+    # faust starts an instance as given (its annotation only names classes).
+    app.service(WorkerServices(worker, services, settings))  # type: ignore[arg-type]
 
     # faust's Prometheus sensors are not installed: they count its stream path and Kafka
     # clients, which the worker does not use (all ~25 faust_* families stayed at zero).
@@ -129,32 +255,32 @@ def create_app(
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        body = runtime_health(runtime)
+        body = worker_health(worker)
         status = 200 if body["status"] == "ok" else 503
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
-    return app, runtime
+    return app, worker
 
 
-def runtime_health(runtime: Runtime) -> dict[str, Any]:
+def worker_health(worker: WorkerParts) -> dict[str, Any]:
     """Health of the worker: Redis reachable, and not stalled (lag but no progress)."""
     problems = []
-    if not runtime.sink.healthy:
+    if not worker.redis.healthy:
         problems.append("redis unreachable")
     now = time.time()
-    lag = runtime.lag()
-    stall = runtime.stall()
+    lag = worker.member.lag()
+    stall = worker.watchdog.stall()
     if stall is not None:
         problems.append(stall)
-    engine = runtime.engine
+    engine, stats = worker.engine, worker.checkpoint.stats
     return {
         "status": "ok" if not problems else "unhealthy",
         "problems": problems,
-        "events_processed": runtime.events_processed,
+        "events_processed": stats.events,
         "lag": lag,
-        "partitions": sorted(f"{t}-{p}" for t, p in engine.held()) if engine else [],
-        "assigned": sorted(f"{t}-{p}" for t, p in runtime.assigned_inputs()),
-        "leading": sorted(engine.leading()) if engine else [],
+        "partitions": sorted(f"{t}-{p}" for t, p in engine.held()),
+        "assigned": sorted(f"{t}-{p}" for t, p in worker.runtime.assigned_inputs()),
+        "leading": sorted(engine.leading()),
         "engine": engine_build.current(),
-        "seconds_since_last_batch": now - runtime.last_batch_at if runtime.last_batch_at else None,
+        "seconds_since_last_batch": now - stats.last_batch_at if stats.last_batch_at else None,
     }

@@ -1,129 +1,273 @@
-"""The worker's Kafka edge: the input consumer (a faust service) and the output producer.
+"""The worker's input: its membership of the consumer group, and the fetch loop.
 
 faust runs the worker: its service tree, signals, logging, web server and timers. The Kafka
 traffic itself goes through aiokafka directly. faust's stream path costs ~110 CPU µs per
 message here (its per-message ``Event``, ack tracking, queues and sensors; a do-nothing
-agent tops out near 9,000 messages/s on this machine), which is most of the budget, and its
-producer is not idempotent outside transactions. So the input is one aiokafka consumer in
-the application's consumer group (``KPI_APP_ID``) handing whole fetches to
-``Runtime.handle``, and the dead letters and changelog records go through one idempotent
-producer. Offsets are committed after each batch's writes completed (``Runtime._write``);
-a partition about to be revoked gets its offsets committed first, so its next owner starts
-where this worker stopped.
+agent tops out near 9,000 messages/s on this machine), which is most of the budget. So the
+input is one aiokafka consumer in the application's consumer group (``KPI_APP_ID``):
+
+- ``GroupMember`` owns that consumer, the partitions the group gave this worker and their
+  offsets: what is durable (restored, or written by the checkpoint) and what is committed.
+  The checkpoint commits through it once a batch's writes completed; it calls nothing back.
+- ``InputConsumer`` fetches and hands whole fetches to the batch handler (the runtime), and
+  passes rebalances on; a partition about to be revoked gets its offsets committed first,
+  so its next owner starts where this worker stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from mode import Service
 
-from streams.assignor import SpreadLeadersAssignor
 from streams.config import Settings
-from streams.runtime import Runtime
+from streams.kafka import make_input_consumer
+from streams.sinks.metrics import Metrics
+from streams.watchdog import Steps, fetch_states
 
 log = logging.getLogger(__name__)
 
 #: Most messages handed to the engine at once, and how long a fetch waits for more.
 BATCH_MAX = 5000
 FETCH_WAIT_MS = 100
+#: How often the watchdog asks the broker for the input partitions' end offsets (s).
+WATCH_ENDS_S = 5.0
+
+Fetched = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """The worker's producer: idempotent (a retried send is written once), acks from all."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        # zstd level 3 on changelog batches: ratio 6.2 at ~360 MB/s here; aiokafka's lz4 is
-        # fixed at level 9 (HC, 85 MB/s, 19% of a single-KPI worker's CPU), snappy 3.8.
-        compression_type="zstd",
-        linger_ms=5,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        request_timeout_ms=90_000,
-    )
+class GroupMember(Service):
+    """The worker in the input consumer group: the consumer, its partitions, their offsets."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, steps: Steps, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._metrics = metrics
+        self._steps = steps
+        self._inputs = frozenset(settings.input_topics)
+        # Created on start: aiokafka clients belong to the running loop.
+        self._client: AIOKafkaConsumer | None = None
+        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._rejoining = True
+        # Input partition -> last offset processed whose effects are durable.
+        self._durable: dict[TopicPartition, int] = {}
+        # Input partition -> next offset already committed to the group.
+        self._committed: dict[TopicPartition, int] = {}
+        # Input partition -> end offset asked of the broker by the watchdog: the lag does not
+        # rest on the fetcher's high-water marks alone (a fetcher that stopped has old ones).
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_asked = 0.0
+
+    @property
+    def client(self) -> AIOKafkaConsumer:
+        """The started consumer."""
+        if self._client is None:
+            msg = "the input consumer is used before its service started"
+            raise RuntimeError(msg)
+        return self._client
+
+    async def on_start(self) -> None:
+        """Make and start the consumer (it joins the group once subscribed)."""
+        self._client = make_input_consumer(self._settings)
+        await self._client.start()
+
+    async def on_stop(self) -> None:
+        """Leave the group: the partitions move to the others at once."""
+        if self._client is not None:
+            await self._client.stop()
+
+    # -- the assignment ----------------------------------------------------------------
+
+    @property
+    def assigned(self) -> frozenset[TopicPartition]:
+        """The input partitions the group gave this worker.
+
+        Set when a rebalance assigns them, emptied when one revokes them. Not the
+        consumer's ``assignment()``: aiokafka keeps reporting the old partitions during a
+        rebalance, and acting on those (a restore, an offset commit while the member
+        rejoins) broke rebalances (issue 12).
+        """
+        return self._assigned
+
+    @property
+    def rejoining(self) -> bool:
+        """Whether a rebalance is under way: from a revocation (or the start) on.
+
+        Until the next assignment; nothing is committed meanwhile.
+        """
+        return self._rejoining
+
+    def assign(self, assigned: Iterable[TopicPartition]) -> None:
+        """The group gave this worker its partitions."""
+        self._assigned = frozenset(assigned)
+        self._rejoining = False
+        self._steps.at("rebalance", f"assigned {len(self._assigned)} partitions")
+
+    def revoke(self, revoked: Iterable[TopicPartition]) -> None:
+        """The group takes partitions away (their offsets were committed before)."""
+        revoked = frozenset(revoked)
+        self._assigned = self._assigned.difference(revoked)
+        self._rejoining = True
+        for tp in revoked:
+            self._durable.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._metrics.forget_partition(tp.topic, tp.partition)
+
+    # -- offsets -----------------------------------------------------------------------
+
+    def restored(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Last offsets a restored state reflects: durable, committed with the next commit.
+
+        The lag is counted from them.
+        """
+        self._durable.update(offsets)
+
+    async def commit(self, processed: Mapping[TopicPartition, int]) -> None:
+        """The batch that processed up to ``processed`` is durable: commit what is due.
+
+        Only between an assignment and the next revocation: a commit sent while the member
+        rejoins fails, and aiokafka then resets the member id in the middle of the join.
+        """
+        self._durable.update(processed)
+        self.export_lag()
+        if self._rejoining:
+            return
+        assigned = self._assigned
+        offsets = {
+            tp: OffsetAndMetadata(offset + 1, "")
+            for tp, offset in self._durable.items()
+            if self._committed.get(tp, -1) < offset + 1 and tp in assigned
+        }
+        if not offsets:
+            return
+        try:
+            await self.client.commit(offsets)
+        except KafkaError as exc:
+            # The group moved on (rebalance): the next owner replays from the last commit,
+            # which the restored state makes exact.
+            log.info("offset commit failed (%s); the next owner replays those messages", exc)
+            return
+        for tp, om in offsets.items():
+            self._committed[tp] = om.offset
+
+    # -- lag ---------------------------------------------------------------------------
+
+    def lag_by_partition(self) -> dict[TopicPartition, int]:
+        """Input messages waiting per assigned partition with a durable offset.
+
+        The end of a partition is the later of the fetcher's high-water mark and the end
+        offset last asked of the broker; a partition not restored yet has no durable offset
+        and is left out (the watchdog counts it).
+        """
+        client = self._client
+        if client is None:
+            return {}
+        waiting = {}
+        for tp in self._assigned:
+            done = self._durable.get(tp)
+            if done is not None:
+                end = max(client.highwater(tp) or 0, self._ends.get(tp, 0))
+                waiting[tp] = max(0, end - 1 - done)
+        return waiting
+
+    def lag(self) -> int:
+        """Input messages waiting in the assigned partitions."""
+        return sum(self.lag_by_partition().values())
+
+    def export_lag(self) -> None:
+        """Set the consumer lag gauges."""
+        for tp, n in self.lag_by_partition().items():
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(n)
+
+    async def ask_end_offsets(self) -> None:
+        """Ask the broker for the assigned partitions' end offsets (every few seconds).
+
+        Input that a stuck fetcher never saw still counts as waiting. The broker being away
+        leaves the fetcher's high-water marks alone.
+        """
+        client = self._client
+        if client is None or time.monotonic() - self._ends_asked <= WATCH_ENDS_S:
+            return
+        self._ends_asked = time.monotonic()
+        inputs = [tp for tp in self._assigned if tp.topic in self._inputs]
+        try:
+            self._ends = (
+                await asyncio.wait_for(client.end_offsets(inputs), WATCH_ENDS_S) if inputs else {}
+            )
+        except (KafkaError, TimeoutError):
+            pass
+
+    def fetch_states(self) -> str:
+        """Aiokafka's fetch state of each assigned partition (stall reports)."""
+        return fetch_states(self._client, self._assigned)
 
 
-def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The input consumer: the application's group, offsets committed by hand."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
-        # Topic leaders on different workers. One strategy only: aiokafka 0.14 sends one
-        # JoinGroup per configured assignor (the request is built inside the loop over
-        # them; aio-libs/aiokafka PR #1168), so a second one changes the member's metadata
-        # while the group completes the rebalance, the broker starts another, and two
-        # workers started together rejoined each other for good (issue 12).
-        partition_assignment_strategy=(SpreadLeadersAssignor,),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        # A restarted worker rejoins only after its killed predecessor's session expired.
-        session_timeout_ms=10_000,
-        # How long the group waits for a live member to rejoin: its revocation first drains
-        # the batch in hand (a restore, writes waiting out a Redis outage). aiokafka's
-        # default is the session timeout; a member dropped for a slow revocation would still
-        # write that batch's changelog after the partitions' next owner restored them.
-        # Below the request timeout, which also bounds the JoinGroup call.
-        rebalance_timeout_ms=60_000,
-        heartbeat_interval_ms=2_000,
-        request_timeout_ms=90_000,
-        # Fetched data waits in memory until handled: 1M-event bench peak RSS 583 MB with
-        # 2 MB / 16 MB, 396 MB with these, at the same throughput.
-        max_partition_fetch_bytes=256 * 1024,
-        fetch_max_bytes=4 * 1024 * 1024,
-    )
+class BatchHandler(Protocol):
+    """What the input consumer drives: the runtime (``streams/runtime.py``)."""
+
+    def unrestored(self) -> set[tuple[str, int]]:
+        """Assigned partitions whose state is not restored yet."""
+
+    async def handle(self, fetched: Fetched) -> None:
+        """Process one fetch; returns once its writes are under way."""
+
+    async def revoke(self, revoked: frozenset[TopicPartition]) -> None:
+        """Write and commit what was processed, then drop the partitions leaving."""
+
+    async def drain(self) -> None:
+        """Wait until every processed batch is written and committed."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: InputConsumer) -> None:
-        self.owner = owner
+    def __init__(self, member: GroupMember, handler: BatchHandler, steps: Steps) -> None:
+        self.member = member
+        self.handler = handler
+        self.steps = steps
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.owner.on_revoked(list(revoked))
+        await self.handler.revoke(frozenset(revoked))
+        self.steps.at("rebalance", "revoked; rejoining")
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
-        self.owner.runtime.on_assigned(assigned)
+        self.member.assign(assigned)
         log.info("assigned %s", ", ".join(f"{tp.topic}-{tp.partition}" for tp in assigned))
 
 
 class InputConsumer(Service):
-    """Fetch, handle, commit; until the worker stops."""
+    """Fetch and hand over, until the worker stops."""
 
-    def __init__(self, settings: Settings, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        member: GroupMember,
+        handler: BatchHandler,
+        steps: Steps,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.runtime = runtime
-        # Created on start: aiokafka clients belong to the running loop.
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
-        # Input partition -> next offset already committed to the group.
-        self._committed: dict[TopicPartition, int] = {}
+        self._settings = settings
+        self._member = member
+        self._handler = handler
+        self._steps = steps
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def on_start(self) -> None:
-        """Start the clients, join the group and start fetching."""
-        self.consumer = consumer = make_consumer(self.settings)
-        self.producer = producer = make_producer(self.settings)
-        await producer.start()
-        await consumer.start()
-        self.runtime.attach(consumer, producer)
-        self.runtime.on_durable = self._commit
-        self.runtime.on_failure = self._write_failed
-        consumer.subscribe(list(self.settings.input_topics), listener=_Rebalance(self))
+        """Join the group and start fetching (the member's consumer is started)."""
+        listener = _Rebalance(self._member, self._handler, self._steps)
+        self._member.client.subscribe(list(self._settings.input_topics), listener=listener)
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
-        """Finish and commit the batch in hand, leave the group, stop the clients."""
-        # Leaving the group (consumer.stop) moves the partitions to the others at once.
+        """Finish, write and commit the batch in hand."""
         self._stopping = True
         if self._loop_task is not None:
             try:
@@ -132,58 +276,20 @@ class InputConsumer(Service):
                 self._loop_task.cancel()
             except Exception:  # noqa: BLE001 - already logged by _run
                 pass
-        if self.consumer is not None:
-            await self.runtime.drain()
-            await self._commit()
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+            await self._handler.drain()
+            await self._member.commit({})
 
     async def _run(self) -> None:
-        consumer = self.consumer
-        assert consumer is not None
+        consumer = self._member.client
+        handler = self._handler
         try:
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=BATCH_MAX)
                 # Partitions assigned with nothing new to read are restored all the same:
                 # their topics' windows must close and their KPIs be led (issue 12).
-                if batches or self.runtime.unrestored():
-                    await self.runtime.handle(batches)
+                if batches or handler.unrestored():
+                    await handler.handle(batches)
         except Exception as exc:  # noqa: BLE001 - the worker stops and says why
             # A worker that cannot process must not sit in the group holding partitions:
             # crash the service tree (the worker exits non-zero; a restart restores).
             await self.crash(exc)
-
-    def _write_failed(self, exc: BaseException | None) -> None:
-        log.error("writing a batch failed: %r; stopping the worker", exc)
-        asyncio.ensure_future(self.crash(exc or RuntimeError("write failed")))
-
-    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what was written, then drop the state of the partitions leaving."""
-        await self.runtime.on_revoked(revoked, commit=self._commit)
-        for tp in revoked:
-            self._committed.pop(tp, None)
-        self.runtime.steps.at("rebalance", "revoked; rejoining")
-
-    async def _commit(self) -> None:
-        consumer = self.consumer
-        assert consumer is not None
-        # Only between an assignment and the next revocation: a commit sent while the member
-        # rejoins fails, and aiokafka then resets the member id in the middle of the join.
-        assigned = self.runtime.assigned
-        offsets = {
-            tp: OffsetAndMetadata(offset + 1, "")
-            for tp, offset in self.runtime.processed.items()
-            if self._committed.get(tp, -1) < offset + 1 and tp in assigned
-        }
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:
-            # The group moved on (rebalance): the next owner replays from the last commit,
-            # which the restored state makes exact.
-            log.info("offset commit failed (%s); the next owner replays those messages", exc)
-            return
-        for tp, om in offsets.items():
-            self._committed[tp] = om.offset

@@ -2,7 +2,7 @@
 
 A worker whose work waits (a rebalance not finished, assigned partitions not restored, input
 not processed) with no batch of input completed for ``KPI_STALL_SECONDS`` is stalled
-(``Runtime.stall``). The health endpoint reports it (an orchestrator restarts the pod); the
+(``Watchdog.stall``). The health endpoint reports it (an orchestrator restarts the pod); the
 log says it once per stall, with each loop's current step and since when, aiokafka's fetch
 state per partition and where every pending asyncio task is suspended, so a stall a future
 bug brings back is diagnosed from one log line instead of a debugger.
@@ -11,11 +11,13 @@ bug brings back is diagnosed from one log line instead of a debugger.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+log = logging.getLogger(__name__)
 _PACKAGE = __name__.split(".")[0]
 
 
@@ -89,3 +91,117 @@ def fetch_states(consumer: Any, tps: Iterable[Any]) -> str:
         except (AttributeError, KeyError, TypeError):
             out.append(f"{tp.topic}-{tp.partition}: ?")
     return "; ".join(out)
+
+
+class Member(Protocol):
+    """The consumer side, as the watchdog sees it (``streams.consumer.GroupMember``)."""
+
+    @property
+    def rejoining(self) -> bool:
+        """Whether a rebalance is under way."""
+
+    def lag_by_partition(self) -> dict[Any, int]:
+        """Input messages waiting per assigned partition (restored ones)."""
+
+    async def ask_end_offsets(self) -> None:
+        """Refresh the partitions' end offsets from the broker (now and then)."""
+
+    def fetch_states(self) -> str:
+        """Aiokafka's fetch state of each assigned partition."""
+
+
+class Work(Protocol):
+    """The runtime, as the watchdog sees it (``streams.runtime.Runtime``)."""
+
+    def unrestored(self) -> set[tuple[str, int]]:
+        """Assigned partitions whose state is not restored yet."""
+
+    def held(self) -> list[tuple[str, int]]:
+        """The partitions whose state is held."""
+
+
+class Watchdog:
+    """Judges whether the worker is stalled, and logs a stall once with what every loop does."""
+
+    def __init__(
+        self,
+        member: Member,
+        work: Work,
+        last_input_at: Callable[[], float],
+        steps: Steps,
+        stall_seconds: float,
+        logical: Mapping[str, str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._member = member
+        # Real input topic name -> logical, for the report.
+        self._logical = logical
+        self._work = work
+        self._last_input_at = last_input_at
+        self._steps = steps
+        self._stall_seconds = stall_seconds
+        self._clock = clock
+        # When the worker last had nothing to do: a stall is work waiting since both that
+        # and its last input progress.
+        self._settled_at = clock()
+        # Whether the current stall was logged already (once per stall).
+        self._logged = False
+
+    def stall(self) -> str | None:
+        """The stall, if any, as a health problem.
+
+        Work waits (a rebalance not finished, assigned partitions not restored, input not
+        processed) and the worker made no input progress for ``KPI_STALL_SECONDS``: none
+        since the work began to wait, that is, since it last had nothing to do.
+        """
+        now = self._clock()
+        rejoining = self._member.rejoining
+        unrestored = self._work.unrestored()
+        waiting = sum(self._member.lag_by_partition().values())
+        if not (rejoining or unrestored or waiting):
+            self._settled_at = now
+            return None
+        since = now - max(self._settled_at, self._last_input_at())
+        if since <= self._stall_seconds:
+            return None
+        if rejoining:
+            what = "waiting for the group to assign partitions"
+        elif unrestored:
+            what = f"{len(unrestored)} assigned partitions not restored"
+        else:
+            what = f"{waiting} messages waiting"
+        return f"stalled: {what}, no batch completed for {since:.0f} s"
+
+    async def watch(self) -> None:
+        """Log a stall once, with what every loop of the worker is waiting for.
+
+        Diagnostics only: an error here is logged and never stops the worker.
+        """
+        try:
+            await self._watch()
+        except Exception:  # noqa: BLE001 - the watchdog must not take the worker down
+            log.exception("stall watchdog failed")
+
+    async def _watch(self) -> None:
+        await self._member.ask_end_offsets()
+        problem = self.stall()
+        if problem is None:
+            self._logged = False
+            return
+        if self._logged:
+            return
+        self._logged = True
+        waiting = sorted(
+            f"{self._logical.get(tp.topic, tp.topic)}-{tp.partition}"
+            for tp, n in self._member.lag_by_partition().items()
+            if n > 0
+        )
+        log.error(
+            "%s; partitions waiting: %s; held: %s; %s; fetch states: %s; tasks: %s",
+            problem,
+            ", ".join(waiting) or "none",
+            ", ".join(sorted(f"{t}-{p}" for t, p in self._work.held())),
+            self._steps.describe(),
+            self._member.fetch_states(),
+            pending_tasks(),
+        )

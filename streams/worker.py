@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 
-from streams import engine_build
 from streams.config import Settings
 from streams.logs import quiet_library_logs
 from streams.topics import ensure_topics
@@ -21,30 +20,17 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     import faust
 
     from streams.app import create_app
-    from streams.catalog import CATALOG
 
-    # Topics first, on a loop of our own: faust subscribes as soon as it starts.
+    # Topics first, on a loop of our own: faust subscribes as soon as it starts, and the
+    # engine is made for the topics' partition counts.
     loop = asyncio.new_event_loop()
     try:
-        partitions = loop.run_until_complete(ensure_topics(settings))
+        partitions = loop.run_until_complete(ensure_topics(settings)).partitions
     finally:
         loop.close()
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app, runtime = create_app(settings)
-    runtime.configure(partitions)
+    app, _worker = create_app(settings, partitions)
     quiet_library_logs()
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def write_catalog() -> None:
-        await runtime.sink.setup(CATALOG, settings.currency)
-        log.info(
-            "backoffice-kpi worker %s: inputs %s, Redis %s, http://localhost:%d/metrics, engine %s",
-            settings.app_id,
-            ", ".join(settings.input_topics),
-            settings.redis_url,
-            settings.web_port,
-            "compiled (mypyc)" if engine_build.current() == "compiled" else "pure Python",
-        )
 
     # The state is millions of long-lived containers, and every batch allocates many short
     # ones: with the default thresholds the collector runs every 700 allocations and keeps

@@ -159,6 +159,16 @@ class Engine:
             # Whatever was read while catching up is new to the newest windows.
             self._closing.views[topic].newest_anchor = float("-inf")
 
+    def dead_letters_sent(self, topic: str, partition: int, next_offset: int) -> None:
+        """The dead letters of a partition are in their topic up to ``next_offset`` (exclusive).
+
+        The next commit's meta record carries the position, and a restore reads the
+        dead-letter partition back from there. A partition no longer held is ignored.
+        """
+        st = self.states.get((topic, partition))
+        if st is not None:
+            st.dlq_next = max(st.dlq_next, next_offset)
+
     def drop_replica(self, topic: str, partition: int) -> None:
         """Forget the replica of a partition (it became ours, or must be re-read)."""
         self._replicas.drop(topic, partition)

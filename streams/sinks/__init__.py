@@ -1,0 +1,28 @@
+"""The sinks of the KPI values, registered in one place (``make_sinks``)."""
+
+from __future__ import annotations
+
+from streams.catalog import CATALOG
+from streams.config import Settings
+from streams.progress import ProgressStore
+from streams.redis_client import RedisConnection
+from streams.sinks.base import Sink
+from streams.sinks.metrics import Metrics
+from streams.sinks.prometheus import PrometheusSink
+from streams.sinks.redis_sink import RedisSink
+
+
+def make_sinks(
+    settings: Settings, metrics: Metrics, redis: RedisConnection, progress: ProgressStore
+) -> list[Sink]:
+    """Every sink a worker writes to, in the order each batch is handed to them."""
+    return [
+        RedisSink(
+            redis,
+            progress,
+            catalog=CATALOG,
+            currency=settings.currency,
+            on_lost=metrics.redis_data_lost.inc,
+        ),
+        PrometheusSink(metrics),
+    ]

@@ -1,9 +1,8 @@
 """Prometheus metrics, declared in one place, on a registry passed in (SPEC section 4).
 
-The KPI gauges hold the newest window of every (KPI, window, scope), so they are exposed on
-every scrape, not only on change. An undefined value has no sample. Label children are
-cached by the client library; ``forget_scopes`` removes the series of dimension values a
-worker no longer owns.
+The KPI gauges are declared here and set by the Prometheus sink
+(``streams/sinks/prometheus.py``); the counters, histograms and the other gauges are
+observed by the plumbing that knows their values.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.catalog import CATALOG
-from streams.core.records import BatchResult, WindowValue
+from streams.core.records import BatchResult
 from streams.kpis.base import Kpi
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -82,7 +81,6 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, catalog: Sequence[Kpi] = CATALOG) -> None:
         self.registry = registry
-        self.catalog = {k.name: k for k in catalog}
         self.kpi: dict[str, Gauge] = {
             k.name: Gauge(
                 k.metric,
@@ -188,7 +186,6 @@ class Metrics:
             self.duplicates.labels(topic_names[topic]).inc(n)
         for wv in result.closed:
             self.closed_windows.labels(wv.kpi, wv.window).inc()
-        self.set_values(result.current)
 
     def observe_latencies(self, seconds: Iterable[float]) -> None:
         """Event-to-KPI latencies of one batch (negative ones, from clock skew, count as 0)."""
@@ -201,25 +198,3 @@ class Metrics:
                 gauge.remove(topic, str(partition))
             except KeyError:
                 pass
-
-    def set_values(self, values: Iterable[WindowValue]) -> None:
-        """Set the KPI gauges from newest-window values; undefined values lose their sample."""
-        for wv in values:
-            gauge = self.kpi[wv.kpi]
-            if wv.value is None:
-                try:
-                    gauge.remove(wv.window, wv.scope)
-                except KeyError:
-                    pass
-            else:
-                gauge.labels(wv.window, wv.scope).set(wv.value)
-
-    def forget_scopes(self, kpi: str, scopes: Iterable[str]) -> None:
-        """Remove the series of dimension values this worker no longer owns."""
-        gauge = self.kpi[kpi]
-        for scope in scopes:
-            for window in self.catalog[kpi].windows:
-                try:
-                    gauge.remove(window, scope)
-                except KeyError:
-                    pass

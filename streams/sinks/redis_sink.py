@@ -9,15 +9,20 @@ by score, then add) so a replayed close leaves exactly one, byte-identical membe
 are overwritten. Change-feed entries are only added when a hash's content changes.
 A failed write is retried with backoff until Redis is back; the caller does not commit its
 input progress before the write succeeded, so nothing is lost while Redis is away.
+
+Redis losing the product's keys (restarted without persistence, or flushed) is this sink's
+to notice and repair: it writes the catalog, every newest window it published and (through
+the progress store) the closing progress again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -26,33 +31,31 @@ from redis.exceptions import RedisError
 from streams.core.records import WindowValue
 from streams.core.windows import rfc3339
 from streams.kpis.base import Kpi
+from streams.progress import ProgressStore
+from streams.redis_client import RedisConnection
+from streams.sinks.base import SinkBatch
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 CATALOG_KEY = "kpi:catalog"
-#: Internal: per input topic, up to which event time windows were closed, written and
-#: committed (Unix seconds). Written after the state commit of the batch that got there.
-PROGRESS_KEY = "kpi:_progress"
 CHANGES_KEY = "kpi:changes"
 CHANGES_MAXLEN = 100_000
 HISTORY_KEEP = 1000
 #: Most arguments per script call (Redis accepts up to 1,048,576 per command).
 MAX_ARGS = 200_000
 
+#: How often the sink checks whether Redis lost the product's keys (seconds).
+LOSS_CHECK_S = 1.0
+
 #: ARGV: history_keep, changes key, changes maxlen, updated_at, then sections, each a
-#: count followed by its items: progress (field, value), closed windows (history key,
-#: score, member), changed hashes (key, value, window_start, window_end, count, final,
-#: name, window, scope). Commands run in argument order, as the pipeline did.
+#: count followed by its items: closed windows (history key, score, member), changed
+#: hashes (key, value, window_start, window_end, count, final, name, window, scope).
+#: Commands run in argument order, as the pipeline did.
 WRITE_BATCH = """
 local keep = tonumber(ARGV[1])
 local changes, maxlen, updated_at = ARGV[2], ARGV[3], ARGV[4]
 local i = 5
 local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
-end
-n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local key, score = ARGV[i], ARGV[i + 1]
   redis.call('ZREMRANGEBYSCORE', key, score, score)
@@ -96,43 +99,78 @@ def history_member(wv: WindowValue) -> bytes:
     )
 
 
+#: What a newest-window hash holds, as written: value text, start, end, count, final.
+Content = tuple[str, int, int, int, int]
+
+
 class RedisSink:
-    """Writes engine results to Redis (set up / write batch / close)."""
+    """Writes each batch's window values to Redis (a ``Sink``), and repairs what Redis lost."""
+
+    name = "Redis"
 
     def __init__(
         self,
-        url: str,
+        redis: RedisConnection,
+        progress: ProgressStore,
         *,
+        catalog: Sequence[Kpi],
+        currency: str,
         history_keep: int = HISTORY_KEEP,
-        on_error: Callable[[Exception], None] | None = None,
-        on_ok: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        on_lost: Callable[[], None] | None = None,
+        loss_check_s: float = LOSS_CHECK_S,
     ) -> None:
-        self.url = url
-        self.redis: aioredis.Redis = aioredis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5
-        )
+        self._redis = redis
+        self._progress = progress
+        self._catalog = tuple(catalog)
+        self._currency = currency
         self.history_keep = history_keep
-        self._on_error = on_error
-        self._on_ok = on_ok
         self._clock = clock
+        # Observer of each data loss found (the worker's metrics).
+        self._on_lost = on_lost
+        self._loss_check_s = loss_check_s
+        self._write_batch = redis.client.register_script(WRITE_BATCH)
         # Last content written per hash key, so unchanged hashes add no change-feed entry.
-        self._last: dict[str, tuple[str, int, int, int, int]] = {}
-        self._write_batch = self.redis.register_script(WRITE_BATCH)
-        self.healthy = True
+        self._last: dict[str, Content] = {}
+        # The newest value per hash key of the KPIs this worker publishes: what a repair
+        # writes again.
+        self._newest: dict[str, WindowValue] = {}
         # Set once the catalog was written: from then on its absence means data loss.
         self._catalog_written = False
+        # Batches and repairs are written one at a time, in the order they come.
+        self._lock = asyncio.Lock()
+        self._watch: asyncio.Task[None] | None = None
 
-    async def setup(self, catalog: Sequence[Kpi], currency: str) -> None:
+    async def start(self) -> None:
+        """Write the catalog, then watch for data loss; in the background (Redis may be away)."""
+        self._watch = asyncio.ensure_future(self._watch_for_loss())
+
+    async def close(self) -> None:
+        """Stop watching (the connection belongs to whoever made it)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def write(self, batch: SinkBatch) -> None:
+        """Write one batch: history of closed windows, newest-window hashes."""
+        async with self._lock:
+            if batch.retired:
+                self._newest = {
+                    key: wv for key, wv in self._newest.items() if wv.kpi not in batch.retired
+                }
+            await self._write(batch.closed, batch.current)
+
+    async def write_catalog(self) -> None:
         """Write the ``kpi:catalog`` hash."""
         mapping: dict[Any, Any] = {}
-        for k in catalog:
-            mapping[k.name] = orjson.dumps(k.catalog_entry(currency))
+        for k in self._catalog:
+            mapping[k.name] = orjson.dumps(k.catalog_entry(self._currency))
 
         async def fill(pipe: aioredis.client.Pipeline) -> None:
             pipe.hset(CATALOG_KEY, mapping=mapping)
 
-        await self._retrying(fill)
+        await self._redis.transaction(fill)
         self._catalog_written = True
 
     async def lost_data(self) -> bool:
@@ -145,46 +183,71 @@ class RedisSink:
         if not self._catalog_written:
             return False
         try:
-            return not await self.redis.exists(CATALOG_KEY)
+            return not await self._redis.client.exists(CATALOG_KEY)
         except (RedisError, OSError):
             return False
 
-    def forget_written(self) -> None:
-        """Write every newest-window hash next time, changed or not (after a data loss)."""
-        self._last.clear()
+    async def _watch_for_loss(self) -> None:
+        try:
+            await self.write_catalog()
+            while True:
+                await asyncio.sleep(self._loss_check_s)
+                if await self.lost_data():
+                    await self._repair()
+        except Exception:  # noqa: BLE001 - the batches' own writes go on regardless
+            log.exception("the Redis sink's catalog write or data-loss watch failed")
 
-    async def write(
-        self,
-        closed: Sequence[WindowValue],
-        current: Sequence[WindowValue],
-        progress: dict[str, float] | None = None,
-    ) -> None:
-        """Write one batch: history of closed windows, newest-window hashes, progress."""
-        if not closed and not current and not progress:
+    async def _repair(self) -> None:
+        """Redis lost our keys: write the catalog, every newest window and the progress again.
+
+        The history of windows closed before the loss is not in the worker any more (their
+        panes were folded away once written) and is not rewritten; windows closed from now
+        on are written as always. Run Redis with persistence (AOF) to keep it.
+        """
+        async with self._lock:
+            log.warning(
+                "Redis lost the product's keys (kpi:catalog is gone: restarted without "
+                "persistence, or flushed); writing the catalog, %d newest windows and the "
+                "closing progress again. History written before the loss is gone.",
+                len(self._newest),
+            )
+            if self._on_lost is not None:
+                self._on_lost()
+            await self.write_catalog()
+            self._last.clear()
+            await self._write([], list(self._newest.values()))
+            # Written again by the next batch (or tick) of a topic we lead: only after that
+            # batch's state commit (see ``streams/progress.py``).
+            await self._progress.forget_written()
+
+    async def _write(self, closed: Sequence[WindowValue], current: Sequence[WindowValue]) -> None:
+        if not closed and not current:
             return
         updated_at = rfc3339(self._clock())
-        changes: list[tuple[str, tuple[str, int, int, int, int], WindowValue]] = []
+        newest: list[tuple[str, WindowValue]] = []
+        changes: list[tuple[str, Content, WindowValue]] = []
         for wv in current:
             key = hash_key(wv.kpi, wv.window, wv.scope)
+            newest.append((key, wv))
             content = (format_value(wv.value), wv.start, wv.end, wv.count, int(wv.final))
             if self._last.get(key) != content:
                 changes.append((key, content, wv))
 
-        calls = self._script_calls(closed, changes, progress or {}, updated_at)
+        calls = self._script_calls(closed, changes, updated_at)
 
         async def fill(pipe: aioredis.client.Pipeline) -> None:
             for args in calls:
-                await self._write_batch(keys=[PROGRESS_KEY], args=args, client=pipe)
+                await self._write_batch(keys=[], args=args, client=pipe)
 
-        await self._retrying(fill)
+        await self._redis.transaction(fill)
         for key, content, _wv in changes:
             self._last[key] = content
+        self._newest.update(newest)
 
     def _script_calls(
         self,
         closed: Sequence[WindowValue],
-        changes: Sequence[tuple[str, tuple[str, int, int, int, int], WindowValue]],
-        progress: dict[str, float],
+        changes: Sequence[tuple[str, Content, WindowValue]],
         updated_at: str,
     ) -> list[list[str | bytes]]:
         """The batch as ``WRITE_BATCH`` argument lists of at most ``MAX_ARGS`` each."""
@@ -194,9 +257,6 @@ class RedisSink:
             str(CHANGES_MAXLEN),
             updated_at,
         ]
-        progress_items: list[str | bytes] = []
-        for t, v in progress.items():
-            progress_items += (t, repr(v))
         history: list[list[str | bytes]] = [
             [
                 hash_key(wv.kpi, wv.window, wv.scope) + ":history",
@@ -223,16 +283,12 @@ class RedisSink:
         i = j = 0
         first = True
         while first or i < len(history) or j < len(hashes):
-            budget = MAX_ARGS
-            args = [*head, str(len(progress_items) // 2 if first else 0)]
-            if first:
-                args += progress_items
-                budget -= len(progress_items)
-            k = min(len(history), i + max(0, budget // 3))
+            args = [*head]
+            k = min(len(history), i + MAX_ARGS // 3)
             args.append(str(k - i))
             for item in history[i:k]:
                 args += item
-            budget -= 3 * (k - i)
+            budget = MAX_ARGS - 3 * (k - i)
             i = k
             m = min(len(hashes), j + max(0, budget // 9))
             args.append(str(m - j))
@@ -242,47 +298,3 @@ class RedisSink:
             calls.append(args)
             first = False
         return calls
-
-    async def _retrying(self, fill: Callable[[aioredis.client.Pipeline], Awaitable[None]]) -> None:
-        async def transaction() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await fill(pipe)
-                await pipe.execute()
-
-        await self._retried(transaction, "write")
-
-    async def _retried(self, call: Callable[[], Awaitable[_T]], what: str) -> _T:
-        """``call()``, again with backoff (0.1 s doubling to 5 s) until Redis answers."""
-        delay = 0.1
-        while True:
-            try:
-                result = await call()
-            except (RedisError, OSError) as exc:
-                self.healthy = False
-                if self._on_error is not None:
-                    self._on_error(exc)
-                log.warning("Redis %s failed (%s); retrying in %.1f s", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if not self.healthy:
-                log.info("Redis answers again")
-            self.healthy = True
-            if self._on_ok is not None:
-                self._on_ok()
-            return result
-
-    async def read_progress(self) -> dict[str, float]:
-        """The closing progress per topic recorded by the topics' leaders.
-
-        Retried like the writes: a worker that does not lead every topic reads it before
-        each batch, and a Redis outage must hold it up, not stop it.
-        """
-        raw: dict[Any, Any] = await self._retried(
-            lambda: self.redis.hgetall(PROGRESS_KEY), "progress read"
-        )
-        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self.redis.aclose()

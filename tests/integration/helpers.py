@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.config import Settings
-from streams.runtime import seek_to_start
+from streams.kafka import seek_to_start
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]

@@ -11,9 +11,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from producers.publisher import Publisher, ensure_topics
+from producers.publisher import Publisher
 from producers.simulator import CompanySimulator, Emission, Faults
 from streams.config import Settings
+from streams.topics import create_published_topics
 
 pytestmark = pytest.mark.integration
 
@@ -78,10 +79,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def test_topics_are_created_once_with_the_configured_partitions(kpi_env: Settings) -> None:
-    created = await ensure_topics(kpi_env)
+    created = await create_published_topics(kpi_env)
     expected = [*kpi_env.input_topics, kpi_env.dead_letter_topic]
     assert sorted(created) == sorted(expected)
-    assert await ensure_topics(kpi_env) == []  # already there: nothing to do, no error
+    assert await create_published_topics(kpi_env) == []  # already there: nothing to do, no error
     consumer = AIOKafkaConsumer(bootstrap_servers=kpi_env.kafka_bootstrap)
     await consumer.start()
     try:
@@ -93,7 +94,7 @@ async def test_topics_are_created_once_with_the_configured_partitions(kpi_env: S
 
 async def test_published_events_come_back_keyed_by_entity(kpi_env: Settings) -> None:
     emissions = simulated(200)
-    await ensure_topics(kpi_env)
+    await create_published_topics(kpi_env)
     async with Publisher(kpi_env) as publisher:
         for emission in emissions:
             await publisher.send(*emission)

@@ -13,7 +13,10 @@ import redis
 from streams.config import Settings
 from streams.core.records import WindowValue
 from streams.core.windows import rfc3339
+from streams.progress import PROGRESS_KEY, ProgressStore
+from streams.redis_client import RedisConnection
 from streams.sinks import redis_sink
+from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink, history_member
 from tests.integration.chaos import redis_server
 
@@ -31,14 +34,31 @@ CLOSED = [wv("all", T0 + i * HOUR, 10.0 + i, i + 1, True) for i in range(5)] + [
 CURRENT = [wv("all", T0 + 5 * HOUR, 0.1 + 0.2, 7, False), wv("sales", T0 + HOUR, None, 0, False)]
 
 
+def make_sink(redis: RedisConnection, **sink_args: Any) -> RedisSink:
+    return RedisSink(redis, ProgressStore(redis), catalog=(), currency="USD", **sink_args)
+
+
 def write(settings: Settings, *batches: dict[str, Any], **sink_args: Any) -> None:
+    """Each batch's windows through one sink, then its progress (as the checkpoint does)."""
+
     async def run() -> None:
-        sink = RedisSink(settings.redis_url, clock=lambda: T0 + 6 * HOUR, **sink_args)
+        redis = RedisConnection(settings.redis_url)
+        progress = ProgressStore(redis)
+        sink = RedisSink(
+            redis,
+            progress,
+            catalog=(),
+            currency="USD",
+            clock=lambda: T0 + 6 * HOUR,
+            **sink_args,
+        )
         try:
             for batch in batches:
-                await sink.write(**batch)
+                await sink.write(SinkBatch(batch["closed"], batch["current"]))
+                await progress.write(batch.get("progress", {}))
         finally:
             await sink.close()
+            await redis.close()
 
     asyncio.run(run())
 
@@ -118,9 +138,9 @@ def test_a_batch_split_into_several_calls_writes_the_same(
     whole = content(r)
     r.flushdb()
     monkeypatch.setattr(redis_sink, "MAX_ARGS", 10)
-    sink = RedisSink(kpi_env.redis_url)
+    sink = make_sink(RedisConnection(kpi_env.redis_url))
     changes = [(f"k{i}", ("", 0, 0, 0, 0), CURRENT[0]) for i in range(len(CURRENT))]
-    assert len(sink._script_calls(CLOSED, changes, {"hiring": 0.0}, "t")) > 2
+    assert len(sink._script_calls(CLOSED, changes, "t")) > 2
     write(kpi_env, batch)
     assert content(r) == whole
 
@@ -129,13 +149,14 @@ def test_the_script_is_loaded_again_after_redis_forgot_it(
     kpi_env: Settings, r: redis.Redis
 ) -> None:
     async def run() -> None:
-        sink = RedisSink(kpi_env.redis_url)
+        redis = RedisConnection(kpi_env.redis_url)
+        sink = make_sink(redis)
         try:
-            await sink.write(CLOSED[:1], [])
+            await sink.write(SinkBatch(closed=CLOSED[:1]))
             r.script_flush()
-            await sink.write(CLOSED[1:2], [])
+            await sink.write(SinkBatch(closed=CLOSED[1:2]))
         finally:
-            await sink.close()
+            await redis.close()
 
     asyncio.run(run())
     assert len(content(r)["kpi:dso:1h:all:history"]) == 2
@@ -149,24 +170,77 @@ def test_the_progress_read_waits_out_an_outage_like_the_writes(tmp_path: Path) -
     """
     with redis_server(tmp_path / "redis") as server:
         client = server.client()
-        client.hset(redis_sink.PROGRESS_KEY, mapping={"invoices": "1736121600.0"})
+        client.hset(PROGRESS_KEY, mapping={"invoices": "1736121600.0"})
         client.close()
         server.kill(signal.SIGTERM)  # the append-only file keeps the hash
         errors: list[Exception] = []
 
         async def run() -> dict[str, float]:
-            sink = RedisSink(server.url, on_error=errors.append)
+            redis = RedisConnection(server.url, on_error=errors.append)
             try:
-                reading = asyncio.ensure_future(sink.read_progress())
+                reading = asyncio.ensure_future(ProgressStore(redis).read())
                 await asyncio.sleep(1.5)
                 assert not reading.done()
-                assert not sink.healthy
+                assert not redis.healthy
                 assert errors
                 await asyncio.to_thread(server.start)
                 progress = await asyncio.wait_for(reading, timeout=30)
-                assert sink.healthy
+                assert redis.healthy
                 return progress
             finally:
-                await sink.close()
+                await redis.close()
 
         assert asyncio.run(run()) == {"invoices": 1736121600.0}
+
+
+def test_the_sink_repairs_what_redis_lost_but_not_what_it_stopped_leading(
+    kpi_env: Settings, r: redis.Redis
+) -> None:
+    """Redis flushed: the catalog, the newest windows still led and the progress come back."""
+    from streams.catalog import CATALOG
+
+    other = WindowValue("system_uptime", "1d", "all", T0, T0 + 86400, 2.0, 3, False)
+    lost: list[int] = []
+
+    async def run() -> None:
+        redis = RedisConnection(kpi_env.redis_url)
+        progress = ProgressStore(redis)
+        sink = RedisSink(
+            redis,
+            progress,
+            catalog=CATALOG,
+            currency="EUR",
+            on_lost=lambda: lost.append(1),
+            loss_check_s=0.05,
+        )
+        try:
+            await sink.start()
+            for _ in range(100):
+                if r.exists("kpi:catalog"):
+                    break
+                await asyncio.sleep(0.05)
+            await sink.write(SinkBatch(CLOSED, [*CURRENT, other]))
+            await progress.write({"invoices": float(T0)})
+            # system_uptime is led elsewhere from now on: a repair must not write its old value.
+            await sink.write(SinkBatch(retired=frozenset({"system_uptime"})))
+            r.flushdb()
+            for _ in range(100):
+                if r.exists("kpi:catalog") and r.exists("kpi:dso:1h:all"):
+                    break
+                await asyncio.sleep(0.05)
+            # The progress is not written again before the next one (after a commit).
+            assert not r.exists(PROGRESS_KEY)
+            await progress.write({"invoices": float(T0)})
+        finally:
+            await sink.close()
+            await redis.close()
+
+    asyncio.run(run())
+    got = content(r)
+    assert lost == [1]
+    assert set(got["kpi:catalog"]) == {k.name for k in CATALOG}
+    assert got["kpi:dso:1h:all"]["value"] == repr(0.1 + 0.2)
+    assert "kpi:dso:1h:sales" in got
+    assert "kpi:system_uptime:1d:all" not in got
+    assert not any(key.endswith(":history") for key in got)  # history before a loss is gone
+    assert got[PROGRESS_KEY] == {"invoices": repr(float(T0))}

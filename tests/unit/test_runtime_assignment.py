@@ -1,69 +1,82 @@
-"""The runtime's own view of its assignment, and its stalls (issue 12), without Kafka.
+"""The worker's own view of its assignment, and its stalls (issue 12), without Kafka.
 
 aiokafka reports the previous partitions from ``assignment()`` until a rebalance has
-finished; the runtime must act only on what the rebalance listener gave it.
+finished; the worker must act only on what the rebalance listener gave it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import pytest
 from aiokafka import TopicPartition
-from prometheus_client import CollectorRegistry
 
+from streams.app import WorkerParts, create_app
 from streams.config import Settings
-from streams.runtime import Runtime
-from streams.sinks.metrics import Metrics
-from streams.sinks.redis_sink import RedisSink
 
 
-def runtime() -> Runtime:
+def worker() -> WorkerParts:
     settings = Settings(topic_prefix="t.", stall_seconds=5)
-    rt = Runtime(settings, Metrics(CollectorRegistry()), RedisSink(settings.redis_url))
     counts = {t: 2 for t in settings.input_topics} | {settings.dead_letter_topic: 2}
-    rt.configure(counts)
-    return rt
+    _app, parts = create_app(settings, counts)
+    return parts
 
 
-def age(rt: Runtime, seconds: float) -> None:
+def age(w: WorkerParts, seconds: float) -> None:
     """As if the worker had last made progress, and last been idle, ``seconds`` ago."""
-    rt.last_input_at -= seconds
-    rt._settled_at -= seconds
+    w.checkpoint.stats.last_input_at -= seconds
+    w.watchdog._settled_at -= seconds
 
 
-async def test_assigned_partitions_wait_for_a_restore_and_revocation_forgets_them() -> None:
-    rt = runtime()
+async def test_assigned_partitions_wait_for_a_restore_and_revocation_forgets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = worker()
     tps = [TopicPartition("t.invoices", 0), TopicPartition("t.hiring", 1)]
-    assert rt.unrestored() == set()
-    rt.on_assigned(tps)
+    assert w.runtime.unrestored() == set()
+    w.member.assign(tps)
     # Nothing to read is no reason to wait: both are due for a restore at once.
-    assert rt.unrestored() == {("invoices", 0), ("hiring", 1)}
+    assert w.runtime.unrestored() == {("invoices", 0), ("hiring", 1)}
     committed = []
 
-    async def commit() -> None:
+    async def commit(processed: Mapping[TopicPartition, int]) -> None:
         # Offsets are committed while the partitions still count as assigned.
-        committed.append(rt.assigned)
+        committed.append(w.member.assigned)
 
-    await rt.on_revoked(tps, commit=commit)
+    monkeypatch.setattr(w.member, "commit", commit)
+    await w.runtime.revoke(frozenset(tps))
     assert committed == [frozenset(tps)]
-    assert rt.assigned == frozenset()
-    assert rt.unrestored() == set()
+    assert w.member.assigned == frozenset()
+    assert w.member.rejoining
+    assert w.runtime.unrestored() == set()
+
+
+async def test_nothing_is_committed_while_the_member_rejoins() -> None:
+    w = worker()
+    kept, revoked = TopicPartition("t.invoices", 0), TopicPartition("t.hiring", 0)
+    w.member.assign([kept, revoked])
+    w.member.revoke([revoked])
+    assert w.member.assigned == {kept}
+    # The client is not even started: a commit would fail loudly.
+    await w.member.commit({kept: 41})
 
 
 def test_work_waiting_without_progress_is_a_stall() -> None:
-    rt = runtime()
+    w = worker()
     # Before the first assignment the worker waits for the group.
-    age(rt, 6)
-    problem = rt.stall()
+    age(w, 6)
+    problem = w.watchdog.stall()
     assert problem is not None and "waiting for the group to assign partitions" in problem
-    rt.on_assigned([TopicPartition("t.incidents", 1)])
-    problem = rt.stall()
+    w.member.assign([TopicPartition("t.incidents", 1)])
+    problem = w.watchdog.stall()
     assert problem is not None and "1 assigned partitions not restored" in problem
 
 
 def test_nothing_to_do_is_no_stall() -> None:
-    rt = runtime()
-    rt.on_assigned([])
-    age(rt, 60)
-    assert rt.stall() is None
+    w = worker()
+    w.member.assign([])
+    age(w, 60)
+    assert w.watchdog.stall() is None
     # Idle just now: work that begins to wait is judged from here.
-    rt.on_assigned([TopicPartition("t.incidents", 1)])
-    assert rt.stall() is None
+    w.member.assign([TopicPartition("t.incidents", 1)])
+    assert w.watchdog.stall() is None

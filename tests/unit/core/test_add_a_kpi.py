@@ -20,7 +20,9 @@ from streams.core.engine import Engine
 from streams.core.records import Message, WindowValue
 from streams.kpis.base import Delta, Feed, Kpi, Target, ratio
 from streams.kpis.fact import Fact
+from streams.sinks.base import SinkBatch
 from streams.sinks.metrics import Metrics
+from streams.sinks.prometheus import PrometheusSink
 from tests import reference
 from tests.eventgen import log_now, random_log
 from tooling import dashboards, rules
@@ -104,12 +106,11 @@ def test_a_throw_away_kpi_equals_its_reference_with_no_other_change() -> None:
     assert any(0.0 < share < 1.0 for share in shares)
 
 
-def test_a_throw_away_kpi_is_exported_like_every_catalog_kpi() -> None:
+async def test_a_throw_away_kpi_is_exported_like_every_catalog_kpi() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry, (*CATALOG, LARGE_INVOICE_SHARE))
-    metrics.set_values(
-        [WindowValue("large_invoice_share", "1h", "finance", 0, 3600, 0.5, 4, False)]
-    )
+    value = WindowValue("large_invoice_share", "1h", "finance", 0, 3600, 0.5, 4, False)
+    await PrometheusSink(metrics).write(SinkBatch(current=[value]))
     text = generate_latest(registry).decode()
     assert 'backoffice_large_invoice_ratio{department="finance",window="1h"} 0.5' in text
     assert 'backoffice_kpi_target{kpi="large_invoice_share",window="1d"} 0.25' in text

@@ -22,7 +22,7 @@ from streams.config import Settings
 from streams.core.engine import Engine
 from streams.core.records import BatchResult, Message, WindowValue
 from streams.kpis.base import Kpi
-from streams.runtime import selected_catalog
+from streams.selection import selected_catalog
 from tests import reference
 from tests.eventgen import event_logs
 

@@ -306,7 +306,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     async def no_topics(settings: Settings) -> list[str]:
         return []
 
-    monkeypatch.setattr(backfill, "ensure_topics", no_topics)
+    monkeypatch.setattr(backfill, "create_published_topics", no_topics)
     app = typer.Typer(pretty_exceptions_enable=False)
     backfill.register(app)
 

@@ -15,8 +15,8 @@ import typer
 from typer.testing import CliRunner
 
 import producers.cli as cli
-import producers.publisher as publisher_module
-from producers.publisher import Publisher, PublishError, ensure_topics
+import streams.kafka as kafka_module
+from producers.publisher import Publisher, PublishError
 from schemas.errors import KpiError
 from streams.config import Settings
 
@@ -57,7 +57,7 @@ class FakeProducer:
 @pytest.fixture
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeProducer]]:
     FakeProducer.instances = []
-    monkeypatch.setattr(publisher_module, "AIOKafkaProducer", FakeProducer)
+    monkeypatch.setattr(kafka_module, "AIOKafkaProducer", FakeProducer)
     yield FakeProducer
 
 
@@ -150,69 +150,6 @@ async def test_hung_kafka_times_out_on_start(silent_server: str) -> None:
     assert time.monotonic() - began < 5
 
 
-async def test_ensure_topics_unreachable_is_a_publish_error() -> None:
-    bootstrap = f"127.0.0.1:{closed_port()}"
-    with pytest.raises(PublishError, match=f"cannot reach Kafka at {bootstrap}"):
-        await ensure_topics(Settings(kafka_bootstrap=bootstrap), timeout_s=5)
-
-
-class FakeAdmin:
-    existing: set[str] = set()
-    codes: dict[str, int] = {}
-    requests: list[Any] = []
-
-    def __init__(self, **config: Any) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def list_topics(self) -> list[str]:
-        return sorted(self.existing)
-
-    async def describe_cluster(self) -> dict[str, Any]:
-        return {"brokers": [{"node_id": 1}]}
-
-    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
-        partition = {"error_code": 0, "partition": 0, "leader": 1}
-        return [{"topic": t, "error_code": 0, "partitions": [partition]} for t in topics]
-
-    async def create_topics(self, new_topics: list[Any], timeout_ms: int) -> Any:
-        FakeAdmin.requests.extend(new_topics)
-        errors = [(t.name, self.codes.get(t.name, 0), "boom") for t in new_topics]
-        return SimpleNamespace(topic_errors=errors)
-
-
-@pytest.fixture
-def fake_admin(monkeypatch: pytest.MonkeyPatch) -> type[FakeAdmin]:
-    FakeAdmin.existing, FakeAdmin.codes, FakeAdmin.requests = set(), {}, []
-    monkeypatch.setattr(publisher_module, "AIOKafkaAdminClient", FakeAdmin)
-    return FakeAdmin
-
-
-async def test_ensure_topics_creates_only_missing(fake_admin: type[FakeAdmin]) -> None:
-    settings = Settings(topic_prefix="p.", partitions=3)
-    fake_admin.existing = {"p.invoices"}
-    fake_admin.codes = {"p.hiring": 36}  # created meanwhile by someone else
-    created = await ensure_topics(settings)
-    assert created == ["p.incidents", "p.kpi.dead-letter"]
-    requested = {(t.name, t.num_partitions, t.replication_factor) for t in fake_admin.requests}
-    assert requested == {
-        ("p.hiring", 3, 1),
-        ("p.incidents", 3, 1),
-        ("p.kpi.dead-letter", 3, 1),
-    }
-
-
-async def test_ensure_topics_reports_refusals(fake_admin: type[FakeAdmin]) -> None:
-    fake_admin.codes = {"hiring": 38}
-    with pytest.raises(PublishError, match="cannot create topic hiring: boom"):
-        await ensure_topics(Settings())
-
-
 # -- kpi simulate, with a fake publisher ---------------------------------------------------
 
 
@@ -244,7 +181,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     async def no_topics(settings: Settings) -> list[str]:
         return []
 
-    monkeypatch.setattr(cli, "ensure_topics", no_topics)
+    monkeypatch.setattr(cli, "create_published_topics", no_topics)
     app = typer.Typer(pretty_exceptions_enable=False)
     cli.register(app)
 

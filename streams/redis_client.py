@@ -1,0 +1,85 @@
+"""The worker's Redis connection, shared by the Redis sink and the progress store.
+
+Every call is retried with backoff until Redis answers: the worker does not commit its input
+offsets before its writes succeeded, so nothing is lost while Redis is away, and a read that
+raised would stop the worker. Whether the last call succeeded is the worker's Redis health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: Backoff between attempts: from the first delay, doubling up to the last (seconds).
+FIRST_RETRY_S = 0.1
+LAST_RETRY_S = 5.0
+
+
+class RedisConnection:
+    """A Redis client whose calls are retried until they succeed."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_error: Callable[[Exception], None] | None = None,
+        on_ok: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.client: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5
+        )
+        # Observers of each failed and each successful call (the worker's metrics).
+        self._on_error = on_error
+        self._on_ok = on_ok
+        self._healthy = True
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last call succeeded."""
+        return self._healthy
+
+    async def retried(self, call: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """``call()``, again with backoff (0.1 s doubling to 5 s) until Redis answers."""
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                result = await call()
+            except (RedisError, OSError) as exc:
+                self._healthy = False
+                if self._on_error is not None:
+                    self._on_error(exc)
+                log.warning("Redis %s failed (%s); retrying in %.1f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LAST_RETRY_S)
+                continue
+            if not self._healthy:
+                log.info("Redis answers again")
+            self._healthy = True
+            if self._on_ok is not None:
+                self._on_ok()
+            return result
+
+    async def transaction(
+        self, fill: Callable[[aioredis.client.Pipeline], Awaitable[None]], what: str = "write"
+    ) -> None:
+        """Run the commands ``fill`` queues in one MULTI/EXEC, retried until it succeeds."""
+
+        async def transaction() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                await fill(pipe)
+                await pipe.execute()
+
+        await self.retried(transaction, what)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
