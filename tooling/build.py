@@ -21,11 +21,15 @@ GROUP = "streams._engine"
 
 
 def built_extensions() -> list[Path]:
-    """The extension files a build left in the tree (modules and mypyc's shared library)."""
-    found = list((ROOT / "streams").glob("_engine__mypyc.*.so"))
-    for source in compiled_sources().values():
-        found.extend(source.parent.glob(source.stem + ".*.so"))
-    return found
+    """The extension files a build left in the tree (modules and mypyc's shared library).
+
+    Every extension in the compiled modules' folders, also of modules no longer compiled
+    (renamed or removed): a stale one would still be importable.
+    """
+    found = set((ROOT / "streams").glob("_engine__mypyc.*.so"))
+    for folder in {source.parent for source in compiled_sources().values()}:
+        found.update(folder.glob("*.so"))
+    return sorted(found)
 
 
 def main() -> int:
