@@ -35,10 +35,10 @@ from streams.consumer import GroupMember, InputConsumer
 from streams.core.engine import Engine
 from streams.core.windows import rfc3339
 from streams.dead_letters import DeadLetters
+from streams.follower import ReplicaFollower
 from streams.kafka import Producer, make_output_producer
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
-from streams.replicas import ReplicaFollower
 from streams.restore import Restorer
 from streams.runtime import Runtime
 from streams.selection import selected_catalog

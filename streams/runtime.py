@@ -21,8 +21,8 @@ from streams.config import INPUT_TOPICS, Settings
 from streams.consumer import Fetched
 from streams.core.engine import Engine
 from streams.core.records import BatchResult, Message, WindowValue
+from streams.follower import ReplicaFollower
 from streams.progress import ProgressStore
-from streams.replicas import ReplicaFollower
 from streams.restore import Restorer
 from streams.sinks.base import SinkBatch
 from streams.sinks.metrics import Metrics
