@@ -140,6 +140,10 @@ class RedisSink:
         # Batches and repairs are written one at a time, in the order they come.
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
+        # Set by ``close``: the watch ends at its next turn even if the cancellation gets
+        # lost on its way through the Redis client (one integration run waited ten minutes
+        # in ``close`` for a watch that went on checking: the cancel had not ended it).
+        self._closing = False
 
     async def start(self) -> None:
         """Write the catalog, then watch for data loss; in the background (Redis may be away)."""
@@ -147,6 +151,7 @@ class RedisSink:
 
     async def close(self) -> None:
         """Stop watching (the connection belongs to whoever made it)."""
+        self._closing = True
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -190,7 +195,7 @@ class RedisSink:
     async def _watch_for_loss(self) -> None:
         try:
             await self.write_catalog()
-            while True:
+            while not self._closing:
                 await asyncio.sleep(self._loss_check_s)
                 if await self.lost_data():
                     await self._repair()
