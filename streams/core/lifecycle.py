@@ -15,28 +15,8 @@ from collections.abc import Callable
 from sys import intern
 from typing import Any
 
+from schemas import events as ev
 from schemas.errors import InvalidEvent
-from schemas.events import (
-    EmployeeHired,
-    EmployeeLeft,
-    IncidentAcknowledged,
-    IncidentOpened,
-    IncidentResolved,
-    InvoiceApproved,
-    InvoiceIssued,
-    InvoicePaid,
-    InvoiceReceived,
-    InvoiceRejected,
-    OfferAccepted,
-    PaymentReceived,
-    RequisitionOpened,
-    ServiceDown,
-    ServiceUp,
-    SurveySubmitted,
-    TicketOpened,
-    TicketResolved,
-    TrainingCompleted,
-)
 from streams.core import keys
 from streams.core.state import PartitionState
 from streams.kpis.fact import Fact
@@ -132,7 +112,7 @@ def apply_event(state: PartitionState, event: Any, t: float) -> Fact:
 # -- invoices ----------------------------------------------------------------------------
 
 
-def _invoice_received(state: PartitionState, e: InvoiceReceived, t: float) -> Fact:
+def _invoice_received(state: PartitionState, e: ev.InvoiceReceived, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     department = intern(e.department)
     _start_new(
@@ -145,7 +125,7 @@ def _invoice_received(state: PartitionState, e: InvoiceReceived, t: float) -> Fa
     return Fact(e.department, 0.0, e.amount)
 
 
-def _decision(state: PartitionState, e: InvoiceApproved | InvoiceRejected, t: float) -> Fact:
+def _decision(state: PartitionState, e: ev.InvoiceApproved | ev.InvoiceRejected, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     inv = _check(state, key, "invoice", e.invoice_id)
     if inv["k"] != "ap":
@@ -164,7 +144,7 @@ def _decision(state: PartitionState, e: InvoiceApproved | InvoiceRejected, t: fl
 
 
 def _payment(
-    state: PartitionState, e: InvoicePaid | PaymentReceived, t: float, *, ap: bool
+    state: PartitionState, e: ev.InvoicePaid | ev.PaymentReceived, t: float, *, ap: bool
 ) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     inv = _check(state, key, "invoice", e.invoice_id)
@@ -190,15 +170,15 @@ def _payment(
     return Fact(inv["d"], duration, inv["a"])
 
 
-def _invoice_paid(state: PartitionState, e: InvoicePaid, t: float) -> Fact:
+def _invoice_paid(state: PartitionState, e: ev.InvoicePaid, t: float) -> Fact:
     return _payment(state, e, t, ap=True)
 
 
-def _payment_received(state: PartitionState, e: PaymentReceived, t: float) -> Fact:
+def _payment_received(state: PartitionState, e: ev.PaymentReceived, t: float) -> Fact:
     return _payment(state, e, t, ap=False)
 
 
-def _invoice_issued(state: PartitionState, e: InvoiceIssued, t: float) -> Fact:
+def _invoice_issued(state: PartitionState, e: ev.InvoiceIssued, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     department = intern(e.department)
     _start_new(
@@ -214,13 +194,13 @@ def _invoice_issued(state: PartitionState, e: InvoiceIssued, t: float) -> Fact:
 # -- hiring ------------------------------------------------------------------------------
 
 
-def _requisition_opened(state: PartitionState, e: RequisitionOpened, t: float) -> Fact:
+def _requisition_opened(state: PartitionState, e: ev.RequisitionOpened, t: float) -> Fact:
     key = keys.entity(keys.REQUISITION, e.requisition_id)
     _start_new(state, key, "requisition", e.requisition_id, {"d": intern(e.department), "t": t})
     return Fact(e.department, 0.0, 0.0)
 
 
-def _offer_accepted(state: PartitionState, e: OfferAccepted, t: float) -> Fact:
+def _offer_accepted(state: PartitionState, e: ev.OfferAccepted, t: float) -> Fact:
     key = keys.entity(keys.REQUISITION, e.requisition_id)
     req, duration = _finish(
         state, key, "requisition", e.requisition_id, t, "filled", "was already filled"
@@ -228,32 +208,34 @@ def _offer_accepted(state: PartitionState, e: OfferAccepted, t: float) -> Fact:
     return Fact(req["d"], duration, 0.0)
 
 
-def _employee_hired(state: PartitionState, e: EmployeeHired, t: float) -> Fact:
+def _employee_hired(state: PartitionState, e: ev.EmployeeHired, t: float) -> Fact:
     key = keys.entity(keys.EMPLOYEE, e.employee_id)
     _start_new(state, key, "employee", e.employee_id, {"d": intern(e.department), "t": t})
     return Fact(e.department, 0.0, 0.0)
 
 
-def _employee_left(state: PartitionState, e: EmployeeLeft, t: float) -> Fact:
+def _employee_left(state: PartitionState, e: ev.EmployeeLeft, t: float) -> Fact:
     key = keys.entity(keys.EMPLOYEE, e.employee_id)
     emp, duration = _finish(state, key, "employee", e.employee_id, t, "left", "has already left")
     return Fact(emp["d"], duration, 0.0)
 
 
-def _no_entity(state: PartitionState, e: SurveySubmitted | TrainingCompleted, t: float) -> Fact:
+def _no_entity(
+    state: PartitionState, e: ev.SurveySubmitted | ev.TrainingCompleted, t: float
+) -> Fact:
     return Fact(e.department, 0.0, 0.0)
 
 
 # -- incidents ---------------------------------------------------------------------------
 
 
-def _incident_opened(state: PartitionState, e: IncidentOpened, t: float) -> Fact:
+def _incident_opened(state: PartitionState, e: ev.IncidentOpened, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     _start_new(state, key, "incident", e.incident_id, {"svc": intern(e.service), "t": t})
     return Fact(e.service, 0.0, 0.0)
 
 
-def _incident_acknowledged(state: PartitionState, e: IncidentAcknowledged, t: float) -> Fact:
+def _incident_acknowledged(state: PartitionState, e: ev.IncidentAcknowledged, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     inc = _check(state, key, "incident", e.incident_id)
     if inc.get("ack") or inc.get("res"):
@@ -266,25 +248,25 @@ def _incident_acknowledged(state: PartitionState, e: IncidentAcknowledged, t: fl
     return Fact(inc["svc"], duration, 0.0)
 
 
-def _incident_resolved(state: PartitionState, e: IncidentResolved, t: float) -> Fact:
+def _incident_resolved(state: PartitionState, e: ev.IncidentResolved, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     inc, duration = _finish(state, key, "incident", e.incident_id, t, "res", "was already resolved")
     return Fact(inc["svc"], duration, 0.0)
 
 
-def _ticket_opened(state: PartitionState, e: TicketOpened, t: float) -> Fact:
+def _ticket_opened(state: PartitionState, e: ev.TicketOpened, t: float) -> Fact:
     key = keys.entity(keys.TICKET, e.ticket_id)
     _start_new(state, key, "ticket", e.ticket_id, {"q": intern(e.queue), "t": t})
     return Fact(e.queue, 0.0, 0.0)
 
 
-def _ticket_resolved(state: PartitionState, e: TicketResolved, t: float) -> Fact:
+def _ticket_resolved(state: PartitionState, e: ev.TicketResolved, t: float) -> Fact:
     key = keys.entity(keys.TICKET, e.ticket_id)
     tkt, duration = _finish(state, key, "ticket", e.ticket_id, t, "res", "was already resolved")
     return Fact(tkt["q"], duration, 0.0)
 
 
-def _service_status(state: PartitionState, e: ServiceDown | ServiceUp, t: float) -> Fact:
+def _service_status(state: PartitionState, e: ev.ServiceDown | ev.ServiceUp, t: float) -> Fact:
     return Fact(e.service, 0.0, 0.0)
 
 
