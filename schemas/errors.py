@@ -16,6 +16,10 @@ class ConfigurationError(KpiError):
     """A setting or argument is unusable; the message is one line for the user."""
 
 
+class UnavailableError(KpiError):
+    """A service the command needs (Kafka, Redis) cannot be reached or refused it."""
+
+
 class StackError(KpiError):
     """The local Kafka/Redis stack could not be started, stopped or inspected."""
 

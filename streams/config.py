@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -52,3 +54,16 @@ class Settings(BaseSettings):
     def dead_letter_topic(self) -> str:
         """The dead-letter topic, prefixed."""
         return self.topic(DEAD_LETTER_TOPIC)
+
+
+def shown_url(url: str) -> str:
+    """A URL as logs and messages may show it: the password, if any, as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))

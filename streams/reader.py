@@ -63,7 +63,8 @@ class KpiReader:
 
     def __init__(self, url: str) -> None:
         # decode_responses: every answer is str; typed Any because redis-py types both.
-        self.redis: Any = aioredis.from_url(url, decode_responses=True)
+        # A connect timeout: an address that drops packets must not hang the caller.
+        self.redis: Any = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=5)
 
     async def __aenter__(self) -> KpiReader:
         return self

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from schemas.errors import ConfigurationError
+from schemas.errors import ConfigurationError, UnavailableError
 from streams.catalog import CATALOG, KPIS
-from streams.config import Settings
+from streams.config import Settings, shown_url
 from streams.kpis import units
 from streams.kpis.base import Kpi
 from streams.reader import KpiReader, KpiValue
@@ -35,13 +38,25 @@ def _check(name: str, window: str) -> Kpi:
     return kpi
 
 
+@contextlib.asynccontextmanager
+async def _reading(settings: Settings) -> AsyncIterator[KpiReader]:
+    """A reader of the configured Redis; an unreachable or refusing Redis is one error line."""
+    try:
+        async with KpiReader(settings.redis_url) as reader:
+            yield reader
+    except (RedisError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = f"cannot read Redis at {shown_url(settings.redis_url)}: {detail}"
+        raise UnavailableError(msg) from None
+
+
 async def print_one(settings: Settings, name: str, window: str, scope: str, history: int) -> None:
     """``kpi get NAME``: one value, optionally with recent history."""
     kpi = _check(name, window)
-    async with KpiReader(settings.redis_url) as reader:
+    async with _reading(settings) as reader:
         current = await reader.current(name, window, scope)
         if current is None:
-            msg = f"no value yet for {name} {window} {scope} in {settings.redis_url}"
+            msg = f"no value yet for {name} {window} {scope} in {shown_url(settings.redis_url)}"
             raise ConfigurationError(msg)
         state = "final" if current.final else "open"
         print(
@@ -78,14 +93,14 @@ async def all_table(settings: Settings, window: str | None = None) -> Table:
     windows = (window,) if window else WINDOWS
     stamp = datetime.now(tz=UTC).strftime("%H:%M:%S")
     table = Table(
-        title=f"backoffice KPIs (scope all) from {settings.redis_url} at {stamp} UTC",
+        title=f"backoffice KPIs (scope all) from {shown_url(settings.redis_url)} at {stamp} UTC",
         caption="green: meets its target, red: misses it, -: undefined (no data in the window)",
     )
     table.add_column("KPI")
     for w in windows:
         table.add_column(w, justify="right")
     table.add_column("target", justify="right")
-    async with KpiReader(settings.redis_url) as reader:
+    async with _reading(settings) as reader:
         for kpi in CATALOG:
             cells = []
             for w in windows:
