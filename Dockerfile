@@ -2,8 +2,11 @@
 # `kpi simulate` from it. Build from the repository root: docker build -t backoffice-kpi .
 FROM python:3.11-slim
 
+# The worker's HTTP server binds every interface of the container (the default, 127.0.0.1,
+# would be unreachable from outside it).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    KPI_WEB_HOST=0.0.0.0 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 

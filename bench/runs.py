@@ -71,7 +71,7 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
 def kpi_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a product subprocess for ``settings`` (every KPI_ variable)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
-    env.update({f"KPI_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    env.update(settings.environment())
     env.update(extra or {})
     env["PYTHONUNBUFFERED"] = "1"
     return env

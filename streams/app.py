@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from streams import engine_build
 from streams.changelog import ChangelogWriter
 from streams.checkpoint import Checkpoint
-from streams.config import INPUT_TOPICS, Settings
+from streams.config import INPUT_TOPICS, Settings, bearer_allowed
 from streams.consumer import GroupMember, InputConsumer
 from streams.core.engine import Engine
 from streams.core.windows import rfc3339
@@ -165,6 +165,7 @@ def create_app(
         value_serializer="raw",
         web_enabled=True,
         web_port=settings.web_port,
+        web_bind=settings.web_host,
         web_in_thread=False,
         autodiscover=False,
         topic_disable_leader=True,
@@ -227,6 +228,8 @@ def create_app(
     # faust starts an instance as given (its annotation only names classes).
     app.service(WorkerServices(worker, services, settings))  # type: ignore[arg-type]
 
+    web_token = settings.web_token.get_secret_value()
+
     # faust's Prometheus sensors are not installed: they count its stream path and Kafka
     # clients, which the worker does not use (all ~25 faust_* families stayed at zero).
     @app.page("/metrics")
@@ -237,6 +240,11 @@ def create_app(
 
     @app.page("/kpis")
     async def kpis(web: Any, request: Any) -> Any:
+        # The company's KPIs are not for anyone who can reach the port (KPI_WEB_TOKEN).
+        if not bearer_allowed(request.headers.get("Authorization"), web_token):
+            body = orjson.dumps({"error": "unauthorized: send Authorization: Bearer <token>"})
+            headers = {"WWW-Authenticate": "Bearer"}
+            return web.bytes(body, content_type="application/json", status=401, headers=headers)
         values = [
             {
                 "name": wv.kpi,

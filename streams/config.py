@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Names of the input topics, before the prefix is applied (SPEC section 1).
@@ -25,6 +26,12 @@ class Settings(BaseSettings):
     grace_seconds: int = Field(default=3600, ge=0)
     partitions: int = Field(default=8, ge=1, le=1024)
     web_port: int = Field(default=6066, ge=0, le=65535)
+    #: The address the worker's HTTP server binds (``0.0.0.0`` for every interface, as
+    #: in a container).
+    web_host: str = "127.0.0.1"
+    #: When set, ``/kpis`` requires ``Authorization: Bearer <token>``; ``/metrics`` and
+    #: ``/health`` stay open.
+    web_token: SecretStr = SecretStr("")
     #: Where ``kpi stack`` keeps its data, logs and pid files.
     stack_dir: str = ".stack"
     #: ``/health`` turns unhealthy when input is waiting (lag > 0) but no batch has completed
@@ -40,6 +47,18 @@ class Settings(BaseSettings):
     #: benchmarks and focused deployments.
     only_kpis: str = ""
     only_windows: str = ""
+
+    def environment(self) -> dict[str, str]:
+        """Every setting as the ``KPI_*`` variables that give it, secrets included.
+
+        For starting another process of the product with the same settings.
+        """
+        env = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"KPI_{name.upper()}"] = str(value)
+        return env
 
     def topic(self, name: str) -> str:
         """The full name of one of the product's topics, with the configured prefix."""
@@ -67,3 +86,12 @@ def shown_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def bearer_allowed(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header value carries the bearer ``token`` (no token: yes)."""
+    if not token:
+        return True
+    if authorization is None or not authorization.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(authorization[len("Bearer ") :].encode(), token.encode())

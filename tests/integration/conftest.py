@@ -92,6 +92,6 @@ def kpi_process_env(kpi_env: Settings, stack: Stack) -> dict[str, str]:
     """The environment for a `kpi ...` subprocess that must see ``kpi_env``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
     # Every field, so a setting added to Settings later reaches subprocesses too.
-    env.update({f"KPI_{name.upper()}": str(value) for name, value in kpi_env.model_dump().items()})
+    env.update(kpi_env.environment())
     env["KPI_STACK_DIR"] = str(stack.stack_dir)
     return env

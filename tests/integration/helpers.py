@@ -37,7 +37,7 @@ def wait_until(check: Callable[[], T], timeout_s: float = 60.0, interval_s: floa
 
 def process_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
-    env.update({f"KPI_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    env.update(settings.environment())
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
