@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streams.config import shown_url
+from tests.cli import run_kpi
 
 # Port 1 on loopback: nothing listens, the connection is refused at once.
 UNREACHABLE = "redis://reader:s3cret@127.0.0.1:1/0"
@@ -23,16 +21,7 @@ UNREACHABLE = "redis://reader:s3cret@127.0.0.1:1/0"
 def test_a_reading_command_says_redis_is_unreachable_in_one_line(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
-    env.update(KPI_REDIS_URL=UNREACHABLE, KPI_STACK_DIR=str(tmp_path))
-    result = subprocess.run(
-        [sys.executable, "-m", "kpi", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_kpi(tmp_path, *args, KPI_REDIS_URL=UNREACHABLE)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import socket
 import stat
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from schemas.errors import StackError
 from streams.config import Settings
+from tests.cli import run_kpi
 from tooling import stack
 from tooling.stack import (
     OPS_KAFKA_DIR,
@@ -352,21 +352,8 @@ def test_down_of_a_stack_never_started_is_quiet(tmp_path: Path) -> None:
 # --- CLI -------------------------------------------------------------------------------------
 
 
-def _kpi(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
-    full_env.update(KPI_STACK_DIR=str(tmp_path / "stack"), **env)
-    return subprocess.run(
-        [sys.executable, "-m", "kpi", *args],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_status_exits_1_when_the_stack_is_down(tmp_path: Path) -> None:
-    result = _kpi(tmp_path, "stack", "status")
+    result = run_kpi(tmp_path, "stack", "status")
     assert result.returncode == 1
     assert [line.split()[:2] for line in result.stdout.splitlines()] == [
         ["kafka", "stopped"],
@@ -375,7 +362,7 @@ def test_cli_status_exits_1_when_the_stack_is_down(tmp_path: Path) -> None:
 
 
 def test_cli_turns_a_stack_error_into_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = _kpi(tmp_path, "stack", "up", KPI_KAFKA_BOOTSTRAP="broker.example:9092")
+    result = run_kpi(tmp_path, "stack", "up", KPI_KAFKA_BOOTSTRAP="broker.example:9092")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "kpi: error: KPI_KAFKA_BOOTSTRAP host 'broker.example' is not local: "
@@ -384,7 +371,7 @@ def test_cli_turns_a_stack_error_into_one_line_and_exit_2(tmp_path: Path) -> Non
 
 
 def test_cli_reports_an_invalid_setting_in_one_line(tmp_path: Path) -> None:
-    result = _kpi(tmp_path, "stack", "status", KPI_PARTITIONS="lots")
+    result = run_kpi(tmp_path, "stack", "status", KPI_PARTITIONS="lots")
     assert result.returncode == 2
     assert result.stderr.startswith("kpi: error: invalid setting KPI_PARTITIONS")
     assert len(result.stderr.strip().splitlines()) == 1
