@@ -151,7 +151,8 @@ class Runtime:
         publishes them); a topic we start leading resumes from the progress its last leader
         wrote to Redis.
         """
-        now_leading = {t for t in INPUT_TOPICS if (t, 0) in self.assigned_inputs()}
+        assigned = self.assigned_inputs()
+        now_leading = {t for t in INPUT_TOPICS if (t, 0) in assigned}
         started, stopped = self.engine.lead(now_leading)
         for topic in stopped:
             for kpi in self.engine.kpis_of(topic):

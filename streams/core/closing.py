@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from streams.core.panes import Panes
 from streams.core.records import BatchResult, WindowValue
 from streams.core.replicas import Replicas
-from streams.core.state import Partitions
+from streams.core.state import NEG_INF, Partitions
 from streams.core.timelines import Timelines
 from streams.core.windows import WindowSpec
 from streams.kpis.base import ROLLUP, Kpi
-
-NEG_INF = float("-inf")
 
 
 class TopicView:

@@ -25,7 +25,7 @@ from streams.core.panes import Panes
 from streams.core.records import BatchResult, DeadLetter, Message
 from streams.core.replicas import Replicas
 from streams.core.retention import Retention
-from streams.core.state import ChangelogRecord, Partitions, PartitionState
+from streams.core.state import NEG_INF, ChangelogRecord, Partitions, PartitionState
 from streams.core.timelines import Timelines
 from streams.core.windows import WINDOW_SPECS
 from streams.kpis.base import ROLLUP, Kpi
@@ -157,7 +157,7 @@ class Engine:
         """The replica has read its changelog up to where it ended when following began."""
         if self._replicas.caught_up(topic, partition):
             # Whatever was read while catching up is new to the newest windows.
-            self._closing.views[topic].newest_anchor = float("-inf")
+            self._closing.views[topic].newest_anchor = NEG_INF
 
     def dead_letters_sent(self, topic: str, partition: int, next_offset: int) -> None:
         """The dead letters of a partition are in their topic up to ``next_offset`` (exclusive).

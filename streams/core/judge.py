@@ -11,7 +11,7 @@ from typing import Any
 
 from schemas.errors import InvalidEvent
 from streams.core import keys
-from streams.core.state import PartitionState
+from streams.core.state import NEG_INF, PartitionState
 
 #: An event id applied within this much event time before the watermark is a duplicate.
 DEDUP_WINDOW_S = 7 * 86400
@@ -23,7 +23,6 @@ LATE = "late"
 CARDINALITY = "cardinality"
 #: Event fields that carry a dimension value (follow-up events inherit theirs).
 DIMENSION_FIELDS = ("department", "service", "queue")
-NEG_INF = float("-inf")
 
 TopicPartition = tuple[str, int]
 

@@ -13,9 +13,8 @@ from typing import Any
 import orjson
 
 from streams.core import keys
-from streams.core.state import Partitions, PartitionState
+from streams.core.state import Partitions, PartitionState, meta_watermark
 
-NEG_INF = float("-inf")
 TopicPartition = tuple[str, int]
 #: Called for every key a replica's commit changed: (topic, partition, key, new value or
 #: None); returns the (kpi, scope) whose windows the key feeds, None for a timeline.
@@ -82,8 +81,7 @@ class Replicas:
                 pending.clear()
                 if raw_value is not None:
                     meta = orjson.loads(raw_value)
-                    wm = meta["wm"]
-                    replica.watermark = NEG_INF if wm is None else float(wm)
+                    replica.watermark = meta_watermark(meta)
                     applied = int(meta["a"])
                     if applied > replica.applied_offset:
                         # Its owner took new input: the partition is not idle.

@@ -14,10 +14,8 @@ from streams.core.closing import TopicView
 from streams.core.judge import Judge
 from streams.core.lifecycle import ENTITY_RETENTION_S
 from streams.core.panes import Panes
-from streams.core.state import Partitions
+from streams.core.state import NEG_INF, Partitions
 from streams.core.timelines import Timelines
-
-NEG_INF = float("-inf")
 
 
 class Retention:

@@ -23,6 +23,8 @@ import orjson
 from streams.core import keys
 
 JSON = Any
+#: The watermark of a partition without applied events; also "no window closed yet".
+NEG_INF: float = float("-inf")
 
 
 # Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which made
@@ -62,7 +64,7 @@ class PartitionState:
         self._deleted: set[str] = set()
         # Keys deleted by a committed batch: a real tombstone lets compaction drop them.
         self._tombstones: list[str] = []
-        self.watermark = float("-inf")
+        self.watermark = NEG_INF
         self.applied_offset = -1
         self.dlq_next = 0
         # Commit sequence: a pruning-only commit has no new offset, so offsets can't tell
@@ -175,7 +177,7 @@ class PartitionState:
         seq = int(meta["seq"])
         state.seq = seq
         state.applied_offset = state._committed_offset = int(meta["a"])
-        state.watermark = float("-inf") if meta["wm"] is None else float(meta["wm"])
+        state.watermark = meta_watermark(meta)
         state.dlq_next = int(meta.get("dlq", 0))
         for key, raw in latest.items():
             if raw is None:
@@ -203,7 +205,13 @@ class PartitionState:
 
 
 def _finite_or_none(x: float) -> float | None:
-    return None if x == float("-inf") else x
+    return None if x == NEG_INF else x
+
+
+def meta_watermark(meta: dict[str, Any]) -> float:
+    """The watermark a commit's meta record carries (``None`` there: no events yet)."""
+    wm = meta["wm"]
+    return NEG_INF if wm is None else float(wm)
 
 
 class Partitions:
