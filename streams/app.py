@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from streams import engine_build
 from streams.changelog import ChangelogWriter
 from streams.checkpoint import Checkpoint
-from streams.config import INPUT_TOPICS, Settings, bearer_allowed
+from streams.config import INPUT_TOPICS, Settings, bearer_allowed, shown_url
 from streams.consumer import GroupMember, InputConsumer
 from streams.core.engine import Engine
 from streams.core.windows import rfc3339
@@ -128,7 +128,7 @@ class WorkerServices(Service):
             "backoffice-kpi worker %s: inputs %s, Redis %s, http://localhost:%d/metrics, engine %s",
             settings.app_id,
             ", ".join(settings.input_topics),
-            settings.redis_url,
+            shown_url(settings.redis_url),
             settings.web_port,
             "compiled (mypyc)" if engine_build.current() == "compiled" else "pure Python",
         )
@@ -179,7 +179,10 @@ def create_app(
         metrics.redis_up.set(0)
 
     redis = RedisConnection(
-        settings.redis_url, on_error=redis_failed, on_ok=lambda: metrics.redis_up.set(1)
+        settings.redis_url,
+        on_error=redis_failed,
+        on_ok=lambda: metrics.redis_up.set(1),
+        **settings.redis_options(),
     )
     progress = ProgressStore(redis)
     engine = make_engine(settings, partitions)

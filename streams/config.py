@@ -3,14 +3,78 @@
 from __future__ import annotations
 
 import hmac
+import os
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from schemas.errors import ConfigurationError
 
 #: Names of the input topics, before the prefix is applied (SPEC section 1).
 INPUT_TOPICS: tuple[str, ...] = ("invoices", "hiring", "incidents")
 DEAD_LETTER_TOPIC = "kpi.dead-letter"
+
+#: The settings that hold secrets: each can also be given as a file, ``KPI_<NAME>_FILE``
+#: holding its path (SPEC section 6), as container secrets are mounted.
+SECRET_SETTINGS: tuple[str, ...] = (
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "redis_url",
+    "web_token",
+)
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """``KPI_<NAME>_FILE`` for the secret settings: the file's content, without the final newline.
+
+    Giving both ``KPI_<NAME>`` and ``KPI_<NAME>_FILE`` is an error (which one would win is
+    not obvious to whoever set them), as is a file that cannot be read.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: ``__call__`` reads every secret file at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """The secrets given as files."""
+        values: dict[str, Any] = {}
+        for name in SECRET_SETTINGS:
+            variable = f"KPI_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if os.environ.get(variable):
+                msg = f"bad setting {variable}: give {variable} or {variable}_FILE, not both"
+                raise ConfigurationError(msg)
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                msg = f"bad setting {variable}_FILE: cannot read {path}: {reason}"
+                raise ConfigurationError(msg) from None
+            values[name] = text.rstrip("\r\n")
+        return values
+
+
+def _readable(variable: str, path: str) -> None:
+    if not path:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        msg = f"bad setting {variable}: cannot read {path}: {exc.strerror}"
+        raise ConfigurationError(msg) from None
 
 
 class Settings(BaseSettings):
@@ -47,6 +111,94 @@ class Settings(BaseSettings):
     #: benchmarks and focused deployments.
     only_kpis: str = ""
     only_windows: str = ""
+    #: Prefix of every Redis key the product writes (``<prefix>:catalog``, ...), so that
+    #: instances can share one Redis database.
+    redis_prefix: str = Field(default="kpi", pattern=r"^[^\s*?\[\]]+$")
+    #: Replication of the topics the product creates; -1: the broker's
+    #: ``default.replication.factor``.
+    replication_factor: int = -1
+
+    # Kafka security (SPEC section 6).
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    #: PEM files: the CA to trust (empty: the system's), and a client certificate and key
+    #: for mutual TLS.
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    #: The CA (PEM) that signed the certificate of a ``rediss://`` Redis (empty: the system's).
+    redis_ssl_cafile: str = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``KPI_*`` variables, then ``KPI_<SECRET>_FILE`` files."""
+        return (init_settings, env_settings, SecretFiles(settings_cls))
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _replication(cls, value: int) -> int:
+        if value == -1 or 1 <= value <= 32767:
+            return value
+        msg = "-1 (the broker's default) or a number of replicas from 1"
+        raise ValueError(msg)
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism(cls, value: Any) -> Any:
+        return value or None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism is None:
+                msg = (
+                    f"bad setting KPI_KAFKA_SASL_MECHANISM: {protocol} needs one of"
+                    " PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+                )
+                raise ConfigurationError(msg)
+            if not self.kafka_sasl_username or not self.kafka_sasl_password.get_secret_value():
+                msg = (
+                    f"bad setting KPI_KAFKA_SASL_USERNAME: {protocol} needs"
+                    " KPI_KAFKA_SASL_USERNAME and KPI_KAFKA_SASL_PASSWORD (or their _FILE)"
+                )
+                raise ConfigurationError(msg)
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            msg = (
+                "bad setting KPI_KAFKA_SSL_CERTFILE: mutual TLS needs both"
+                " KPI_KAFKA_SSL_CERTFILE and KPI_KAFKA_SSL_KEYFILE"
+            )
+            raise ConfigurationError(msg)
+        if protocol in ("SSL", "SASL_SSL"):
+            _readable("KPI_KAFKA_SSL_CAFILE", self.kafka_ssl_cafile)
+            _readable("KPI_KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile)
+            _readable("KPI_KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile)
+        if self.redis_ssl_cafile:
+            if not self.redis_url.startswith("rediss://"):
+                msg = "bad setting KPI_REDIS_SSL_CAFILE: KPI_REDIS_URL is not a rediss:// (TLS) URL"
+                raise ConfigurationError(msg)
+            _readable("KPI_REDIS_SSL_CAFILE", self.redis_ssl_cafile)
+        return self
+
+    def __repr_args__(self) -> Any:
+        # Settings may be logged: the Redis URL's password is shown as ***.
+        for name, value in super().__repr_args__():
+            yield name, shown_url(value) if name == "redis_url" else value
+
+    def redis_options(self) -> dict[str, Any]:
+        """The ``redis.asyncio.from_url`` options this deployment needs (TLS)."""
+        if self.redis_ssl_cafile:
+            return {"ssl_ca_certs": self.redis_ssl_cafile}
+        return {}
 
     def environment(self) -> dict[str, str]:
         """Every setting as the ``KPI_*`` variables that give it, secrets included.
@@ -57,7 +209,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[f"KPI_{name.upper()}"] = str(value)
+            env[f"KPI_{name.upper()}"] = "" if value is None else str(value)
         return env
 
     def topic(self, name: str) -> str:

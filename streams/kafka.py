@@ -9,6 +9,7 @@ change here.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 from mode import Service
 
+from schemas.errors import ConfigurationError
 from streams.assignor import SpreadLeadersAssignor
 from streams.config import Settings
 
@@ -25,8 +27,51 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """The options every Kafka client gets: where the brokers are, how to reach them."""
-    return {"bootstrap_servers": settings.kafka_bootstrap}
+    """The options every Kafka client gets: where the brokers are, how to reach them.
+
+    TLS (``SSL``, ``SASL_SSL``) verifies the brokers' certificates and host names against
+    ``KPI_KAFKA_SSL_CAFILE`` (or the system's CAs) and presents a client certificate when
+    one is configured (mutual TLS); SASL authenticates with the configured mechanism.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of the Kafka clients (``ConfigurationError`` for unusable PEM files)."""
+    try:
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        msg = f"bad setting KPI_KAFKA_SSL_CAFILE: {settings.kafka_ssl_cafile}: {_ssl_reason(exc)}"
+        raise ConfigurationError(msg) from None
+    if settings.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            msg = (
+                f"bad setting KPI_KAFKA_SSL_CERTFILE/KEYFILE: {settings.kafka_ssl_certfile},"
+                f" {settings.kafka_ssl_keyfile}: {_ssl_reason(exc)}"
+            )
+            raise ConfigurationError(msg) from None
+    return context
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def make_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:

@@ -61,10 +61,16 @@ def _time(text: str) -> datetime:
 class KpiReader:
     """Read current values, closed-window history, the catalog and the change feed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
+        """Read the Redis at ``url``.
+
+        ``options`` go to ``redis.asyncio.from_url`` (TLS: ``ssl_ca_certs``, ...).
+        """
         # decode_responses: every answer is str; typed Any because redis-py types both.
         # A connect timeout: an address that drops packets must not hang the caller.
-        self.redis: Any = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+        self.redis: Any = aioredis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, **options
+        )
 
     async def __aenter__(self) -> KpiReader:
         return self

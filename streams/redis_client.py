@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -32,10 +32,12 @@ class RedisConnection:
         *,
         on_error: Callable[[Exception], None] | None = None,
         on_ok: Callable[[], None] | None = None,
+        **options: Any,
     ) -> None:
         self.url = url
+        # options: TLS (``Settings.redis_options``).
         self.client: aioredis.Redis = aioredis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5
+            url, socket_timeout=10, socket_connect_timeout=5, **options
         )
         # Observers of each failed and each successful call (the worker's metrics).
         self._on_error = on_error

@@ -42,7 +42,7 @@ def _check(name: str, window: str) -> Kpi:
 async def _reading(settings: Settings) -> AsyncIterator[KpiReader]:
     """A reader of the configured Redis; an unreachable or refusing Redis is one error line."""
     try:
-        async with KpiReader(settings.redis_url) as reader:
+        async with KpiReader(settings.redis_url, **settings.redis_options()) as reader:
             yield reader
     except (RedisError, OSError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
