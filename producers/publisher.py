@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.errors import KpiError
+from streams.access import check_kafka_access
 from streams.config import Settings
-from streams.kafka import error_reason, make_producer
+from streams.kafka import connection_problem, error_reason, make_producer
 
 
 class PublishError(KpiError):
@@ -41,6 +42,7 @@ class Publisher:
         start_timeout_s: float = 12.0,
         request_timeout_ms: int = 30_000,
         client_id: str = "kpi-simulator",
+        check_access: bool = True,
     ) -> None:
         self._settings = settings
         self._linger_ms = linger_ms
@@ -48,6 +50,9 @@ class Publisher:
         self._start_timeout_s = start_timeout_s
         self._request_timeout_ms = request_timeout_ms
         self._client_id = client_id
+        # Whether start checks the publisher's ACLs (one line naming a missing right,
+        # instead of a refusal per batch).
+        self._check_access = check_access
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
         #: Messages handed to :meth:`send`.
@@ -87,8 +92,19 @@ class Publisher:
         except (TimeoutError, KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            msg = f"cannot reach Kafka at {bootstrap}: {error_reason(exc)}"
+            # aiokafka's error only says that no server answered; ask why (unless it hung).
+            reason = error_reason(exc)
+            if not isinstance(exc, TimeoutError):
+                found = await connection_problem(self._settings, self._start_timeout_s)
+                reason = found or reason
+            msg = f"cannot reach Kafka at {bootstrap}: {reason}"
             raise PublishError(msg) from exc
+        if self._check_access:
+            try:
+                await check_kafka_access(self._settings, "publisher")
+            except BaseException:
+                await producer.stop()
+                raise
         self._producer = producer
 
     async def stop(self) -> None:

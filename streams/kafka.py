@@ -9,13 +9,21 @@ change here.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from mode import Service
 
 from schemas.errors import ConfigurationError
@@ -188,6 +196,99 @@ async def read_partitions(
     finally:
         await consumer.stop()
     return out
+
+
+async def connection_problem(settings: Settings, timeout_s: float = 10.0) -> str | None:
+    """Why no bootstrap server accepts a connection (TLS, SASL and all); None when one does.
+
+    aiokafka only logs why each bootstrap server failed and then raises "Unable to
+    bootstrap"; this connects the same way, once per server, and says what went wrong:
+    refused, timed out, an untrusted or expired certificate, a client certificate the
+    broker wants or refuses, credentials it rejects.
+    """
+    options = client_options(settings)
+    reasons = []
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    client_id="kpi-check",
+                    request_timeout_ms=int(timeout_s * 1000),
+                    ssl_context=options.get("ssl_context"),
+                    security_protocol=options["security_protocol"],
+                    sasl_mechanism=options.get("sasl_mechanism"),
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                ),
+                timeout_s,
+            )
+        except (TimeoutError, KafkaError, OSError, ValueError) as exc:
+            reasons.append(explain(exc, settings))
+            continue
+        conn.close()
+        return None
+    return "; ".join(dict.fromkeys(reasons)) or "no bootstrap server given"
+
+
+def explain(exc: BaseException, settings: Settings) -> str:
+    """One line on why connecting to Kafka failed, with what to check."""
+    protocol = settings.kafka_security_protocol
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = exc.verify_message or exc.reason or "not trusted"
+        if "expired" in what:
+            return f"the broker's TLS certificate has expired ({what})"
+        if "mismatch" in what.lower():
+            return f"the broker's TLS certificate does not name this host ({what})"
+        return (
+            f"the broker's TLS certificate is not trusted ({what};"
+            " KPI_KAFKA_SSL_CAFILE names the CA to trust)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or str(exc)).upper()
+        if "CERTIFICATE_REQUIRED" in reason:
+            return (
+                "the broker requires a client certificate"
+                " (KPI_KAFKA_SSL_CERTFILE and KPI_KAFKA_SSL_KEYFILE)"
+            )
+        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+            return "the broker refused the client certificate (not signed by a CA it trusts)"
+        if "CERTIFICATE_EXPIRED" in reason:
+            return "the broker refused the client certificate: it has expired"
+        if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
+            return (
+                f"TLS handshake failed: the listener does not speak TLS"
+                f" (KPI_KAFKA_SECURITY_PROTOCOL={protocol})"
+            )
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, SaslAuthenticationFailed):
+        return (
+            f"authentication failed: the broker rejected user"
+            f" {settings.kafka_sasl_username!r} with {settings.kafka_sasl_mechanism}"
+            " (wrong password or unknown user)"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return f"{settings.kafka_sasl_mechanism} is not enabled on this listener ({exc})"
+    if isinstance(exc, IllegalSaslStateError):
+        return f"the listener does not take SASL (KPI_KAFKA_SECURITY_PROTOCOL={protocol})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is Kafka running there?)"
+    if isinstance(exc, ConnectionResetError) and protocol in ("SSL", "SASL_SSL"):
+        # A plaintext listener drops the TLS hello.
+        return (
+            "the server closed the connection during the TLS handshake (not a TLS listener?"
+            f" KPI_KAFKA_SECURITY_PROTOCOL={protocol})"
+        )
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if protocol != "PLAINTEXT" or not isinstance(exc, KafkaConnectionError | ConnectionError):
+        return error_reason(exc)
+    return (
+        "the broker closed the connection (a TLS or SASL listener?"
+        " KPI_KAFKA_SECURITY_PROTOCOL is PLAINTEXT)"
+    )
 
 
 def error_reason(exc: BaseException) -> str:

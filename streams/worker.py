@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 
+from streams.access import check_kafka_access
 from streams.config import Settings
 from streams.logs import quiet_library_logs
 from streams.topics import ensure_topics
@@ -26,6 +27,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     loop = asyncio.new_event_loop()
     try:
         partitions = loop.run_until_complete(ensure_topics(settings)).partitions
+        # A missing ACL is one line now, not a crash at the first dead letter.
+        loop.run_until_complete(check_kafka_access(settings, "worker"))
     finally:
         loop.close()
     asyncio.set_event_loop(asyncio.new_event_loop())

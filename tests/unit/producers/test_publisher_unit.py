@@ -15,6 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 import producers.cli as cli
+import producers.publisher as publisher_module
 import streams.kafka as kafka_module
 from producers.publisher import Publisher, PublishError
 from schemas.errors import KpiError
@@ -58,6 +59,12 @@ class FakeProducer:
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeProducer]]:
     FakeProducer.instances = []
     monkeypatch.setattr(kafka_module, "AIOKafkaProducer", FakeProducer)
+
+    async def granted(settings: Settings, role: str) -> None:
+        # The fake broker has no authorizer: every right is granted.
+        assert role == "publisher"
+
+    monkeypatch.setattr(publisher_module, "check_kafka_access", granted)
     yield FakeProducer
 
 
