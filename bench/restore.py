@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams import engine_build
 from streams.config import Settings
@@ -69,14 +68,10 @@ def build_state(entities: int) -> PartitionState:
 
 async def publish_changelog(bootstrap: str, topic: str, state: PartitionState) -> int:
     """Commit the state into a fresh compacted changelog topic, as the worker would."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
-        )
-    finally:
-        await admin.close()
+    from streams.topics import ensure_topics
+
+    settings = Settings(kafka_bootstrap=bootstrap, partitions=1)
+    await ensure_topics(settings, {topic: {"cleanup.policy": "compact"}})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
     await producer.start()
     try:

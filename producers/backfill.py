@@ -33,11 +33,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from producers.publisher import Publisher, quiet_logger
+from producers.publisher import Publisher
 from schemas.decode import SCHEMA, decode
 from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent, KpiError
 from schemas.events import MODEL_OF_TYPE, NUMERIC_STRING_PATTERN, TOPIC_OF_TYPE, key_of
 from streams.config import INPUT_TOPICS, Settings
+from streams.logs import quiet_logger
 from streams.topics import create_published_topics
 
 __all__ = [

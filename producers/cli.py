@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producers.publisher import Publisher, quiet_logger
+from producers.publisher import Publisher
 from producers.simulator import INVALID_REASONS, TOPICS, CompanySimulator, Emission, Faults
 from schemas.errors import ConfigurationError, KpiError
 from streams.config import Settings
+from streams.logs import quiet_logger
 from streams.topics import create_published_topics
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -144,15 +142,3 @@ class Publisher:
         if failures:
             msg = f"{len(failures)} message(s) not delivered to Kafka: {error_reason(failures[0])}"
             raise PublishError(msg) from failures[0]
-
-
-@contextlib.contextmanager
-def quiet_logger(logger_name: str) -> Iterator[None]:
-    """Silence a library logger for a while (aiokafka's retry noise on Ctrl-C, say)."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

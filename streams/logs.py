@@ -8,9 +8,10 @@ outage. The outage itself is reported by ``/health`` and the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiokafka.errors import KafkaError
 
@@ -95,3 +96,15 @@ def quiet_library_logs(window_s: float = REPEAT_WINDOW_S) -> LibraryNoise:
         if name == "aiokafka" or name.startswith("aiokafka."):
             logging.getLogger(name).addFilter(noise)
     return noise
+
+
+@contextlib.contextmanager
+def quiet_logger(logger_name: str) -> Iterator[None]:
+    """Silence a library logger for a while (aiokafka's retry noise when an error says it)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -3,6 +3,7 @@
 Every call is retried with backoff until Redis answers: the worker does not commit its input
 offsets before its writes succeeded, so nothing is lost while Redis is away, and a read that
 raised would stop the worker. Whether the last call succeeded is the worker's Redis health.
+Only at start is an unreachable Redis an error (``check_reachable``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.errors import UnavailableError
+from streams.config import shown_url
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -21,6 +26,8 @@ _T = TypeVar("_T")
 #: Backoff between attempts: from the first delay, doubling up to the last (seconds).
 FIRST_RETRY_S = 0.1
 LAST_RETRY_S = 5.0
+#: How long the worker's start waits for Redis to answer once.
+START_TIMEOUT_S = 10.0
 
 
 class RedisConnection:
@@ -85,3 +92,39 @@ class RedisConnection:
     async def close(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()
+
+
+async def check_reachable(url: str, timeout_s: float = START_TIMEOUT_S, **options: Any) -> None:
+    """Redis at ``url`` answers a PING (as its user, in its database) within ``timeout_s``.
+
+    ``UnavailableError`` (one line: the URL with its password as ``***``, and why) if not.
+    For the worker's start: with nothing written yet there is nothing to wait out, and an
+    unreachable address or a wrong password at start is a setting to fix, which a worker
+    retrying forever (as it does during an outage) would only hide behind a 503 ``/health``.
+    """
+    client = aioredis.from_url(url, socket_connect_timeout=5, socket_timeout=5, **options)
+    try:
+        await asyncio.wait_for(client.ping(), timeout_s)
+    except (TimeoutError, RedisError, OSError) as exc:
+        msg = f"cannot reach Redis at {shown_url(url)}: {redis_reason(exc)}"
+        raise UnavailableError(msg) from None
+    finally:
+        await client.aclose()
+
+
+# A NOAUTH answer: "Authentication required." (RESP2), or on connecting "HELLO must be
+# called with the client already authenticated, otherwise the HELLO AUTH ..." (RESP3).
+_NO_AUTH = ("Authentication required", "HELLO must be called with the client already auth")
+
+
+def redis_reason(exc: BaseException) -> str:
+    """One line on why a Redis call failed (redis-py's own, but for the two plainest cases)."""
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return "timed out"
+    # redis-py says "Error 111 connecting to host:port. Connect call failed (...)".
+    if any(isinstance(e, ConnectionRefusedError) for e in (exc, exc.__context__)):
+        return "connection refused (is Redis running there?)"
+    lines = str(exc).strip().splitlines()
+    if isinstance(exc, AuthenticationError) and lines[:1] and lines[0].startswith(_NO_AUTH):
+        return "authentication required (give the user and password in the URL)"
+    return lines[0] if lines else type(exc).__name__

@@ -18,6 +18,7 @@ from streams.config import Settings, shown_url
 from streams.kpis import units
 from streams.kpis.base import Kpi
 from streams.reader import KpiReader, KpiValue
+from streams.redis_client import redis_reason
 
 WINDOWS = ("1h", "1d", "30d")
 
@@ -45,8 +46,7 @@ async def _reading(settings: Settings) -> AsyncIterator[KpiReader]:
         async with KpiReader(settings.redis_url, **settings.redis_options()) as reader:
             yield reader
     except (RedisError, OSError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        msg = f"cannot read Redis at {shown_url(settings.redis_url)}: {detail}"
+        msg = f"cannot read Redis at {shown_url(settings.redis_url)}: {redis_reason(exc)}"
         raise UnavailableError(msg) from None
 
 

@@ -9,6 +9,7 @@ import logging
 from streams.access import check_kafka_access
 from streams.config import Settings
 from streams.logs import quiet_library_logs
+from streams.redis_client import check_reachable
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     from streams.app import create_app
 
-    # Topics first, on a loop of our own: faust subscribes as soon as it starts, and the
-    # engine is made for the topics' partition counts.
+    # Redis and the topics first, on a loop of our own: an unreachable Redis or Kafka at
+    # start ends the command in one line (later, Redis outages are waited out); faust
+    # subscribes as soon as it starts, and the engine is made for the topics' partitions.
     loop = asyncio.new_event_loop()
     try:
+        loop.run_until_complete(check_reachable(settings.redis_url, **settings.redis_options()))
         partitions = loop.run_until_complete(ensure_topics(settings)).partitions
         # A missing ACL is one line now, not a crash at the first dead letter.
         loop.run_until_complete(check_kafka_access(settings, "worker"))
