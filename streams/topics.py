@@ -21,7 +21,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 
 from schemas.errors import ConfigurationError
 from streams.config import INPUT_TOPICS, Settings
-from streams.kafka import error_reason, make_admin
+from streams.kafka import connection_problem, error_reason, make_admin
 from streams.logs import quiet_logger
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,11 @@ async def ensure_topics(
         except (TimeoutError, KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await admin.close()
-            msg = f"cannot reach Kafka at {settings.kafka_bootstrap}: {error_reason(exc)}"
+            # aiokafka's error only says that no server answered; ask why (unless it hung).
+            reason = error_reason(exc)
+            if not isinstance(exc, TimeoutError):
+                reason = await connection_problem(settings, connect_s) or reason
+            msg = f"cannot reach Kafka at {settings.kafka_bootstrap}: {reason}"
             raise ConfigurationError(msg) from exc
         try:
             existing = set(await admin.list_topics())

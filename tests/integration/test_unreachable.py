@@ -164,7 +164,7 @@ def answers(
 
 #: Why, by dependency and how it is unreachable.
 REASONS = {
-    ("kafka", "refused"): "connection failed (is Kafka running there?)",
+    ("kafka", "refused"): "connection refused (is Kafka running there?)",
     ("kafka", "silent"): "timed out",
     ("redis", "refused"): "connection refused (is Redis running there?)",
     ("redis", "silent"): "timed out",
