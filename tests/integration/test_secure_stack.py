@@ -39,6 +39,8 @@ from tooling.stack import (
 )
 from tooling.stack_secure import KAFKA_USERS, SecureFiles, read_secret
 
+from .test_backfill import simulated_rows, write_jsonl
+
 if TYPE_CHECKING:
     from .conftest import SecureStack
 
@@ -168,19 +170,24 @@ def test_nothing_answers_plaintext(secure_stack: SecureStack) -> None:
 # --- least privilege ------------------------------------------------------------------------
 
 
-def test_the_publisher_publishes_and_the_worker_consumes(
-    secure_stack: SecureStack, secure_env: Settings
+def test_the_publisher_simulates_and_publishes_and_the_worker_consumes(
+    secure_stack: SecureStack, secure_env: Settings, tmp_path: Path
 ) -> None:
+    env = secure_stack.process_env(secure_env, "publisher")
     result = _kpi(
         "simulate",
         *("--count", "200", "--start", "5d", "--speed", "0", "--rate", "0", "--invalid", "0"),
-        env=secure_stack.process_env(secure_env, "publisher"),
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "created topics" not in result.stdout
+    write_jsonl(tmp_path / "events.jsonl", simulated_rows(50))
+    result = _kpi("publish", str(tmp_path / "events.jsonl"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "published 50" in result.stdout
     worker = secure_stack.as_role(secure_env, "worker")
-    values = asyncio.run(_read(worker, list(worker.input_topics), 200))
-    assert len(values) == 200
+    values = asyncio.run(_read(worker, list(worker.input_topics), 250))
+    assert len(values) == 250
     assert all(orjson.loads(v)["event_id"] for v in values)
 
 
