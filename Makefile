@@ -18,6 +18,7 @@ COMPILED_SOURCES := streams/engine_build.py tooling/build.py \
 # command:Debian package, for the servers and tools the tests and the stack use. Maven only
 # resolves the Kafka jars, so it is not needed when KAFKA_HOME points at a Kafka 4.x.
 APT_PACKAGES := redis-server:redis-server promtool:prometheus java:default-jre-headless \
+	openssl:openssl kcat:kcat \
 	$(if $(KAFKA_HOME),,mvn:maven)
 
 .PHONY: help install system-deps kafka-jars test test-unit lint demo stack-up stack-down bench soak clean

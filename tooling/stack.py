@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any, TypeVar
@@ -34,7 +34,10 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError, StackError
-from streams.config import Settings
+from streams.config import Settings, shown_url
+from tooling import stack_secure
+from tooling.redis_access import redis_acl_rule
+from tooling.stack_secure import CLIENT_ROLES, ClientRole, SecureEndpoints, SecureFiles
 
 KAFKA_VERSION = "4.1.1"
 JAVA_MIN_MAJOR = 17
@@ -95,12 +98,15 @@ class ServiceStatus:
     pid: int | None
     endpoint: Endpoint
     log: Path
+    #: How clients reach it when that is not plain TCP (a secure stack), e.g. ``TLS``.
+    security: str = ""
 
     def describe(self) -> str:
         """One line for humans: ``kafka  running  pid 123  127.0.0.1:9092  log ...``."""
         state = "running" if self.running else "stopped"
         pid = f"pid {self.pid}" if self.pid is not None else "pid -"
-        return f"{self.name:<6} {state:<8} {pid:<11} {self.endpoint}  log {self.log}"
+        security = f" ({self.security})" if self.security else ""
+        return f"{self.name:<6} {state:<8} {pid:<11} {self.endpoint}{security}  log {self.log}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,9 @@ class StackInfo:
     redis: ServiceStatus
     #: Names of the services this call started; empty when all were already running.
     started: tuple[str, ...]
+    #: The client settings of the worker (``KPI_*`` variables, secrets as ``*_FILE``) for a
+    #: secure stack; empty for a plain one.
+    worker_environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,10 +142,16 @@ class StackPaths:
     kafka_port: Path
     #: Chosen when the storage is formatted and kept with it (see server.properties.template).
     controller_port: Path
+    #: The mutual-TLS listener's port of a secure stack, chosen on its first start.
+    mtls_port: Path
     redis_dir: Path
     redis_log: Path
     redis_pid: Path
     redis_port: Path
+    #: A secure stack's Redis configuration (it holds the users' passwords).
+    redis_config: Path
+    #: A secure stack's certificates and secrets.
+    secure: SecureFiles
 
     @classmethod
     def at(cls, root: Path) -> StackPaths:
@@ -154,10 +169,13 @@ class StackPaths:
             kafka_pid=kafka / "kafka.pid",
             kafka_port=kafka / "kafka.port",
             controller_port=kafka / "controller.port",
+            mtls_port=kafka / "mtls.port",
             redis_dir=redis,
             redis_log=redis / "redis.log",
             redis_pid=redis / "redis.pid",
             redis_port=redis / "redis.port",
+            redis_config=redis / "redis.conf",
+            secure=SecureFiles.at(root),
         )
 
 
@@ -203,16 +221,21 @@ def parse_kafka_bootstrap(bootstrap: str) -> Endpoint:
     return Endpoint(_loopback_host(host, "KPI_KAFKA_BOOTSTRAP"), _port(port, "KPI_KAFKA_BOOTSTRAP"))
 
 
-def parse_redis_url(url: str) -> Endpoint:
-    """The loopback endpoint of ``KPI_REDIS_URL`` (``redis://host[:port][/db]``)."""
+def parse_redis_url(url: str, *, secure: bool = False) -> Endpoint:
+    """The loopback endpoint of ``KPI_REDIS_URL`` (``redis://host[:port][/db]``).
+
+    A secure stack serves TLS only but takes either scheme: only the port is used.
+    """
     parts = urlsplit(url)
-    if parts.scheme != "redis":
-        msg = f"KPI_REDIS_URL={url!r}: the local stack serves plain redis:// only"
+    shown = shown_url(url)
+    if parts.scheme != "redis" and not (secure and parts.scheme == "rediss"):
+        msg = f"KPI_REDIS_URL={shown!r}: the local stack serves plain redis:// only"
+        msg += " (rediss:// with kpi stack up --secure)"
         raise StackError(msg)
     try:
         port = parts.port or 6379
     except ValueError as exc:
-        msg = f"KPI_REDIS_URL={url!r} has no valid port"
+        msg = f"KPI_REDIS_URL={shown!r} has no valid port"
         raise StackError(msg) from exc
     return Endpoint(_loopback_host(parts.hostname or "localhost", "KPI_REDIS_URL"), port)
 
@@ -623,10 +646,10 @@ def _run_coroutine(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return box[0]
 
 
-async def _kafka_broker_count(bootstrap: str) -> int:
+async def _kafka_broker_count(options: dict[str, Any]) -> int:
     from aiokafka import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    client = AIOKafkaClient(**options, request_timeout_ms=5000)
     try:
         await client.bootstrap()
         return len(client.cluster.brokers())
@@ -634,25 +657,33 @@ async def _kafka_broker_count(bootstrap: str) -> int:
         await client.close()
 
 
-def kafka_answers(kafka: Endpoint) -> bool:
-    """Whether the broker accepts connections and answers a metadata request with itself."""
+def kafka_answers(kafka: Endpoint, options: dict[str, Any] | None = None) -> bool:
+    """Whether the broker accepts connections and answers a metadata request with itself.
+
+    ``options``: how to reach it (``streams.kafka.client_options``); default plain TCP.
+    """
     try:
         with socket.create_connection((kafka.host, kafka.port), timeout=1.0):
             pass
     except OSError:
         return False
+    client_options = options or {"bootstrap_servers": str(kafka)}
     try:
-        return _run_coroutine(lambda: _kafka_broker_count(str(kafka))) > 0
+        return _run_coroutine(lambda: _kafka_broker_count(client_options)) > 0
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"; the caller times out
         return False
 
 
-def redis_answers(redis: Endpoint) -> bool:
-    """Whether Redis answers PING."""
+def redis_answers(redis: Endpoint, options: dict[str, Any] | None = None) -> bool:
+    """Whether Redis answers PING (``options``: TLS and credentials for redis-py)."""
     import redis as redis_client
 
     client = redis_client.Redis(
-        host=redis.host, port=redis.port, socket_timeout=1.0, socket_connect_timeout=1.0
+        host=redis.host,
+        port=redis.port,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        **(options or {}),
     )
     try:
         return bool(client.ping())
@@ -682,20 +713,38 @@ def _wait_ready(
 # --- the commands -----------------------------------------------------------------------------
 
 
+def _java_argument_file(path: Path, arguments: list[str]) -> None:
+    """A java ``@argfile`` (0600) holding ``arguments``: they stay out of ``ps`` and /proc."""
+    quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in arguments)
+    stack_secure.write_private(path, "\n".join(quoted) + "\n")
+
+
 def _format_kafka_storage(
-    java: str, libs: Path, paths: StackPaths, kafka: Endpoint, partitions: int, echo: Echo
+    java: str,
+    libs: Path,
+    paths: StackPaths,
+    kafka: Endpoint,
+    partitions: int,
+    echo: Echo,
+    mtls_port: int | None = None,
 ) -> int:
-    """Format the broker's storage once; returns the controller port chosen for it."""
+    """Format the broker's storage once; returns the controller port chosen for it.
+
+    With ``mtls_port`` (a secure stack) the users' SCRAM credentials are created with it:
+    KRaft reads them from the metadata log, which only the format (or a running broker)
+    writes.
+    """
     controller_port = _read_int(paths.controller_port)
     if controller_port is not None and (paths.kafka_data / "meta.properties").is_file():
         return controller_port
     # Half-made state (interrupted format, lost port file): nothing in it is worth keeping.
     shutil.rmtree(paths.kafka_data, ignore_errors=True)
     controller_port = free_port(kafka.host)
-    _write_server_properties(paths, kafka, controller_port, partitions)
+    while controller_port == mtls_port:  # chosen but not bound yet: the OS may offer it again
+        controller_port = free_port(kafka.host)
+    _write_server_properties(paths, kafka, controller_port, partitions, mtls_port)
     cluster_id = random_cluster_id()
-    command = [
-        *kafka_java_command(java, libs, paths, "kafka.tools.StorageTool"),
+    arguments = [
         "format",
         "--cluster-id",
         cluster_id,
@@ -704,11 +753,22 @@ def _format_kafka_storage(
         # A single-node dynamic quorum; controller.quorum.bootstrap.servers names it.
         "--standalone",
     ]
+    argument_file = paths.kafka_dir / "format.args"
+    if mtls_port is None:
+        command = [*kafka_java_command(java, libs, paths, "kafka.tools.StorageTool"), *arguments]
+    else:
+        # The passwords go to the JVM in an argument file, not on its command line.
+        scram = stack_secure.scram_arguments(stack_secure.kafka_passwords(paths.secure))
+        _java_argument_file(argument_file, ["kafka.tools.StorageTool", *arguments, *scram])
+        command = kafka_java_command(java, libs, paths, f"@{argument_file}")
     format_log = paths.kafka_logs / "format.log"
-    with format_log.open("wb") as out:
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
-        )
+    try:
+        with format_log.open("wb") as out:
+            result = subprocess.run(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+    finally:
+        argument_file.unlink(missing_ok=True)
     if result.returncode != 0:
         msg = (
             f"formatting the Kafka storage failed (exit code {result.returncode}); see {format_log}"
@@ -723,25 +783,43 @@ def _format_kafka_storage(
 
 
 def _write_server_properties(
-    paths: StackPaths, kafka: Endpoint, controller_port: int, partitions: int
+    paths: StackPaths,
+    kafka: Endpoint,
+    controller_port: int,
+    partitions: int,
+    mtls_port: int | None = None,
 ) -> None:
     template = (OPS_KAFKA_DIR / "server.properties.template").read_text()
-    paths.kafka_config.write_text(
-        render_server_properties(
-            template,
-            kafka=kafka,
-            controller_port=controller_port,
-            data_dir=paths.kafka_data,
-            partitions=partitions,
-        )
+    properties = render_server_properties(
+        template,
+        kafka=kafka,
+        controller_port=controller_port,
+        data_dir=paths.kafka_data,
+        partitions=partitions,
+    )
+    if mtls_port is None:
+        paths.kafka_config.write_text(properties)
+        return
+    secure = stack_secure.render_secure_properties(
+        (OPS_KAFKA_DIR / "server-secure.properties.template").read_text(),
+        host=kafka.host,
+        kafka_port=kafka.port,
+        mtls_port=mtls_port,
+        controller_port=controller_port,
+        files=paths.secure,
+        passwords=stack_secure.kafka_passwords(paths.secure),
+    )
+    # It holds the PLAIN passwords.
+    stack_secure.write_private(
+        paths.kafka_config, stack_secure.override_properties(properties, secure)
     )
 
 
-def _status_of(service: _Service, configured: Endpoint) -> ServiceStatus:
+def _status_of(service: _Service, configured: Endpoint, security: str = "") -> ServiceStatus:
     pid = _running_pid(service)
     port = _read_int(service.port_file) if pid is not None else None
     endpoint = Endpoint(configured.host, port) if port is not None else configured
-    return ServiceStatus(service.name, pid is not None, pid, endpoint, service.log)
+    return ServiceStatus(service.name, pid is not None, pid, endpoint, service.log, security)
 
 
 def _refuse_other_port(status: ServiceStatus, wanted: Endpoint, variable: str) -> None:
@@ -753,19 +831,159 @@ def _refuse_other_port(status: ServiceStatus, wanted: Endpoint, variable: str) -
         raise StackError(msg)
 
 
+def _refuse_other_kind(paths: StackPaths, secure: bool) -> None:
+    """A plain stack's data cannot serve a secure stack, nor the other way round."""
+    if paths.secure.is_secure() and not secure:
+        msg = (
+            f"{paths.root} holds a secure stack: start it with `kpi stack up --secure`, or set "
+            "KPI_STACK_DIR to another directory for a plain one"
+        )
+        raise StackError(msg)
+    if (
+        secure
+        and not paths.secure.is_secure()
+        and (paths.kafka_dir.exists() or paths.redis_dir.exists())
+    ):
+        msg = (
+            f"{paths.root} holds a plain stack: stop it (`kpi stack down`) and remove {paths.root},"
+            " or set KPI_STACK_DIR to another directory for a secure one"
+        )
+        raise StackError(msg)
+
+
+def _mtls_endpoint(paths: StackPaths, kafka: Endpoint, running: bool) -> Endpoint:
+    """The mutual-TLS listener's endpoint: the one in use, kept, or a new free port."""
+    port = _read_int(paths.mtls_port)
+    if running:
+        if port is None:
+            msg = f"Kafka runs but {paths.mtls_port} is missing; run `kpi stack down` first"
+            raise StackError(msg)
+        return Endpoint(kafka.host, port)
+    # Not in the metadata log (unlike the controller's): another port is fine when it is taken.
+    taken = {kafka.port, _read_int(paths.controller_port)}
+    while port is None or port in taken or port_in_use(Endpoint(kafka.host, port)):
+        port = free_port(kafka.host)
+    paths.kafka_dir.mkdir(parents=True, exist_ok=True)
+    paths.mtls_port.write_text(f"{port}\n")
+    return Endpoint(kafka.host, port)
+
+
+def _prepare_secure(paths: StackPaths, openssl: str | None, echo: Echo) -> None:
+    """Passwords and certificates of a secure stack, made once and kept in the stack dir."""
+    files = paths.secure
+    formatted = (paths.kafka_data / "meta.properties").is_file()
+    if formatted and not all(p.is_file() for p in stack_secure.kafka_password_files(files)):
+        # The SCRAM credentials were made from them at format time.
+        msg = f"{files.secrets} lost Kafka passwords; remove {paths.root} to start over"
+        raise StackError(msg)
+    files.mark_secure()
+    if stack_secure.ensure_passwords(files):
+        echo(f"stack: random passwords in {files.secrets} (0600)")
+    if openssl is not None and stack_secure.ensure_certificates(files, openssl):
+        echo(f"stack: made a CA and the certificates with {openssl} in {files.tls}")
+
+
+def _secure_endpoints(settings: Settings, paths: StackPaths) -> SecureEndpoints:
+    """Where the secure stack of ``settings`` listens (its ports files, else the settings)."""
+    kafka = parse_kafka_bootstrap(settings.kafka_bootstrap)
+    redis = parse_redis_url(settings.redis_url, secure=True)
+    mtls_port = _read_int(paths.mtls_port)
+    if not paths.secure.is_secure() or mtls_port is None:
+        msg = f"{paths.root} holds no secure stack: run `kpi stack up --secure` first"
+        raise StackError(msg)
+    return SecureEndpoints(
+        host=kafka.host,
+        kafka_port=_read_int(paths.kafka_port) or kafka.port,
+        mtls_port=mtls_port,
+        redis_port=_read_int(paths.redis_port) or redis.port,
+    )
+
+
+def stack_environment(
+    settings: Settings, role: ClientRole, *, mtls: bool = False
+) -> dict[str, str]:
+    """The ``KPI_*`` variables of a client of the secure stack in ``role`` (secrets as files).
+
+    The Redis database is the one ``KPI_REDIS_URL`` names.
+    """
+    paths = stack_paths(settings)
+    return stack_secure.client_environment(
+        paths.secure,
+        role,
+        _secure_endpoints(settings, paths),
+        db=stack_secure.redis_db(settings.redis_url),
+        mtls=mtls,
+    )
+
+
+def role_settings(settings: Settings, role: ClientRole, *, mtls: bool = False) -> Settings:
+    """``settings`` as a client of the secure stack in ``role`` (for in-process clients)."""
+    return stack_secure.client_settings(settings, stack_environment(settings, role, mtls=mtls))
+
+
+def provision(settings: Settings, *, echo: Echo = print, timeout_s: float = 60.0) -> None:
+    """Make the running secure stack serve the namespace of ``settings``.
+
+    As the administrator: creates the product's topics for its topic prefix and app id
+    (the worker and the publisher may not create topics), grants the worker and the
+    publisher their ACLs (``tooling/kafka_access.py``) and sets the Redis users' rules for
+    its Redis key prefix (``tooling/redis_access.py``). Idempotent; ``kpi stack up --secure``
+    runs it each time.
+    """
+    import redis as redis_client
+
+    from streams.topics import ensure_topics
+    from tooling import kafka_access
+
+    admin = role_settings(settings, "admin")
+
+    async def kafka_side() -> None:
+        await ensure_topics(admin, timeout_s=timeout_s)
+        for role in kafka_access.ROLES:
+            acls = kafka_access.kafka_acls(settings, role)
+            await kafka_access.grant(admin, stack_secure.KAFKA_USERS[role], acls)
+
+    _run_coroutine(kafka_side)
+    client = redis_client.Redis.from_url(
+        admin.redis_url, socket_timeout=10.0, **admin.redis_options()
+    )
+    try:
+        for role in ("worker", "reader"):
+            rule = redis_acl_rule(settings.redis_prefix, role)
+            client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", stack_secure.REDIS_USERS[role], "on", *rule.split()
+            )
+    except redis_client.RedisError as exc:
+        msg = f"setting the Redis users' rules failed: {type(exc).__name__}: {exc}"
+        raise StackError(msg) from None
+    finally:
+        client.close()
+    echo(
+        f"stack: topics and ACLs for topic prefix {settings.topic_prefix!r}, app id "
+        f"{settings.app_id!r}; Redis rules for key prefix {settings.redis_prefix!r}"
+    )
+
+
 def stack_up(
     settings: Settings,
     *,
+    secure: bool = False,
     env: StackEnvironment | None = None,
     timeout_s: float = 120.0,
     echo: Echo = print,
 ) -> StackInfo:
-    """Start Kafka and Redis for ``settings`` unless they already run; return once both answer."""
+    """Start Kafka and Redis for ``settings`` unless they already run; return once both answer.
+
+    ``secure``: TLS everywhere, SASL and mutual TLS for Kafka with ACLs, Redis ACL users
+    (see ``stack_secure``); the topics, ACLs and Redis rules of the namespace of
+    ``settings`` are provisioned each time (``provision``).
+    """
     began = time.monotonic()
     env = env or StackEnvironment()
-    kafka = parse_kafka_bootstrap(settings.kafka_bootstrap)
-    redis = parse_redis_url(settings.redis_url)
     paths = stack_paths(settings)
+    _refuse_other_kind(paths, secure)
+    kafka = parse_kafka_bootstrap(settings.kafka_bootstrap)
+    redis = parse_redis_url(settings.redis_url, secure=secure)
     kafka_service, redis_service = _services(paths)
     with _locked(paths):
         kafka_status = _status_of(kafka_service, kafka)
@@ -780,6 +998,7 @@ def stack_up(
         java: str | None = None
         libs: Path | None = None
         redis_server: str | None = None
+        mtls: Endpoint | None = None
         if not kafka_status.running:
             java = find_java(env)
             libs = resolve_kafka_libs(env, echo)
@@ -787,16 +1006,22 @@ def stack_up(
         if not redis_status.running:
             redis_server = find_redis_server()
             check_port_free(redis, "Redis", "set KPI_REDIS_URL to a free port")
+        if secure:
+            complete = stack_secure.certificates_complete(paths.secure)
+            openssl = None if complete else stack_secure.find_openssl()
+            _prepare_secure(paths, openssl, echo)
+            mtls = _mtls_endpoint(paths, kafka, kafka_status.running)
 
         started: list[subprocess.Popen[bytes]] = []
         deadline = time.monotonic() + timeout_s
         try:
             kafka_process: subprocess.Popen[bytes] | None = None
             redis_process: subprocess.Popen[bytes] | None = None
+            mtls_port = mtls.port if mtls is not None else None
             if java is not None and libs is not None:
                 paths.kafka_logs.mkdir(parents=True, exist_ok=True)
                 controller_port = _format_kafka_storage(
-                    java, libs, paths, kafka, settings.partitions, echo
+                    java, libs, paths, kafka, settings.partitions, echo, mtls_port
                 )
                 check_port_free(
                     Endpoint(kafka.host, controller_port),
@@ -805,7 +1030,9 @@ def stack_up(
                     "to choose another",
                 )
                 # Rendered on every start: the PLAINTEXT port and partitions may have changed.
-                _write_server_properties(paths, kafka, controller_port, settings.partitions)
+                _write_server_properties(
+                    paths, kafka, controller_port, settings.partitions, mtls_port
+                )
                 argv = [
                     *kafka_java_command(java, libs, paths, "kafka.Kafka"),
                     str(paths.kafka_config),
@@ -814,29 +1041,67 @@ def stack_up(
                 started.append(kafka_process)
                 paths.kafka_pid.write_text(f"{kafka_process.pid}\n")
                 paths.kafka_port.write_text(f"{kafka.port}\n")
-                echo(f"kafka: started pid {kafka_process.pid} on {kafka}, log {paths.kafka_log}")
+                listening = f"{kafka}" if mtls is None else f"{kafka} (SASL_SSL), {mtls} (mTLS)"
+                echo(
+                    f"kafka: started pid {kafka_process.pid} on {listening}, log {paths.kafka_log}"
+                )
             if redis_server is not None:
                 paths.redis_dir.mkdir(parents=True, exist_ok=True)
-                redis_process = _spawn(
-                    redis_command(redis_server, redis, paths), paths.redis_log, paths.redis_dir
-                )
+                if secure:
+                    stack_secure.write_private(
+                        paths.redis_config,
+                        stack_secure.render_redis_config(
+                            host=redis.host,
+                            port=redis.port,
+                            directory=paths.redis_dir,
+                            files=paths.secure,
+                            prefix=settings.redis_prefix,
+                        ),
+                    )
+                    command = [redis_server, str(paths.redis_config)]
+                else:
+                    command = redis_command(redis_server, redis, paths)
+                redis_process = _spawn(command, paths.redis_log, paths.redis_dir)
                 started.append(redis_process)
                 paths.redis_pid.write_text(f"{redis_process.pid}\n")
                 paths.redis_port.write_text(f"{redis.port}\n")
-                echo(f"redis: started pid {redis_process.pid} on {redis}, log {paths.redis_log}")
+                listening = f"{redis}" if not secure else f"{redis} (TLS)"
+                echo(
+                    f"redis: started pid {redis_process.pid} on {listening}, log {paths.redis_log}"
+                )
 
+            kafka_options: dict[str, Any] | None = None
+            redis_options: dict[str, Any] | None = None
+            if secure:
+                from streams.kafka import client_options
+
+                admin = role_settings(settings, "admin")
+                kafka_options = client_options(admin)
+                admin_url = urlsplit(admin.redis_url)
+                redis_options = {
+                    "ssl": True,
+                    "username": admin_url.username,
+                    "password": admin_url.password,
+                    **admin.redis_options(),
+                }
             _wait_ready(
-                "redis", lambda: redis_answers(redis), redis_process, deadline, str(paths.redis_log)
+                "redis",
+                lambda: redis_answers(redis, redis_options),
+                redis_process,
+                deadline,
+                str(paths.redis_log),
             )
             _wait_ready(
                 "kafka",
-                lambda: kafka_answers(kafka),
+                lambda: kafka_answers(kafka, kafka_options),
                 kafka_process,
                 deadline,
                 f"{paths.kafka_log} and {paths.kafka_stdout}",
             )
             if started:
                 echo(f"stack: ready after {time.monotonic() - began:.1f} s")
+            if secure:
+                provision(settings, echo=echo, timeout_s=max(10.0, deadline - time.monotonic()))
         except BaseException:
             # Leave nothing half-started behind; what already ran before this call stays.
             for process in started:
@@ -847,19 +1112,35 @@ def stack_up(
             raise
 
         kafka_service, redis_service = _services(paths)
-        echo(f"stack: KPI_KAFKA_BOOTSTRAP={kafka} KPI_REDIS_URL={settings.redis_url}")
+        worker_environment: dict[str, str] = {}
+        if secure:
+            worker_environment = stack_environment(settings, "worker")
+            echo(f"stack: {stack_secure.environment_line(worker_environment)}")
+        else:
+            echo(f"stack: KPI_KAFKA_BOOTSTRAP={kafka} KPI_REDIS_URL={settings.redis_url}")
+        kafka_security, redis_security = _security_notes(paths, kafka)
         return StackInfo(
             stack_dir=paths.root,
             bootstrap=str(kafka),
             redis_url=settings.redis_url,
-            kafka=_status_of(kafka_service, kafka),
-            redis=_status_of(redis_service, redis),
+            kafka=_status_of(kafka_service, kafka, kafka_security),
+            redis=_status_of(redis_service, redis, redis_security),
             started=tuple(
                 name
                 for name, process in (("kafka", kafka_process), ("redis", redis_process))
                 if process is not None
             ),
+            worker_environment=worker_environment,
         )
+
+
+def _security_notes(paths: StackPaths, kafka: Endpoint) -> tuple[str, str]:
+    """How clients reach Kafka and Redis of this stack, for status lines ("" when plain)."""
+    if not paths.secure.is_secure():
+        return "", ""
+    mtls_port = _read_int(paths.mtls_port)
+    mtls = f"; mTLS {kafka.host}:{mtls_port}" if mtls_port is not None else ""
+    return f"SASL_SSL{mtls}", "TLS"
 
 
 def _remove_run_files(service: _Service) -> None:
@@ -870,7 +1151,10 @@ def _remove_run_files(service: _Service) -> None:
 def stack_down(
     settings: Settings, *, timeout_s: float = 30.0, echo: Echo = print
 ) -> tuple[str, ...]:
-    """Stop the servers this stack started (by pid file, after checking the command line)."""
+    """Stop the servers this stack started (by pid file, after checking the command line).
+
+    A secure stack keeps its certificates, passwords and data for the next ``up --secure``.
+    """
     paths = stack_paths(settings)
     if not paths.root.is_dir():
         echo(f"stack: nothing to stop ({paths.root} does not exist)")
@@ -897,10 +1181,15 @@ def stack_down(
 def stack_status(settings: Settings) -> tuple[ServiceStatus, ServiceStatus]:
     """Kafka's and Redis's state in this stack: running or not, pid, port, log."""
     paths = stack_paths(settings)
+    secure = paths.secure.is_secure()
+    kafka = parse_kafka_bootstrap(settings.kafka_bootstrap)
+    kafka_security, redis_security = _security_notes(paths, kafka)
     kafka_service, redis_service = _services(paths)
     return (
-        _status_of(kafka_service, parse_kafka_bootstrap(settings.kafka_bootstrap)),
-        _status_of(redis_service, parse_redis_url(settings.redis_url)),
+        _status_of(kafka_service, kafka, kafka_security),
+        _status_of(
+            redis_service, parse_redis_url(settings.redis_url, secure=secure), redis_security
+        ),
     )
 
 
@@ -925,9 +1214,32 @@ def _settings() -> Settings:
 @stack_app.command("up")
 def up_command(
     timeout: float = typer.Option(120.0, help="Seconds to wait for both servers to answer."),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="TLS, SASL (SCRAM) and mutual TLS for Kafka with ACLs; TLS and ACL users for "
+        "Redis. Certificates and passwords are made into the stack dir.",
+    ),
 ) -> None:
     """Start Kafka (KRaft, single node) and Redis on KPI_KAFKA_BOOTSTRAP and KPI_REDIS_URL."""
-    stack_up(_settings(), timeout_s=timeout, echo=typer.echo)
+    stack_up(_settings(), secure=secure, timeout_s=timeout, echo=typer.echo)
+
+
+@stack_app.command("env")
+def env_command(
+    role: str = typer.Option(
+        "worker", help=f"Whose settings: {', '.join(CLIENT_ROLES)} (reader: Redis only)."
+    ),
+    mtls: bool = typer.Option(
+        False, "--mtls", help="Kafka by client certificate on the mutual-TLS listener."
+    ),
+) -> None:
+    """Print a secure stack's client settings: eval "export $(kpi stack env --role ...)"."""
+    if role not in CLIENT_ROLES:
+        msg = f"--role {role!r}: choose from {', '.join(CLIENT_ROLES)}"
+        raise ConfigurationError(msg)
+    environment = stack_environment(_settings(), role, mtls=mtls)
+    typer.echo(stack_secure.environment_line(environment))
 
 
 @stack_app.command("down")
