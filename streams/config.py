@@ -80,7 +80,11 @@ def _readable(variable: str, path: str) -> None:
 class Settings(BaseSettings):
     """Everything a process of the product can be configured with (SPEC section 5)."""
 
-    model_config = SettingsConfigDict(env_prefix="KPI_", frozen=True, extra="ignore")
+    # An empty variable counts as unset: `export KPI_REDIS_URL=` lets KPI_REDIS_URL_FILE (or
+    # the default) apply.
+    model_config = SettingsConfigDict(
+        env_prefix="KPI_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     kafka_bootstrap: str = "localhost:9092"
     redis_url: str = "redis://localhost:6379/0"

@@ -103,15 +103,14 @@ def changelog_topic(settings: Settings, topic: str) -> str:
 
 
 def published_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """The topics events are published to (the inputs) and the dead-letter topic."""
-    topics: dict[str, dict[str, str]] = {settings.topic(t): {} for t in INPUT_TOPICS}
-    topics[settings.dead_letter_topic] = {}
-    return topics
+    """The topics events are published to: the inputs (all a publisher needs and may see)."""
+    return {settings.topic(t): {} for t in INPUT_TOPICS}
 
 
 def product_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic the worker reads or writes, with its configuration."""
     topics = published_topics(settings)
+    topics[settings.dead_letter_topic] = {}
     for t in INPUT_TOPICS:
         topics[changelog_topic(settings, t)] = {
             "cleanup.policy": "compact",

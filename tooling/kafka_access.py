@@ -12,15 +12,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any
 
 from schemas.errors import StackError
-from streams.config import INPUT_TOPICS, Settings
+from streams.access import Role, kafka_rights
+from streams.config import Settings
 from streams.kafka import client_options, error_reason
-from streams.topics import changelog_topic
-
-Role = Literal["worker", "publisher"]
-ROLES: tuple[Role, ...] = ("worker", "publisher")
 
 
 class ResourceType(IntEnum):
@@ -76,36 +73,20 @@ class KafkaAcl:
         )
 
 
-def _topic(name: str, operation: Operation) -> KafkaAcl:
-    return KafkaAcl(ResourceType.TOPIC, name, PatternType.LITERAL, operation)
-
-
 def kafka_acls(settings: Settings, role: Role) -> tuple[KafkaAcl, ...]:
     """The rights ``role`` needs in the namespace of ``settings`` (topic prefix, app id).
 
-    READ and WRITE imply DESCRIBE (metadata, offsets), and WRITE on a topic lets a producer
-    be idempotent (Kafka 3.0+, KIP-679), so neither DESCRIBE nor the cluster's
-    IDEMPOTENT_WRITE is listed. Nobody but the administrator creates topics.
+    They are ``streams.access.kafka_rights`` (what the worker and the publishers check
+    they have when they start) as ACL bindings: literal names, allowed from any host.
     """
-    if role == "publisher":
-        return (
-            # The events: the input topics only.
-            *(_topic(t, Operation.WRITE) for t in settings.input_topics),
-            # `kpi simulate` and `kpi publish` check that the dead-letter topic exists
-            # (streams/topics.py published_topics); without DESCRIBE it looks missing and
-            # they try to create it.
-            _topic(settings.dead_letter_topic, Operation.DESCRIBE),
+    return tuple(
+        KafkaAcl(
+            ResourceType[right.resource.upper()],
+            right.name,
+            PatternType.LITERAL,
+            Operation[right.operation],
         )
-    changelogs = [changelog_topic(settings, t) for t in INPUT_TOPICS]
-    return (
-        *(_topic(t, Operation.READ) for t in settings.input_topics),
-        # Its consumer group: join, fetch and commit offsets.
-        KafkaAcl(ResourceType.GROUP, settings.app_id, PatternType.LITERAL, Operation.READ),
-        # Dead letters: written, and read back after a crash (streams/restore.py).
-        _topic(settings.dead_letter_topic, Operation.WRITE),
-        _topic(settings.dead_letter_topic, Operation.READ),
-        # The state changelogs: written, read to restore and to follow other workers'.
-        *(_topic(t, op) for t in changelogs for op in (Operation.WRITE, Operation.READ)),
+        for right in kafka_rights(settings, role)
     )
 
 

@@ -34,6 +34,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError, StackError
+from streams.access import ROLES
 from streams.config import Settings, shown_url
 from tooling import stack_secure
 from tooling.redis_access import redis_acl_rule
@@ -939,7 +940,7 @@ def provision(settings: Settings, *, echo: Echo = print, timeout_s: float = 60.0
 
     async def kafka_side() -> None:
         await ensure_topics(admin, timeout_s=timeout_s)
-        for role in kafka_access.ROLES:
+        for role in ROLES:
             acls = kafka_access.kafka_acls(settings, role)
             await kafka_access.grant(admin, stack_secure.KAFKA_USERS[role], acls)
 

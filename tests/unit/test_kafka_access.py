@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from streams.access import ROLES
 from streams.config import Settings
 from tooling.kafka_access import (
-    ROLES,
     KafkaAcl,
     Operation,
     PatternType,
@@ -40,7 +40,6 @@ def test_the_publisher_writes_the_inputs_only() -> None:
         "TOPIC acme.hiring (literal): WRITE",
         "TOPIC acme.incidents (literal): WRITE",
         "TOPIC acme.invoices (literal): WRITE",
-        "TOPIC acme.kpi.dead-letter (literal): DESCRIBE",
     ]
 
 
