@@ -44,7 +44,7 @@ async def consume_all(settings: Settings, expected: int, timeout_s: float = 60.0
     )
     await consumer.start()
     try:
-        topics = [*settings.input_topics, settings.dead_letter_topic]
+        topics = list(settings.input_topics)
         partitions = [
             TopicPartition(topic, p)
             for topic in topics
