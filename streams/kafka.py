@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -236,6 +237,10 @@ async def connection_problem(settings: Settings, timeout_s: float = 10.0) -> str
 def explain(exc: BaseException, settings: Settings) -> str:
     """One line on why connecting to Kafka failed, with what to check."""
     protocol = settings.kafka_security_protocol
+    # A TLS alert after the handshake (the broker judging the client certificate) surfaces
+    # as "connection closed", caused by the SSLError.
+    if isinstance(exc, KafkaConnectionError) and isinstance(exc.__cause__, ssl.SSLError):
+        exc = exc.__cause__
     if isinstance(exc, ssl.SSLCertVerificationError):
         what = exc.verify_message or exc.reason or "not trusted"
         if "expired" in what:
@@ -248,15 +253,32 @@ def explain(exc: BaseException, settings: Settings) -> str:
         )
     if isinstance(exc, ssl.SSLError):
         reason = (exc.reason or str(exc)).upper()
-        if "CERTIFICATE_REQUIRED" in reason:
-            return (
-                "the broker requires a client certificate"
-                " (KPI_KAFKA_SSL_CERTFILE and KPI_KAFKA_SSL_KEYFILE)"
-            )
-        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
-            return "the broker refused the client certificate (not signed by a CA it trusts)"
         if "CERTIFICATE_EXPIRED" in reason:
             return "the broker refused the client certificate: it has expired"
+        client_alerts = (
+            "CERTIFICATE_REQUIRED",
+            "UNKNOWN_CA",
+            "BAD_CERTIFICATE",
+            "CERTIFICATE_UNKNOWN",
+        )
+        if any(a in reason for a in client_alerts):
+            if not settings.kafka_ssl_certfile:
+                return (
+                    "the broker requires a client certificate"
+                    " (KPI_KAFKA_SSL_CERTFILE and KPI_KAFKA_SSL_KEYFILE)"
+                )
+            # Java answers an expired client certificate with "certificate unknown": the
+            # certificate's own dates tell.
+            outdated = _outside_validity(settings.kafka_ssl_certfile)
+            if outdated:
+                return (
+                    f"the broker refused the client certificate"
+                    f" {settings.kafka_ssl_certfile}: {outdated}"
+                )
+            return (
+                f"the broker refused the client certificate {settings.kafka_ssl_certfile}"
+                f" ({exc.reason}: not signed by a CA it trusts, expired, or not yet valid)"
+            )
         if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
             return (
                 f"TLS handshake failed: the listener does not speak TLS"
@@ -289,6 +311,25 @@ def explain(exc: BaseException, settings: Settings) -> str:
         "the broker closed the connection (a TLS or SASL listener?"
         " KPI_KAFKA_SECURITY_PROTOCOL is PLAINTEXT)"
     )
+
+
+def _outside_validity(certfile: str) -> str | None:
+    """Why a PEM certificate is not valid now (expired, not yet valid); None if it is.
+
+    None too when it cannot be read: then nothing more is known than the broker said.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(certfile)  # type: ignore[attr-defined]  # noqa: SLF001
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (OSError, ssl.SSLError, KeyError, ValueError, AttributeError):
+        return None
+    now = time.time()
+    if now > not_after:
+        return f"it has expired (valid until {decoded['notAfter']})"
+    if now < not_before:
+        return f"it is not valid before {decoded['notBefore']}"
+    return None
 
 
 def error_reason(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.config import Settings
-from streams.kafka import seek_to_start
+from streams.kafka import client_options, seek_to_start
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +45,13 @@ def process_env(settings: Settings) -> dict[str, str]:
 class Worker:
     """``kpi worker`` as a real subprocess, with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        # The process's environment (default: every field of ``settings``).
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
@@ -55,7 +59,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kpi", "worker"],
             cwd=REPO,
-            env=process_env(self.settings),
+            env=self.env if self.env is not None else process_env(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -97,9 +101,7 @@ def publish(settings: Settings, messages: Sequence[tuple[str, int, Any]]) -> Non
     """Send (logical topic, partition, payload dict or raw bytes) in order, acks=all."""
 
     async def run() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
         await producer.start()
         try:
             for topic, partition, payload in messages:
@@ -117,7 +119,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
 
     async def run() -> list[dict[str, Any]]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
+            **client_options(settings), group_id=None, auto_offset_reset="earliest"
         )
         await consumer.start()
         try:

@@ -1,0 +1,287 @@
+"""The product over the secured stack: least-privilege users, TLS everywhere, one-line failures.
+
+- The full pipeline (publish as the publisher, `kpi worker` as the worker over SASL_SSL or
+  mutual TLS, Redis over TLS as the worker's ACL user, `kpi get` as the reader) gives every
+  closed window of the batch reference, as the plaintext run does
+  (test_worker_reference.py), with the users holding exactly the documented rights.
+- Each failure of SPEC section 6 (wrong password, unknown user, an untrusted or expired
+  certificate, a missing client certificate, a plaintext client, a missing ACL, Redis
+  credentials or CA) ends the command within 30 s with one line that says which, exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+import redis
+
+from streams.config import Settings
+from tests import reference
+from tests.eventgen import log_now, random_log
+from tests.integration.chaos import window_mismatches
+from tests.integration.helpers import Worker, publish, read_topic, wait_until
+from tooling.kafka_access import KafkaAcl, Operation, PatternType, ResourceType, revoke
+from tooling.stack_secure import KAFKA_USERS, SecureFiles, read_secret
+
+if TYPE_CHECKING:
+    from .conftest import SecureStack
+
+DAYS = 3
+DAY = 86400
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _recent_start() -> float:
+    # As test_worker_reference: the generator's "future" events are in the real future too.
+    now = time.time()
+    start = now - (DAYS + 1) * DAY
+    while log_now(start + DAY, DAYS) < now - 600:
+        start += DAY
+    return float(int(start))
+
+
+def _kpi(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str, float]:
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "kpi", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - began
+
+
+def _secrets(stack: SecureStack) -> list[str]:
+    files = SecureFiles.at(stack.stack_dir)
+    return [read_secret(p) for p in sorted(files.secrets.glob("*.password"))]
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, **settings.redis_options())
+
+
+def _history(
+    r: redis.Redis, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    out = {}
+    for kpi, window, scope in keys:
+        members = r.zrange(f"kpi:{kpi}:{window}:{scope}:history", 0, -1)
+        out[(kpi, window, scope)] = {
+            d["window_start"]: (d["value"], d["count"]) for d in map(orjson.loads, members)
+        }
+    return out
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["sasl_ssl", "mutual_tls"])
+def test_pipeline_as_least_privilege_users_equals_the_reference(
+    secure_stack: SecureStack, secure_env: Settings, tmp_path: Path, mtls: bool
+) -> None:
+    settings = secure_env
+    partitions = {t: settings.partitions for t in ("invoices", "hiring", "incidents")}
+    start = _recent_start()
+    messages = random_log(seed=5, n_events=1500, days=DAYS, partitions=partitions, start=start)
+    expected = reference.compute(
+        messages, partitions=partitions, grace_seconds=3600, now=time.time()
+    )
+    assert sum(len(v) for v in expected.history.values()) > 300
+
+    worker_env = secure_stack.process_env(settings, "worker", mtls=mtls)
+    worker_env["PYTHONUNBUFFERED"] = "1"
+    # Secrets reach the worker as files only.
+    assert "KPI_KAFKA_SASL_PASSWORD" not in worker_env
+    assert "KPI_REDIS_URL" not in worker_env
+    assert worker_env["KPI_KAFKA_SECURITY_PROTOCOL"] == ("SSL" if mtls else "SASL_SSL")
+    worker = Worker(settings, tmp_path / "worker.log", env=worker_env).start()
+    try:
+        publish(
+            secure_stack.as_role(settings, "publisher"),
+            [(m.topic, m.partition, m.value) for m in messages],
+        )
+        r = _redis(secure_stack.as_role(settings, "reader"))
+        keys = sorted(k for k, v in expected.history.items() if v)
+
+        def complete() -> bool:
+            got = _history(r, keys)
+            return all(len(got[k]) == len(expected.history[k]) for k in keys)
+
+        wait_until(complete, timeout_s=180, interval_s=1.0)
+        got = _history(r, keys)
+        mismatches = []
+        for key in keys:
+            mismatches += window_mismatches(key, got[key], expected.history[key])
+        assert not mismatches, mismatches[:10]
+
+        # The dead letters, read back as the worker (it may read its dead-letter topic).
+        as_worker = secure_stack.as_role(settings, "worker", mtls=mtls)
+
+        def dead_letters() -> list[dict[str, Any]]:
+            found = read_topic(as_worker, settings.dead_letter_topic)
+            return found if len(found) >= len(expected.dead_letters) else []
+
+        letters = wait_until(dead_letters, timeout_s=60)
+        logical = {settings.topic(t): t for t in partitions}
+        assert sorted(
+            (logical[d["topic"]], d["partition"], d["offset"], d["reason"]) for d in letters
+        ) == sorted(expected.dead_letters)
+
+        # A reader (Redis only, read-only on the prefix) sees the values with `kpi get`.
+        code, out, err, _ = _kpi("get", "--all", env=secure_stack.process_env(settings, "reader"))
+        assert code == 0, err
+        assert "invoice_processing_time" in out
+        assert "rediss://kpi-reader:***@" in out
+    finally:
+        worker.stop()
+    log = worker.log()
+    assert "rediss://kpi-worker:***@" in log  # the start-up line, password masked
+    leaked = [s for s in _secrets(secure_stack) if s in log]
+    assert not leaked, "the worker's log holds a password"
+
+
+# --- failures: one line, exit 2, within 30 s ----------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _other_ca(where: Path) -> Path:
+    """A CA nobody in the stack trusts or is signed by."""
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "other-ca.key", "-subj", "/CN=some other CA", "-days", "2",
+        "-out", "other-ca.crt", cwd=where,
+    )  # fmt: skip
+    return where / "other-ca.crt"
+
+
+def _expired_client_certificate(files: SecureFiles, user: str, where: Path) -> tuple[Path, Path]:
+    """A client certificate for ``user`` signed by the stack's CA, valid only in 2020."""
+    (where / "index.txt").write_text("")
+    (where / "serial").write_text("01\n")
+    (where / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = test\n"
+        "[test]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n"
+        "default_md = sha256\npolicy = any\nunique_subject = no\n"
+        "[any]\ncommonName = supplied\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "expired.key", "-subj", f"/CN={user}", "-out", "expired.csr", cwd=where,
+    )  # fmt: skip
+    _openssl(
+        "ca", "-batch", "-config", "ca.cnf", "-cert", str(files.ca_cert),
+        "-keyfile", str(files.ca_key), "-in", "expired.csr", "-out", "expired.crt",
+        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-notext", cwd=where,
+    )  # fmt: skip
+    return where / "expired.crt", where / "expired.key"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+# (case id, command, what to change) -> the words the one line must hold.
+FAILURES = [
+    "kafka-wrong-password",
+    "kafka-unknown-user",
+    "kafka-untrusted-broker-certificate",
+    "kafka-no-client-certificate",
+    "kafka-expired-client-certificate",
+    "kafka-plaintext-client-at-tls-listener",
+    "kafka-worker-without-write-on-dead-letters",
+    "kafka-worker-without-read-on-group",
+    "kafka-simulate-without-write-on-inputs",
+    "redis-wrong-password",
+    "redis-untrusted-certificate",
+    "redis-reader-get-wrong-password",
+]
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_each_security_failure_is_one_line(
+    secure_stack: SecureStack, secure_env: Settings, tmp_path: Path, case: str
+) -> None:
+    settings = secure_env
+    files = SecureFiles.at(secure_stack.stack_dir)
+    command = ["worker"]
+    env = secure_stack.process_env(settings, "worker")
+    if case == "kafka-wrong-password":
+        env["KPI_KAFKA_SASL_PASSWORD_FILE"] = str(_write(tmp_path / "pw", "not-the-password\n"))
+        expected = "the broker rejected user 'kpi-worker' with SCRAM-SHA-512"
+    elif case == "kafka-unknown-user":
+        env["KPI_KAFKA_SASL_USERNAME"] = "nobody"
+        expected = "the broker rejected user 'nobody' with SCRAM-SHA-512"
+    elif case == "kafka-untrusted-broker-certificate":
+        env["KPI_KAFKA_SSL_CAFILE"] = str(_other_ca(tmp_path))
+        expected = "the broker's TLS certificate is not trusted"
+    elif case == "kafka-no-client-certificate":
+        env = secure_stack.process_env(settings, "worker", mtls=True)
+        del env["KPI_KAFKA_SSL_CERTFILE"], env["KPI_KAFKA_SSL_KEYFILE"]
+        expected = "the broker requires a client certificate"
+    elif case == "kafka-expired-client-certificate":
+        env = secure_stack.process_env(settings, "worker", mtls=True)
+        cert, key = _expired_client_certificate(files, KAFKA_USERS["worker"], tmp_path)
+        env["KPI_KAFKA_SSL_CERTFILE"], env["KPI_KAFKA_SSL_KEYFILE"] = str(cert), str(key)
+        expected = "the broker refused the client certificate"
+    elif case == "kafka-plaintext-client-at-tls-listener":
+        env["KPI_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
+        expected = "the broker closed the connection"
+    elif case in (
+        "kafka-worker-without-write-on-dead-letters",
+        "kafka-worker-without-read-on-group",
+    ):
+        if case.endswith("dead-letters"):
+            acl = KafkaAcl(
+                ResourceType.TOPIC, settings.dead_letter_topic, PatternType.LITERAL, Operation.WRITE
+            )
+            expected = f"Kafka user kpi-worker lacks WRITE on topic {settings.dead_letter_topic}"
+        else:
+            acl = KafkaAcl(ResourceType.GROUP, settings.app_id, PatternType.LITERAL, Operation.READ)
+            expected = f"Kafka user kpi-worker lacks READ on group {settings.app_id}"
+
+        admin = secure_stack.as_role(settings, "admin")
+        asyncio.run(revoke(admin, KAFKA_USERS["worker"], [acl]))
+    elif case == "kafka-simulate-without-write-on-inputs":
+        # The worker's user may read the inputs, not write them.
+        command = ["simulate", "--count", "5", "--no-create-topics"]
+        expected = f"Kafka user kpi-worker lacks WRITE on topic {settings.topic('invoices')}"
+    elif case == "redis-wrong-password":
+        url = settings.redis_url.replace("rediss://", "rediss://kpi-worker:not-the-password@")
+        url = url.replace("redis://", "rediss://kpi-worker:not-the-password@")
+        env["KPI_REDIS_URL_FILE"] = str(_write(tmp_path / "url", url))
+        expected = "invalid username-password pair"
+    elif case == "redis-untrusted-certificate":
+        env["KPI_REDIS_SSL_CAFILE"] = str(_other_ca(tmp_path))
+        expected = "certificate verify failed"
+    else:  # redis-reader-get-wrong-password
+        command = ["get", "--all"]
+        env = secure_stack.process_env(settings, "reader")
+        port = settings.redis_url.rsplit(":", 1)[1]
+        url = f"rediss://kpi-reader:not-the-password@127.0.0.1:{port}"
+        env["KPI_REDIS_URL_FILE"] = str(_write(tmp_path / "url", url))
+        expected = "invalid username-password pair"
+
+    code, out, err, seconds = _kpi(*command, env=env, timeout=60)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out[-2000:], err[-2000:])
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("kpi: error: "), lines
+    assert expected in lines[0], lines[0]
+    if case == "kafka-expired-client-certificate":
+        assert "it has expired" in lines[0], lines[0]
+    assert seconds < 30, seconds
+    assert "Traceback" not in out + err
+    leaked = [s for s in [*_secrets(secure_stack), "not-the-password"] if s in out + err]
+    assert not leaked, f"a password in the output: {lines[0]}"
