@@ -33,12 +33,11 @@ from streams.core.windows import rfc3339
 from streams.kpis.base import Kpi
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
+from streams.redis_keys import RedisKeys
 from streams.sinks.base import SinkBatch
 
 log = logging.getLogger(__name__)
 
-CATALOG_KEY = "kpi:catalog"
-CHANGES_KEY = "kpi:changes"
 CHANGES_MAXLEN = 100_000
 HISTORY_KEEP = 1000
 #: Most arguments per script call (Redis accepts up to 1,048,576 per command).
@@ -77,11 +76,6 @@ return 0
 """
 
 
-def hash_key(kpi: str, window: str, scope: str) -> str:
-    """``kpi:{name}:{window}:{scope}`` (SPEC section 3)."""
-    return f"kpi:{kpi}:{window}:{scope}"
-
-
 def format_value(value: float | None) -> str:
     """A KPI value as Redis text: shortest round-trip decimal, empty when undefined."""
     return "" if value is None else repr(float(value))
@@ -112,6 +106,7 @@ class RedisSink:
         self,
         redis: RedisConnection,
         progress: ProgressStore,
+        keys: RedisKeys,
         *,
         catalog: Sequence[Kpi],
         currency: str,
@@ -122,6 +117,7 @@ class RedisSink:
     ) -> None:
         self._redis = redis
         self._progress = progress
+        self._keys = keys
         self._catalog = tuple(catalog)
         self._currency = currency
         self.history_keep = history_keep
@@ -167,13 +163,13 @@ class RedisSink:
             await self._write(batch.closed, batch.current)
 
     async def write_catalog(self) -> None:
-        """Write the ``kpi:catalog`` hash."""
+        """Write the catalog hash (``<prefix>:catalog``)."""
         mapping: dict[Any, Any] = {}
         for k in self._catalog:
             mapping[k.name] = orjson.dumps(k.catalog_entry(self._currency))
 
         async def fill(pipe: aioredis.client.Pipeline) -> None:
-            pipe.hset(CATALOG_KEY, mapping=mapping)
+            pipe.hset(self._keys.catalog, mapping=mapping)
 
         await self._redis.transaction(fill)
         self._catalog_written = True
@@ -188,7 +184,7 @@ class RedisSink:
         if not self._catalog_written:
             return False
         try:
-            return not await self._redis.client.exists(CATALOG_KEY)
+            return not await self._redis.client.exists(self._keys.catalog)
         except (RedisError, OSError):
             return False
 
@@ -211,9 +207,10 @@ class RedisSink:
         """
         async with self._lock:
             log.warning(
-                "Redis lost the product's keys (kpi:catalog is gone: restarted without "
+                "Redis lost the product's keys (%s is gone: restarted without "
                 "persistence, or flushed); writing the catalog, %d newest windows and the "
                 "closing progress again. History written before the loss is gone.",
+                self._keys.catalog,
                 len(self._newest),
             )
             if self._on_lost is not None:
@@ -231,8 +228,9 @@ class RedisSink:
         updated_at = rfc3339(self._clock())
         newest: list[tuple[str, WindowValue]] = []
         changes: list[tuple[str, Content, WindowValue]] = []
+        newest_key = self._keys.newest
         for wv in current:
-            key = hash_key(wv.kpi, wv.window, wv.scope)
+            key = newest_key(wv.kpi, wv.window, wv.scope)
             newest.append((key, wv))
             content = (format_value(wv.value), wv.start, wv.end, wv.count, int(wv.final))
             if self._last.get(key) != content:
@@ -258,13 +256,13 @@ class RedisSink:
         """The batch as ``WRITE_BATCH`` argument lists of at most ``MAX_ARGS`` each."""
         head: list[str | bytes] = [
             str(self.history_keep),
-            CHANGES_KEY,
+            self._keys.changes,
             str(CHANGES_MAXLEN),
             updated_at,
         ]
         history: list[list[str | bytes]] = [
             [
-                hash_key(wv.kpi, wv.window, wv.scope) + ":history",
+                self._keys.history(wv.kpi, wv.window, wv.scope),
                 repr(float(wv.start)),
                 history_member(wv),
             ]
