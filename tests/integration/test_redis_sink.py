@@ -126,6 +126,32 @@ def test_one_batch_writes_the_contract_layout(kpi_env: Settings, r: redis.Redis)
     ]
 
 
+def test_the_script_declares_every_key_it_touches(kpi_env: Settings, r: redis.Redis) -> None:
+    """What the Redis ACL key patterns (and a cluster-aware proxy) see is what it writes."""
+    declared: set[str] = set()
+    touched: set[str] = set()
+    with r.monitor() as monitor:
+        write(kpi_env, {"closed": CLOSED, "current": CURRENT})
+        r.echo("written")
+        while (seen := monitor.next_command())["command"] != "ECHO written":
+            words = seen["command"].split(" ")  # keys and the words before them hold no space
+            if words[0] == "EVALSHA":
+                declared.update(words[3 : 3 + int(words[2])])
+            elif seen["client_type"] == "lua":
+                touched.add(words[1])
+    assert (
+        touched
+        == declared
+        == {
+            "kpi:dso:1h:all:history",
+            "kpi:dso:1h:sales:history",
+            "kpi:dso:1h:all",
+            "kpi:dso:1h:sales",
+            "kpi:changes",
+        }
+    )
+
+
 def test_another_prefix_renames_every_key_and_changes_nothing_else(
     kpi_env: Settings, r: redis.Redis
 ) -> None:
