@@ -71,8 +71,10 @@ class KpiReader:
         self.keys = RedisKeys(prefix)
         # decode_responses: every answer is str; typed Any because redis-py types both.
         # A connect timeout: an address that drops packets must not hang the caller.
+        # No CLIENT SETINFO on connect, which a reader's ACL user may not run (see
+        # streams/redis_client.py).
         self.redis: Any = aioredis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, **options
+            url, decode_responses=True, socket_connect_timeout=5, **{"driver_info": None, **options}
         )
 
     async def __aenter__(self) -> KpiReader:

@@ -42,9 +42,12 @@ class RedisConnection:
         **options: Any,
     ) -> None:
         self.url = url
-        # options: TLS (``Settings.redis_options``).
+        # options: TLS (``Settings.redis_options``). driver_info=None: no CLIENT SETINFO on
+        # connect. The worker's ACL user may not run it (tooling/redis_access.py): redis-py
+        # ignores the refusal, but Redis 7.2+ adds it to ACL LOG, where real denials must
+        # stand out; and Redis 7.0 does not know it, so ``+client|setinfo`` cannot be granted.
         self.client: aioredis.Redis = aioredis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5, **options
+            url, socket_timeout=10, socket_connect_timeout=5, driver_info=None, **options
         )
         # Observers of each failed and each successful call (the worker's metrics).
         self._on_error = on_error
