@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
+from streams.redis_client import connect
 from streams.redis_keys import DEFAULT_PREFIX, RedisKeys
 
 
@@ -71,11 +71,7 @@ class KpiReader:
         self.keys = RedisKeys(prefix)
         # decode_responses: every answer is str; typed Any because redis-py types both.
         # A connect timeout: an address that drops packets must not hang the caller.
-        # No CLIENT SETINFO on connect, which a reader's ACL user may not run (see
-        # streams/redis_client.py).
-        self.redis: Any = aioredis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, **{"driver_info": None, **options}
-        )
+        self.redis: Any = connect(url, decode_responses=True, socket_connect_timeout=5, **options)
 
     async def __aenter__(self) -> KpiReader:
         return self

@@ -5,9 +5,10 @@ them (a unit test keeps it in step), and the integration tests run the worker an
 as users with exactly these rights (tests/integration/test_redis_acl.py), so a command the
 code starts to use without adding it here fails a test.
 
-Each command below was seen in the traffic of a worker run (MONITOR, and ACL LOG under the
-rule: no refusal) that also went through a Redis flush (the data-loss repair) and a SCRIPT
-FLUSH (the script loaded again); nothing else was seen. Not listed because Redis never
+The worker's commands are those seen in the traffic of a worker run (MONITOR; ACL LOG under
+the rule: no refusal) that also went through a Redis flush (the data-loss repair) and a
+SCRIPT FLUSH (the script loaded again), plus the PING of its start check; the tests show
+each one is needed (without it, ACL LOG names it). Not listed because Redis never
 refuses them: AUTH and HELLO (redis-py 8 connects with ``HELLO 3 AUTH``). Not sent: CLIENT
 SETINFO (the product's clients turn it off, see streams/redis_client.py). Sent but unknown to
 Redis and Valkey (so it cannot be granted there either, and nothing is logged): redis-py's
@@ -27,6 +28,9 @@ COMMANDS: dict[Role, tuple[str, ...]] = {
     "worker": (
         # The database of KPI_REDIS_URL (``/1``...); every connection sends it.
         "select",
+        # At start, the worker checks once that Redis answers (streams.redis_client's
+        # ``check_reachable``).
+        "ping",
         # The catalog write and every batch are one MULTI/EXEC each.
         "multi",
         "exec",

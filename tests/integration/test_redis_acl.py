@@ -23,12 +23,13 @@ import pytest
 import redis
 from redis.exceptions import NoPermissionError, RedisError
 
+from schemas.errors import UnavailableError
 from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.core.records import WindowValue
 from streams.progress import ProgressStore
 from streams.reader import KpiReader
-from streams.redis_client import RedisConnection
+from streams.redis_client import RedisConnection, check_reachable
 from streams.redis_keys import RedisKeys
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink
@@ -100,7 +101,7 @@ def without(rule: str, command: str) -> str:
 
 async def _step(call: Awaitable[Any], timeout_s: float = 1.0) -> Any:
     """One call, given up after ``timeout_s`` or a Redis error (a refused call is retried)."""
-    with contextlib.suppress(TimeoutError, RedisError):
+    with contextlib.suppress(TimeoutError, RedisError, UnavailableError):
         return await asyncio.wait_for(call, timeout_s)
     return None
 
@@ -108,10 +109,12 @@ async def _step(call: Awaitable[Any], timeout_s: float = 1.0) -> Any:
 async def worker_calls(url: str, keys: RedisKeys, admin: redis.Redis) -> None:
     """Every kind of Redis call a worker makes, through its own classes, in process.
 
-    The script is flushed first (so it is loaded again), the catalog is written at start,
-    a batch with closed and newest windows, the closing progress written and read, then the
-    database is flushed: the data-loss check finds the catalog gone and writes it again.
+    The start's check that Redis answers, the script flushed (so it is loaded again), the
+    catalog written at start, a batch with closed and newest windows, the closing progress
+    written and read, then the database flushed: the data-loss check finds the catalog gone
+    and writes it again.
     """
+    await _step(check_reachable(url, timeout_s=1.0))
     admin.script_flush()
     connection = RedisConnection(url)
     progress = ProgressStore(connection, keys)
