@@ -33,9 +33,11 @@ from bench.runs import flush_redis, histogram, histogram_quantile, kpi_env, pars
 from bench.workload import Workload, with_occurred_at
 from producers.simulator import rfc3339
 from streams.config import Settings
+from streams.redis_keys import RedisKeys
 from streams.topics import create_published_topics
 
-MARKER_KEY = "kpi:employee_satisfaction:30d:all"
+#: The marker's KPI, window and scope: ``<prefix>:employee_satisfaction:30d:all``.
+MARKER = ("employee_satisfaction", "30d", "all")
 HISTOGRAM = "backoffice_event_to_kpi_latency_seconds"
 
 
@@ -82,6 +84,7 @@ async def measure(
     )
     base = f"http://127.0.0.1:{settings.web_port}"
     rds = aioredis.from_url(settings.redis_url)
+    marker_key = RedisKeys(settings.redis_prefix).newest(*MARKER)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
@@ -147,7 +150,7 @@ async def measure(
 
     async def watch() -> None:
         while True:
-            raw = await rds.hget(MARKER_KEY, "count")
+            raw = await rds.hget(marker_key, "count")
             now = time.time()
             count = int(raw) if raw else 0
             for i in range(state["count"], min(count, len(marker_sent))):

@@ -18,6 +18,7 @@ from bench import procs
 from bench.config import REPO, BenchConfig
 from bench.offsets import GroupOffsets
 from streams.config import Settings
+from streams.redis_keys import RedisKeys
 from tooling.stack import stack_paths
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -77,22 +78,22 @@ def kpi_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def redis_kpis(url: str) -> dict[str, set[str]]:
+def redis_kpis(settings: Settings) -> dict[str, set[str]]:
     """KPI name -> windows that have a newest-window hash in Redis."""
-    client = redis.Redis.from_url(url)
+    keys = RedisKeys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
     try:
         out: dict[str, set[str]] = {}
-        for raw in client.scan_iter("kpi:*", count=1000):
-            key = raw.decode()
-            parts = key.split(":")
-            if len(parts) == 4:
-                out.setdefault(parts[1], set()).add(parts[2])
+        for raw in client.scan_iter(keys.pattern, count=1000):
+            parts = raw.decode()[len(keys.prefix) + 1 :].split(":")
+            if len(parts) == 3:
+                out.setdefault(parts[0], set()).add(parts[1])
         return out
     finally:
         client.close()
 
 
-def redis_digests(url: str) -> dict[str, str]:
+def redis_digests(settings: Settings) -> dict[str, str]:
     """Fingerprints of the KPI values in Redis.
 
     ``history``: every closed-window member, which must be equal across repetitions and
@@ -102,12 +103,14 @@ def redis_digests(url: str) -> dict[str, str]:
     digits: balances are sums whose association (base absorbing pruned panes) follows the
     batch cuts, so their last bits may differ (the reference test allows 1e-9 relative).
     """
-    client = redis.Redis.from_url(url)
+    keys = RedisKeys(settings.redis_prefix)
+    catalog = keys.catalog.encode()
+    client = redis.Redis.from_url(settings.redis_url)
     try:
         history, hashes = hashlib.sha256(), hashlib.sha256()
-        for raw in sorted(client.scan_iter("kpi:*", count=1000)):
+        for raw in sorted(client.scan_iter(keys.pattern, count=1000)):
             kind = client.type(raw)
-            if kind == b"hash" and raw != b"kpi:catalog":
+            if kind == b"hash" and raw != catalog:
                 fields = client.hgetall(raw)
                 fields.pop(b"updated_at", None)
                 if fields.get(b"value"):
@@ -357,7 +360,7 @@ def run_worker(
         if expect_history is not None:
             settle_deadline = time.monotonic() + _SETTLE_TIMEOUT_S
             while time.monotonic() < settle_deadline:
-                if redis_digests(settings.redis_url)["history"] == expect_history:
+                if redis_digests(settings)["history"] == expect_history:
                     settled_at = time.time()
                     break
                 time.sleep(cfg.poll_interval_s)
@@ -427,8 +430,8 @@ def run_worker(
             "batches": batches,
             "mean_batch": msum("backoffice_batch_messages_sum") / max(1.0, batches),
         },
-        "redis_kpis": {k: sorted(v) for k, v in sorted(redis_kpis(settings.redis_url).items())},
-        "redis_digest": redis_digests(settings.redis_url),
+        "redis_kpis": {k: sorted(v) for k, v in sorted(redis_kpis(settings).items())},
+        "redis_digest": redis_digests(settings),
         "changelog_bytes": log_dirs_size(settings, is_changelog),
         "changelog_segment_bytes": log_dirs_size(settings, is_changelog, ".log"),
         "log": str(workers[0].log) if not many else [str(w.log) for w in workers],

@@ -39,6 +39,7 @@ from streams.follower import ReplicaFollower
 from streams.kafka import Producer, make_output_producer
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
+from streams.redis_keys import RedisKeys
 from streams.restore import Restorer
 from streams.runtime import Runtime
 from streams.selection import selected_catalog
@@ -184,7 +185,7 @@ def create_app(
         on_ok=lambda: metrics.redis_up.set(1),
         **settings.redis_options(),
     )
-    progress = ProgressStore(redis)
+    progress = ProgressStore(redis, RedisKeys(settings.redis_prefix))
     engine = make_engine(settings, partitions)
     lock = asyncio.Lock()
     producer = Producer(lambda: make_output_producer(settings))

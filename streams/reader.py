@@ -5,6 +5,8 @@ async with KpiReader("redis://localhost:6379/0") as kpis:
     past = await kpis.history("dso", "1d", "sales", since=t0)
     async for change in kpis.follow_changes():            # resumes after disconnects
         ...
+
+``prefix=`` (default ``kpi``) is the writing instance's ``KPI_REDIS_PREFIX``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
-from streams.sinks.redis_sink import CATALOG_KEY, CHANGES_KEY, hash_key
+from streams.redis_client import connect
+from streams.redis_keys import DEFAULT_PREFIX, RedisKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,7 @@ class KpiValue:
 
 @dataclass(frozen=True, slots=True)
 class KpiChange:
-    """One entry of the ``kpi:changes`` stream; ``id`` is where to resume from."""
+    """One entry of the ``<prefix>:changes`` stream; ``id`` is where to resume from."""
 
     id: str
     name: str
@@ -61,16 +63,15 @@ def _time(text: str) -> datetime:
 class KpiReader:
     """Read current values, closed-window history, the catalog and the change feed."""
 
-    def __init__(self, url: str, **options: Any) -> None:
-        """Read the Redis at ``url``.
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
+        """Read the Redis at ``url``, the keys under ``prefix`` (the writer's KPI_REDIS_PREFIX).
 
         ``options`` go to ``redis.asyncio.from_url`` (TLS: ``ssl_ca_certs``, ...).
         """
+        self.keys = RedisKeys(prefix)
         # decode_responses: every answer is str; typed Any because redis-py types both.
         # A connect timeout: an address that drops packets must not hang the caller.
-        self.redis: Any = aioredis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, **options
-        )
+        self.redis: Any = connect(url, decode_responses=True, socket_connect_timeout=5, **options)
 
     async def __aenter__(self) -> KpiReader:
         return self
@@ -89,12 +90,12 @@ class KpiReader:
 
     async def catalog(self) -> dict[str, dict[str, Any]]:
         """KPI name -> ``{name, title, unit, dimension, windows, target}``."""
-        raw: dict[str, str] = await self.redis.hgetall(CATALOG_KEY)
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.catalog)
         return {name: orjson.loads(doc) for name, doc in sorted(raw.items())}
 
     async def current(self, name: str, window: str, scope: str = "all") -> KpiValue | None:
         """The newest window's value, or None when nothing was written for it yet."""
-        h: dict[str, str] = await self.redis.hgetall(hash_key(name, window, scope))
+        h: dict[str, str] = await self.redis.hgetall(self.keys.newest(name, window, scope))
         if not h:
             return None
         return KpiValue(
@@ -111,7 +112,7 @@ class KpiReader:
 
     async def scopes(self, name: str, window: str) -> list[str]:
         """Every scope that has a newest-window hash for this KPI and window."""
-        prefix = hash_key(name, window, "")
+        prefix = self.keys.newest(name, window, "")
         found = set()
         async for key in self.redis.scan_iter(match=f"{prefix}*", count=500):
             rest = key[len(prefix) :]
@@ -130,7 +131,7 @@ class KpiReader:
     ) -> list[KpiValue]:
         """Closed windows with ``since <= window_start <= until`` (Unix seconds), oldest first."""
         members = await self.redis.zrangebyscore(
-            hash_key(name, window, scope) + ":history",
+            self.keys.history(name, window, scope),
             "-inf" if since is None else since,
             "+inf" if until is None else until,
         )
@@ -159,7 +160,9 @@ class KpiReader:
         Keep the last ``KpiChange.id`` you handled and pass it back after a disconnect.
         """
         while True:
-            answer = await self.redis.xread({CHANGES_KEY: last_id}, block=block_ms, count=1000)
+            answer = await self.redis.xread(
+                {self.keys.changes: last_id}, block=block_ms, count=1000
+            )
             for _stream, entries in answer or []:
                 for entry_id, f in entries:
                     last_id = entry_id

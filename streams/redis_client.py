@@ -30,6 +30,17 @@ LAST_RETRY_S = 5.0
 START_TIMEOUT_S = 10.0
 
 
+def connect(url: str, **options: Any) -> aioredis.Redis:
+    """A client of the Redis at ``url``; ``options`` go to ``redis.asyncio.from_url``.
+
+    It sends no CLIENT SETINFO on connect (``driver_info=None``): the product's ACL users may
+    not run it (tooling/redis_access.py). redis-py ignores the refusal, but Redis 7.2+ and
+    Valkey add each one to ACL LOG, where real denials must stand out; and Redis 7.0 does not
+    know the command, so ``+client|setinfo`` cannot be granted there.
+    """
+    return aioredis.from_url(url, **{"driver_info": None, **options})
+
+
 class RedisConnection:
     """A Redis client whose calls are retried until they succeed."""
 
@@ -43,9 +54,7 @@ class RedisConnection:
     ) -> None:
         self.url = url
         # options: TLS (``Settings.redis_options``).
-        self.client: aioredis.Redis = aioredis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5, **options
-        )
+        self.client = connect(url, socket_timeout=10, socket_connect_timeout=5, **options)
         # Observers of each failed and each successful call (the worker's metrics).
         self._on_error = on_error
         self._on_ok = on_ok
@@ -102,7 +111,7 @@ async def check_reachable(url: str, timeout_s: float = START_TIMEOUT_S, **option
     unreachable address or a wrong password at start is a setting to fix, which a worker
     retrying forever (as it does during an outage) would only hide behind a 503 ``/health``.
     """
-    client = aioredis.from_url(url, socket_connect_timeout=5, socket_timeout=5, **options)
+    client = connect(url, socket_connect_timeout=5, socket_timeout=5, **options)
     try:
         await asyncio.wait_for(client.ping(), timeout_s)
     except (TimeoutError, RedisError, OSError) as exc:

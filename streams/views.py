@@ -43,7 +43,9 @@ def _check(name: str, window: str) -> Kpi:
 async def _reading(settings: Settings) -> AsyncIterator[KpiReader]:
     """A reader of the configured Redis; an unreachable or refusing Redis is one error line."""
     try:
-        async with KpiReader(settings.redis_url, **settings.redis_options()) as reader:
+        async with KpiReader(
+            settings.redis_url, prefix=settings.redis_prefix, **settings.redis_options()
+        ) as reader:
             yield reader
     except (RedisError, OSError) as exc:
         msg = f"cannot read Redis at {shown_url(settings.redis_url)}: {redis_reason(exc)}"

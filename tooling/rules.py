@@ -220,8 +220,9 @@ def pipeline_alerts() -> tuple[Rule, ...]:
             annotations={
                 "summary": "Redis lost the KPI keys written by {{ $labels.instance }}",
                 "description": (
-                    "The worker at {{ $labels.instance }} found Redis without kpi:catalog "
-                    "(restarted without persistence, or flushed) and wrote the catalog, the "
+                    "The worker at {{ $labels.instance }} found Redis without its catalog "
+                    "(<KPI_REDIS_PREFIX>:catalog, kpi:catalog by default: Redis restarted "
+                    "without persistence, or flushed) and wrote the catalog, the "
                     "newest windows and the progress again. History written before the loss "
                     "is gone; run Redis with AOF persistence."
                 ),

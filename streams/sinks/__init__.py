@@ -6,6 +6,7 @@ from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
+from streams.redis_keys import RedisKeys
 from streams.sinks.base import Sink
 from streams.sinks.metrics import Metrics
 from streams.sinks.prometheus import PrometheusSink
@@ -20,6 +21,7 @@ def make_sinks(
         RedisSink(
             redis,
             progress,
+            RedisKeys(settings.redis_prefix),
             catalog=CATALOG,
             currency=settings.currency,
             on_lost=metrics.redis_data_lost.inc,

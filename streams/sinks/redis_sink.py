@@ -1,10 +1,12 @@
 """The Redis sink: newest-window hashes, closed-window history, catalog and change feed.
 
 One atomic write per batch: a Lua script (``WRITE_BATCH``) that gets the whole batch as
-flat arguments, inside one MULTI/EXEC (a batch too large for one command is split into
-several script calls within the same transaction). A batch touches up to thousands of
+flat keys and arguments, inside one MULTI/EXEC (a batch too large for one command is split
+into several script calls within the same transaction). A batch touches up to thousands of
 hashes; sent as separate commands, redis-py's per-command packing and reply parsing cost
-more CPU than the engine. Every write is idempotent: a history member is replaced (remove
+more CPU than the engine. The script declares every key it touches (``KEYS``), so Redis
+checks them against the user's ACL key patterns before it runs, and a cluster-aware proxy
+sees them. Every write is idempotent: a history member is replaced (remove
 by score, then add) so a replayed close leaves exactly one, byte-identical member; hashes
 are overwritten. Change-feed entries are only added when a hash's content changes.
 A failed write is retried with backoff until Redis is back; the caller does not commit its
@@ -33,53 +35,49 @@ from streams.core.windows import rfc3339
 from streams.kpis.base import Kpi
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
+from streams.redis_keys import RedisKeys
 from streams.sinks.base import SinkBatch
 
 log = logging.getLogger(__name__)
 
-CATALOG_KEY = "kpi:catalog"
-CHANGES_KEY = "kpi:changes"
 CHANGES_MAXLEN = 100_000
 HISTORY_KEEP = 1000
-#: Most arguments per script call (Redis accepts up to 1,048,576 per command).
+#: Most keys and arguments per script call (Redis accepts up to 1,048,576 per command).
 MAX_ARGS = 200_000
 
 #: How often the sink checks whether Redis lost the product's keys (seconds).
 LOSS_CHECK_S = 1.0
 
-#: ARGV: history_keep, changes key, changes maxlen, updated_at, then sections, each a
-#: count followed by its items: closed windows (history key, score, member), changed
-#: hashes (key, value, window_start, window_end, count, final, name, window, scope).
-#: Commands run in argument order, as the pipeline did.
+#: KEYS: the change feed, the history keys of the closed windows, the hashes that changed.
+#: ARGV: history_keep, changes maxlen, updated_at, the number of history keys, then per
+#: history key (score, member), then per hash (value, window_start, window_end, count,
+#: final, name, window, scope). Commands run in key order, as the pipeline did.
 WRITE_BATCH = """
 local keep = tonumber(ARGV[1])
-local changes, maxlen, updated_at = ARGV[2], ARGV[3], ARGV[4]
+local changes, maxlen, updated_at = KEYS[1], ARGV[2], ARGV[3]
+local last_history = 1 + tonumber(ARGV[4])
 local i = 5
-local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  local key, score = ARGV[i], ARGV[i + 1]
+for k = 2, last_history do
+  local key, score = KEYS[k], ARGV[i]
   redis.call('ZREMRANGEBYSCORE', key, score, score)
-  redis.call('ZADD', key, score, ARGV[i + 2])
+  redis.call('ZADD', key, score, ARGV[i + 1])
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
-  i = i + 3
+  i = i + 2
 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  local value, ws, we, final = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 5]
-  redis.call('HSET', ARGV[i], 'value', value, 'window_start', ws, 'window_end', we,
-    'count', ARGV[i + 4], 'final', final, 'updated_at', updated_at)
-  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'name', ARGV[i + 6],
-    'window', ARGV[i + 7], 'scope', ARGV[i + 8], 'value', value, 'window_start', ws,
+for k = last_history + 1, #KEYS do
+  local value, ws, we, final = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
+  redis.call('HSET', KEYS[k], 'value', value, 'window_start', ws, 'window_end', we,
+    'count', ARGV[i + 3], 'final', final, 'updated_at', updated_at)
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'name', ARGV[i + 5],
+    'window', ARGV[i + 6], 'scope', ARGV[i + 7], 'value', value, 'window_start', ws,
     'window_end', we, 'final', final)
-  i = i + 9
+  i = i + 8
 end
 return 0
 """
 
-
-def hash_key(kpi: str, window: str, scope: str) -> str:
-    """``kpi:{name}:{window}:{scope}`` (SPEC section 3)."""
-    return f"kpi:{kpi}:{window}:{scope}"
+#: One ``WRITE_BATCH`` call: its keys and its arguments.
+ScriptCall = tuple[list[str], list[str | bytes]]
 
 
 def format_value(value: float | None) -> str:
@@ -112,6 +110,7 @@ class RedisSink:
         self,
         redis: RedisConnection,
         progress: ProgressStore,
+        keys: RedisKeys,
         *,
         catalog: Sequence[Kpi],
         currency: str,
@@ -122,6 +121,7 @@ class RedisSink:
     ) -> None:
         self._redis = redis
         self._progress = progress
+        self._keys = keys
         self._catalog = tuple(catalog)
         self._currency = currency
         self.history_keep = history_keep
@@ -167,13 +167,13 @@ class RedisSink:
             await self._write(batch.closed, batch.current)
 
     async def write_catalog(self) -> None:
-        """Write the ``kpi:catalog`` hash."""
+        """Write the catalog hash (``<prefix>:catalog``)."""
         mapping: dict[Any, Any] = {}
         for k in self._catalog:
             mapping[k.name] = orjson.dumps(k.catalog_entry(self._currency))
 
         async def fill(pipe: aioredis.client.Pipeline) -> None:
-            pipe.hset(CATALOG_KEY, mapping=mapping)
+            pipe.hset(self._keys.catalog, mapping=mapping)
 
         await self._redis.transaction(fill)
         self._catalog_written = True
@@ -188,7 +188,7 @@ class RedisSink:
         if not self._catalog_written:
             return False
         try:
-            return not await self._redis.client.exists(CATALOG_KEY)
+            return not await self._redis.client.exists(self._keys.catalog)
         except (RedisError, OSError):
             return False
 
@@ -211,9 +211,10 @@ class RedisSink:
         """
         async with self._lock:
             log.warning(
-                "Redis lost the product's keys (kpi:catalog is gone: restarted without "
+                "Redis lost the product's keys (%s is gone: restarted without "
                 "persistence, or flushed); writing the catalog, %d newest windows and the "
                 "closing progress again. History written before the loss is gone.",
+                self._keys.catalog,
                 len(self._newest),
             )
             if self._on_lost is not None:
@@ -231,8 +232,9 @@ class RedisSink:
         updated_at = rfc3339(self._clock())
         newest: list[tuple[str, WindowValue]] = []
         changes: list[tuple[str, Content, WindowValue]] = []
+        newest_key = self._keys.newest
         for wv in current:
-            key = hash_key(wv.kpi, wv.window, wv.scope)
+            key = newest_key(wv.kpi, wv.window, wv.scope)
             newest.append((key, wv))
             content = (format_value(wv.value), wv.start, wv.end, wv.count, int(wv.final))
             if self._last.get(key) != content:
@@ -241,8 +243,8 @@ class RedisSink:
         calls = self._script_calls(closed, changes, updated_at)
 
         async def fill(pipe: aioredis.client.Pipeline) -> None:
-            for args in calls:
-                await self._write_batch(keys=[], args=args, client=pipe)
+            for keys, args in calls:
+                await self._write_batch(keys=keys, args=args, client=pipe)
 
         await self._redis.transaction(fill)
         for key, content, _wv in changes:
@@ -254,25 +256,20 @@ class RedisSink:
         closed: Sequence[WindowValue],
         changes: Sequence[tuple[str, Content, WindowValue]],
         updated_at: str,
-    ) -> list[list[str | bytes]]:
-        """The batch as ``WRITE_BATCH`` argument lists of at most ``MAX_ARGS`` each."""
-        head: list[str | bytes] = [
-            str(self.history_keep),
-            CHANGES_KEY,
-            str(CHANGES_MAXLEN),
-            updated_at,
-        ]
-        history: list[list[str | bytes]] = [
-            [
-                hash_key(wv.kpi, wv.window, wv.scope) + ":history",
-                repr(float(wv.start)),
-                history_member(wv),
-            ]
-            for wv in closed
-        ]
-        hashes: list[list[str | bytes]] = [
-            [
-                key,
+    ) -> list[ScriptCall]:
+        """The batch as ``WRITE_BATCH`` calls of at most ``MAX_ARGS`` keys and arguments each.
+
+        Three per closed window (key, score, member), nine per changed hash.
+        """
+        history_key = self._keys.history
+        history_keys = [history_key(wv.kpi, wv.window, wv.scope) for wv in closed]
+        history_args: list[str | bytes] = []
+        for wv in closed:
+            history_args += (repr(float(wv.start)), history_member(wv))
+        hash_keys = [key for key, _content, _wv in changes]
+        hash_args: list[str | bytes] = []
+        for _key, (value, start, end, count, final), wv in changes:
+            hash_args += (
                 value,
                 rfc3339(start),
                 rfc3339(end),
@@ -281,25 +278,16 @@ class RedisSink:
                 wv.kpi,
                 wv.window,
                 wv.scope,
-            ]
-            for key, (value, start, end, count, final), wv in changes
-        ]
-        calls = []
+            )
+        head: list[str | bytes] = [str(self.history_keep), str(CHANGES_MAXLEN), updated_at]
+        calls: list[ScriptCall] = []
         i = j = 0
-        first = True
-        while first or i < len(history) or j < len(hashes):
-            args = [*head]
-            k = min(len(history), i + MAX_ARGS // 3)
-            args.append(str(k - i))
-            for item in history[i:k]:
-                args += item
-            budget = MAX_ARGS - 3 * (k - i)
-            i = k
-            m = min(len(hashes), j + max(0, budget // 9))
-            args.append(str(m - j))
-            for item in hashes[j:m]:
-                args += item
-            j = m
-            calls.append(args)
-            first = False
-        return calls
+        while True:  # at least one call
+            k = min(len(history_keys), i + MAX_ARGS // 3)
+            m = min(len(hash_keys), j + max(0, (MAX_ARGS - 3 * (k - i)) // 9))
+            keys = [self._keys.changes, *history_keys[i:k], *hash_keys[j:m]]
+            args = [*head, str(k - i), *history_args[2 * i : 2 * k], *hash_args[8 * j : 8 * m]]
+            calls.append((keys, args))
+            i, j = k, m
+            if i == len(history_keys) and j == len(hash_keys):
+                return calls

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from streams.config import Settings
 from streams.core.windows import rfc3339
+from streams.redis_keys import DEFAULT_PREFIX, RedisKeys
 from tests import reference
 from tests.eventgen import log_now, random_log
 from tests.integration.helpers import REPO, Worker, process_env, publish, read_topic, wait_until
@@ -160,16 +161,18 @@ class StreamPublisher(threading.Thread):
 # --- what Redis and the dead-letter topic hold ------------------------------------------------
 
 
-def history_total(r: redis.Redis, keys: Sequence[Key]) -> int:
+def history_total(r: redis.Redis, keys: Sequence[Key], prefix: str = DEFAULT_PREFIX) -> int:
     """The number of history members over ``keys`` (one round trip)."""
+    names = RedisKeys(prefix)
     pipe = r.pipeline(transaction=False)
     for kpi, window, scope in keys:
-        pipe.zcard(f"kpi:{kpi}:{window}:{scope}:history")
+        pipe.zcard(names.history(kpi, window, scope))
     return sum(pipe.execute())
 
 
-def history_keys_in_redis(r: redis.Redis) -> list[str]:
-    return sorted(k.decode() for k in r.scan_iter(match="kpi:*:history", count=1000))
+def history_keys_in_redis(r: redis.Redis, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    match = f"{prefix}:*:history"
+    return sorted(k.decode() for k in r.scan_iter(match=match, count=1000))
 
 
 def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
@@ -179,9 +182,11 @@ def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
     count exactly, and reports members or history keys the reference does not have.
     """
     expected = log.expected.history
+    prefix = log.settings.redis_prefix
+    names = RedisKeys(prefix)
     mismatches: list[Any] = []
-    wanted = {f"kpi:{k}:{w}:{s}:history": (k, w, s) for (k, w, s), v in expected.items() if v}
-    for extra in sorted(set(history_keys_in_redis(r)) - set(wanted)):
+    wanted = {names.history(*key): key for key, v in expected.items() if v}
+    for extra in sorted(set(history_keys_in_redis(r, prefix)) - set(wanted)):
         mismatches.append(("unexpected history key", extra, r.zcard(extra)))
     pipe = r.pipeline(transaction=False)
     names = sorted(wanted)
@@ -250,10 +255,10 @@ def wait_converged(
         time.sleep(1.0)
 
 
-def duplicate_scores(r: redis.Redis) -> list[tuple[str, float, int]]:
+def duplicate_scores(r: redis.Redis, prefix: str = DEFAULT_PREFIX) -> list[tuple[str, float, int]]:
     """(history key, score, members) for every score held by more than one member."""
     out: list[tuple[str, float, int]] = []
-    for name in history_keys_in_redis(r):
+    for name in history_keys_in_redis(r, prefix):
         members = cast(list[tuple[bytes, float]], r.zrange(name, 0, -1, withscores=True))
         scores = Counter(score for _m, score in members)
         out.extend((name, score, n) for score, n in sorted(scores.items()) if n > 1)
@@ -296,7 +301,7 @@ def assert_exact(r: redis.Redis, log: LiveLog, timeout_s: float = 180.0) -> None
     letters often tell why windows hold the wrong values.
     """
     mismatches = wait_converged(r, log, timeout_s)
-    twice = duplicate_scores(r)
+    twice = duplicate_scores(r, log.settings.redis_prefix)
     letters = dead_letter_problems(log, timeout_s=30 if mismatches else 60)
     problems = []
     if mismatches:

@@ -13,14 +13,17 @@ import redis
 from streams.config import Settings
 from streams.core.records import WindowValue
 from streams.core.windows import rfc3339
-from streams.progress import PROGRESS_KEY, ProgressStore
+from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
+from streams.redis_keys import RedisKeys
 from streams.sinks import redis_sink
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink, history_member
 from tests.integration.chaos import redis_server
 
 HOUR = 3600
+KEYS = RedisKeys()  # the default prefix: the version 1 keys, spelled out in the checks
+PROGRESS_KEY = "kpi:_progress"
 T0 = 1_736_121_600  # 2025-01-06T00:00:00Z
 
 
@@ -35,18 +38,23 @@ CURRENT = [wv("all", T0 + 5 * HOUR, 0.1 + 0.2, 7, False), wv("sales", T0 + HOUR,
 
 
 def make_sink(redis: RedisConnection, **sink_args: Any) -> RedisSink:
-    return RedisSink(redis, ProgressStore(redis), catalog=(), currency="USD", **sink_args)
+    return RedisSink(
+        redis, ProgressStore(redis, KEYS), KEYS, catalog=(), currency="USD", **sink_args
+    )
 
 
-def write(settings: Settings, *batches: dict[str, Any], **sink_args: Any) -> None:
+def write(
+    settings: Settings, *batches: dict[str, Any], keys: RedisKeys = KEYS, **sink_args: Any
+) -> None:
     """Each batch's windows through one sink, then its progress (as the checkpoint does)."""
 
     async def run() -> None:
         redis = RedisConnection(settings.redis_url)
-        progress = ProgressStore(redis)
+        progress = ProgressStore(redis, keys)
         sink = RedisSink(
             redis,
             progress,
+            keys,
             catalog=(),
             currency="USD",
             clock=lambda: T0 + 6 * HOUR,
@@ -118,6 +126,43 @@ def test_one_batch_writes_the_contract_layout(kpi_env: Settings, r: redis.Redis)
     ]
 
 
+def test_the_script_declares_every_key_it_touches(kpi_env: Settings, r: redis.Redis) -> None:
+    """What the Redis ACL key patterns (and a cluster-aware proxy) see is what it writes."""
+    declared: set[str] = set()
+    touched: set[str] = set()
+    with r.monitor() as monitor:
+        write(kpi_env, {"closed": CLOSED, "current": CURRENT})
+        r.echo("written")
+        while (seen := monitor.next_command())["command"] != "ECHO written":
+            words = seen["command"].split(" ")  # keys and the words before them hold no space
+            if words[0] == "EVALSHA":
+                declared.update(words[3 : 3 + int(words[2])])
+            elif seen["client_type"] == "lua":
+                touched.add(words[1])
+    assert (
+        touched
+        == declared
+        == {
+            "kpi:dso:1h:all:history",
+            "kpi:dso:1h:sales:history",
+            "kpi:dso:1h:all",
+            "kpi:dso:1h:sales",
+            "kpi:changes",
+        }
+    )
+
+
+def test_another_prefix_renames_every_key_and_changes_nothing_else(
+    kpi_env: Settings, r: redis.Redis
+) -> None:
+    batch = {"closed": CLOSED, "current": CURRENT, "progress": {"invoices": T0 + 0.5}}
+    write(kpi_env, batch)
+    default = content(r)
+    r.flushdb()
+    write(kpi_env, batch, keys=RedisKeys("eu:kpi"))
+    assert content(r) == {"eu:" + key: value for key, value in default.items()}
+
+
 def test_a_replayed_close_leaves_one_member_and_history_is_trimmed(
     kpi_env: Settings, r: redis.Redis
 ) -> None:
@@ -178,7 +223,7 @@ def test_the_progress_read_waits_out_an_outage_like_the_writes(tmp_path: Path) -
         async def run() -> dict[str, float]:
             redis = RedisConnection(server.url, on_error=errors.append)
             try:
-                reading = asyncio.ensure_future(ProgressStore(redis).read())
+                reading = asyncio.ensure_future(ProgressStore(redis, KEYS).read())
                 await asyncio.sleep(1.5)
                 assert not reading.done()
                 assert not redis.healthy
@@ -204,10 +249,11 @@ def test_the_sink_repairs_what_redis_lost_but_not_what_it_stopped_leading(
 
     async def run() -> None:
         redis = RedisConnection(kpi_env.redis_url)
-        progress = ProgressStore(redis)
+        progress = ProgressStore(redis, KEYS)
         sink = RedisSink(
             redis,
             progress,
+            KEYS,
             catalog=CATALOG,
             currency="EUR",
             on_lost=lambda: lost.append(1),
