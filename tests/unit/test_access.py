@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import ssl
+from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 
-from streams.access import Right, kafka_rights, missing_rights
+from streams.access import ROLES, Right, kafka_rights, missing_rights
 from streams.config import Settings
 from streams.kafka import explain
 
@@ -105,3 +107,17 @@ def test_connection_failures_say_which(exc: BaseException, expected: str) -> Non
 def test_plaintext_client_at_a_secured_listener_is_told_so() -> None:
     line = explain(KafkaConnectionError("closed"), Settings())
     assert "KPI_KAFKA_SECURITY_PROTOCOL is PLAINTEXT" in line
+
+
+def test_docs_operations_lists_the_rights_of_the_default_namespace() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
+    section = text.split("## Kafka ACLs\n", 1)[1].split("\n## ", 1)[0]
+    shown = set()
+    for role, resource, names, operations in re.findall(
+        r"^\| (worker|publisher) \| (topic|group) \| (.+?) \| (.+?) \|$", section, re.MULTILINE
+    ):
+        for name in re.findall(r"`([^`]+)`", names):
+            for operation in operations.split(", "):
+                shown.add((role, Right(resource, name, operation)))
+    settings = Settings()
+    assert shown == {(role, r) for role in ROLES for r in kafka_rights(settings, role)}
