@@ -1118,7 +1118,8 @@ def stack_up(
             worker_environment = stack_environment(settings, "worker")
             echo(f"stack: {stack_secure.environment_line(worker_environment)}")
         else:
-            echo(f"stack: KPI_KAFKA_BOOTSTRAP={kafka} KPI_REDIS_URL={settings.redis_url}")
+            redis_url = shown_url(settings.redis_url)
+            echo(f"stack: KPI_KAFKA_BOOTSTRAP={kafka} KPI_REDIS_URL={redis_url}")
         kafka_security, redis_security = _security_notes(paths, kafka)
         return StackInfo(
             stack_dir=paths.root,
