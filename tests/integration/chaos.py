@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from streams.config import Settings
 from streams.core.windows import rfc3339
+from streams.kafka import client_options
 from streams.redis_keys import DEFAULT_PREFIX, RedisKeys
 from tests import reference
 from tests.eventgen import log_now, random_log
@@ -352,7 +353,7 @@ async def end_offsets(
     settings: Settings, tps: Sequence[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """The end offset of each partition (where its next message will be written)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
     await consumer.start()
     try:
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
@@ -372,7 +373,7 @@ def group_lag(settings: Settings) -> int:
         tps = [
             TopicPartition(t, p) for t in settings.input_topics for p in range(settings.partitions)
         ]
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(settings))
         await admin.start()
         try:
             committed = await admin.list_consumer_group_offsets(settings.app_id)

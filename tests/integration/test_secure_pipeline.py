@@ -16,35 +16,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 import pytest
 import redis
 
 from streams.config import Settings
-from tests import reference
-from tests.eventgen import log_now, random_log
-from tests.integration.chaos import window_mismatches
-from tests.integration.helpers import Worker, publish, read_topic, wait_until
+from tests.integration.chaos import as_published, assert_exact, live_log
+from tests.integration.helpers import Worker, publish
 from tooling.kafka_access import KafkaAcl, Operation, PatternType, ResourceType, revoke
 from tooling.stack_secure import KAFKA_USERS, SecureFiles, read_secret
 
 if TYPE_CHECKING:
     from .conftest import SecureStack
 
-DAYS = 3
-DAY = 86400
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _recent_start() -> float:
-    # As test_worker_reference: the generator's "future" events are in the real future too.
-    now = time.time()
-    start = now - (DAYS + 1) * DAY
-    while log_now(start + DAY, DAYS) < now - 600:
-        start += DAY
-    return float(int(start))
 
 
 def _kpi(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str, float]:
@@ -70,31 +56,17 @@ def _redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **settings.redis_options())
 
 
-def _history(
-    r: redis.Redis, keys: list[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], dict[str, Any]]:
-    out = {}
-    for kpi, window, scope in keys:
-        # As a reader: ZRANGEBYSCORE is what its rule allows (KpiReader.history).
-        members = r.zrangebyscore(f"kpi:{kpi}:{window}:{scope}:history", "-inf", "+inf")
-        out[(kpi, window, scope)] = {
-            d["window_start"]: (d["value"], d["count"]) for d in map(orjson.loads, members)
-        }
-    return out
-
-
 @pytest.mark.parametrize("mtls", [False, True], ids=["sasl_ssl", "mutual_tls"])
 def test_pipeline_as_least_privilege_users_equals_the_reference(
     secure_stack: SecureStack, secure_env: Settings, tmp_path: Path, mtls: bool
 ) -> None:
     settings = secure_env
-    partitions = {t: settings.partitions for t in ("invoices", "hiring", "incidents")}
-    start = _recent_start()
-    messages = random_log(seed=5, n_events=1500, days=DAYS, partitions=partitions, start=start)
-    expected = reference.compute(
-        messages, partitions=partitions, grace_seconds=3600, now=time.time()
+    # The reference's view of the log; checked with the worker's own Kafka rights (its
+    # dead letters, its group's lag) and Redis read as the administrator.
+    log = live_log(
+        secure_stack.as_role(settings, "worker", mtls=mtls), seed=5, n_events=1500, days=3
     )
-    assert sum(len(v) for v in expected.history.values()) > 300
+    assert log.n_windows > 300
 
     worker_env = secure_stack.process_env(settings, "worker", mtls=mtls)
     worker_env["PYTHONUNBUFFERED"] = "1"
@@ -104,36 +76,10 @@ def test_pipeline_as_least_privilege_users_equals_the_reference(
     assert worker_env["KPI_KAFKA_SECURITY_PROTOCOL"] == ("SSL" if mtls else "SASL_SSL")
     worker = Worker(settings, tmp_path / "worker.log", env=worker_env).start()
     try:
-        publish(
-            secure_stack.as_role(settings, "publisher"),
-            [(m.topic, m.partition, m.value) for m in messages],
-        )
-        r = _redis(secure_stack.as_role(settings, "reader"))
-        keys = sorted(k for k, v in expected.history.items() if v)
-
-        def complete() -> bool:
-            got = _history(r, keys)
-            return all(len(got[k]) == len(expected.history[k]) for k in keys)
-
-        wait_until(complete, timeout_s=180, interval_s=1.0)
-        got = _history(r, keys)
-        mismatches = []
-        for key in keys:
-            mismatches += window_mismatches(key, got[key], expected.history[key])
-        assert not mismatches, mismatches[:10]
-
-        # The dead letters, read back as the worker (it may read its dead-letter topic).
-        as_worker = secure_stack.as_role(settings, "worker", mtls=mtls)
-
-        def dead_letters() -> list[dict[str, Any]]:
-            found = read_topic(as_worker, settings.dead_letter_topic)
-            return found if len(found) >= len(expected.dead_letters) else []
-
-        letters = wait_until(dead_letters, timeout_s=60)
-        logical = {settings.topic(t): t for t in partitions}
-        assert sorted(
-            (logical[d["topic"]], d["partition"], d["offset"], d["reason"]) for d in letters
-        ) == sorted(expected.dead_letters)
+        publish(secure_stack.as_role(settings, "publisher"), as_published(log.messages))
+        admin = secure_stack.as_role(settings, "admin")
+        r = redis.Redis.from_url(admin.redis_url, **admin.redis_options())
+        assert_exact(r, log)
 
         # A reader (Redis only, read-only on the prefix) sees the values with `kpi get`.
         code, out, err, _ = _kpi("get", "--all", env=secure_stack.process_env(settings, "reader"))
@@ -142,9 +88,9 @@ def test_pipeline_as_least_privilege_users_equals_the_reference(
         assert "rediss://kpi-reader:***@" in out
     finally:
         worker.stop()
-    log = worker.log()
-    assert "rediss://kpi-worker:***@" in log  # the start-up line, password masked
-    leaked = [s for s in _secrets(secure_stack) if s in log]
+    text = worker.log()
+    assert "rediss://kpi-worker:***@" in text  # the start-up line, password masked
+    leaked = [s for s in _secrets(secure_stack) if s in text]
     assert not leaked, "the worker's log holds a password"
 
 
