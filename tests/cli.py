@@ -12,11 +12,18 @@ def run_kpi(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     """``python -m kpi ARGS`` with no inherited ``KPI_*`` variable but ``env``."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
     full_env.update(KPI_STACK_DIR=str(tmp_path / "stack"), **env)
+    return run_kpi_in(full_env, *args)
+
+
+def run_kpi_in(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m kpi ARGS`` in exactly the environment ``env``."""
     return subprocess.run(
         [sys.executable, "-m", "kpi", *args],
-        env=full_env,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )

@@ -98,6 +98,19 @@ def principal(user: str) -> str:
 # --- granting (the Kafka protocol, as the administrator) ---------------------------------------
 
 
+def _binding(acl: KafkaAcl, user: str) -> tuple[int, str, int, str, str, int, int]:
+    """The fields of an ACL binding, in the order of CreateAcls and DeleteAcls (filter)."""
+    return (
+        acl.resource_type,
+        acl.resource_name,
+        acl.pattern_type,
+        principal(user),
+        _ANY_HOST,
+        acl.operation,
+        _ALLOW,
+    )
+
+
 async def grant(
     admin: Settings, user: str, acls: Iterable[KafkaAcl], *, timeout_s: float = 20.0
 ) -> None:
@@ -112,15 +125,7 @@ async def grant(
 
     async def create(client: Any, node: int) -> None:
         for acl in sorted(wanted):
-            request = CreateAclsRequest(
-                acl.resource_type,
-                acl.resource_name,
-                acl.pattern_type,
-                principal(user),
-                _ANY_HOST,
-                acl.operation,
-                _ALLOW,
-            )
+            request = CreateAclsRequest(*_binding(acl, user))
             response = await client.send(node, request)
             for code, message in response.creation_responses:
                 if code != 0:
@@ -144,15 +149,7 @@ async def revoke(
 
     async def delete(client: Any, node: int) -> None:
         for acl in sorted(unwanted):
-            request = DeleteAclsRequest(
-                acl.resource_type,
-                acl.resource_name,
-                acl.pattern_type,
-                principal(user),
-                _ANY_HOST,
-                acl.operation,
-                _ALLOW,
-            )
+            request = DeleteAclsRequest(*_binding(acl, user))
             response = await client.send(node, request)
             for code, message, *_ in response.filter_responses:
                 if code != 0:

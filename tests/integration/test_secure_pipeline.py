@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ import pytest
 import redis
 
 from streams.config import Settings
+from tests.cli import run_kpi_in
 from tests.integration.chaos import as_published, assert_exact, live_log
 from tests.integration.helpers import Worker, publish
 from tooling.kafka_access import KafkaAcl, Operation, PatternType, ResourceType, revoke
@@ -30,20 +30,10 @@ from tooling.stack_secure import KAFKA_USERS, SecureFiles, read_secret
 if TYPE_CHECKING:
     from .conftest import SecureStack
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _kpi(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str, float]:
     began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "kpi", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    done = run_kpi_in(env, *args, timeout=timeout)
     return done.returncode, done.stdout, done.stderr, time.monotonic() - began
 
 

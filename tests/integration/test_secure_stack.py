@@ -27,6 +27,7 @@ from aiokafka.errors import (
 from streams.config import Settings
 from streams.kafka import client_options, make_admin, make_input_consumer, make_producer
 from streams.topics import changelog_topic
+from tests.cli import run_kpi_in
 from tooling.stack import (
     Endpoint,
     free_port,
@@ -46,14 +47,7 @@ if TYPE_CHECKING:
 
 
 def _kpi(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kpi", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_kpi_in(env, *args, timeout=timeout)
 
 
 def _passwords(stack_dir: Path) -> list[str]:
