@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from schemas.errors import KpiError
 from streams.access import check_kafka_access
 from streams.config import Settings
-from streams.kafka import connection_problem, error_reason, make_producer
+from streams.kafka import error_reason, make_producer, unreachable
 
 
 class PublishError(KpiError):
@@ -76,7 +76,6 @@ class Publisher:
 
     async def start(self) -> None:
         """Connect to Kafka; :class:`PublishError` if that fails within ``start_timeout_s``."""
-        bootstrap = self._settings.kafka_bootstrap
         producer = make_producer(
             self._settings,
             client_id=self._client_id,
@@ -90,12 +89,7 @@ class Publisher:
         except (TimeoutError, KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            # aiokafka's error only says that no server answered; ask why (unless it hung).
-            reason = error_reason(exc)
-            if not isinstance(exc, TimeoutError):
-                found = await connection_problem(self._settings, self._start_timeout_s)
-                reason = found or reason
-            msg = f"cannot reach Kafka at {bootstrap}: {reason}"
+            msg = await unreachable(self._settings, exc, self._start_timeout_s)
             raise PublishError(msg) from exc
         if self._check_access:
             try:

@@ -15,29 +15,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.protocol.admin import DescribeGroupsRequest_v3, DescribeGroupsResponse_v3
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Schema, String
 
 from schemas.errors import UnavailableError
 from streams.config import INPUT_TOPICS, Settings
-from streams.kafka import connection_problem, make_admin
+from streams.kafka import make_admin, unreachable
 from streams.topics import changelog_topic
 
 Role = Literal["worker", "publisher"]
 ROLES: tuple[Role, ...] = ("worker", "publisher")
-Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
+OperationName = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
 
-#: Kafka's ACL operation codes (``AclOperation``): bit ``1 << code`` of an
-#: authorized-operations field.
-_OPERATION_CODE: dict[str, int] = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8}
-_TOPIC_AUTHORIZATION_FAILED = 29
-_GROUP_AUTHORIZATION_FAILED = 30
-_UNKNOWN_TOPIC = 3
+_TOPIC_AUTHORIZATION_FAILED = TopicAuthorizationFailedError.errno
+_GROUP_AUTHORIZATION_FAILED = GroupAuthorizationFailedError.errno
+_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno
+
+
+class Operation(IntEnum):
+    """Kafka's ACL operations (``AclOperation``).
+
+    Their codes in the ACL requests; bit ``1 << code`` of an authorized-operations field.
+    """
+
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DELETE = 6
+    ALTER = 7
+    DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    DESCRIBE_CONFIGS = 10
+    ALTER_CONFIGS = 11
+    IDEMPOTENT_WRITE = 12
 
 
 @dataclass(frozen=True, order=True)
@@ -46,7 +67,7 @@ class Right:
 
     resource: Literal["topic", "group"]
     name: str
-    operation: Operation
+    operation: OperationName
 
     def __str__(self) -> str:
         return f"{self.operation} on {self.resource} {self.name}"
@@ -181,7 +202,7 @@ def missing_rights(
         if right.name not in found:
             continue
         bits = found[right.name]
-        if bits is None or not bits & (1 << _OPERATION_CODE[right.operation]):
+        if bits is None or not bits & (1 << Operation[right.operation]):
             missing.append(right)
     return missing
 
@@ -198,9 +219,7 @@ async def check_kafka_access(settings: Settings, role: Role, *, timeout_s: float
             try:
                 await admin.start()
             except (KafkaError, OSError) as exc:
-                reason = await connection_problem(settings) or str(exc)
-                msg = f"cannot reach Kafka at {settings.kafka_bootstrap}: {reason}"
-                raise UnavailableError(msg) from None
+                raise UnavailableError(await unreachable(settings, exc)) from None
             topics = await _topic_operations(
                 admin, sorted({r.name for r in wanted if r.resource == "topic"})
             )

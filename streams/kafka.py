@@ -234,6 +234,18 @@ async def connection_problem(settings: Settings, timeout_s: float = 10.0) -> str
     return "; ".join(dict.fromkeys(reasons)) or "no bootstrap server given"
 
 
+async def unreachable(settings: Settings, exc: BaseException, timeout_s: float = 10.0) -> str:
+    """``cannot reach Kafka at <bootstrap>: <why>``, for a client whose start raised ``exc``.
+
+    aiokafka's error only says that no server answered: unless it hung, connect once more
+    (``connection_problem``, at most ``timeout_s``) to say why.
+    """
+    reason = error_reason(exc)
+    if not isinstance(exc, TimeoutError):
+        reason = await connection_problem(settings, timeout_s) or reason
+    return f"cannot reach Kafka at {settings.kafka_bootstrap}: {reason}"
+
+
 def explain(exc: BaseException, settings: Settings) -> str:
     """One line on why connecting to Kafka failed, with what to check."""
     protocol = settings.kafka_security_protocol

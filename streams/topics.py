@@ -21,7 +21,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 
 from schemas.errors import ConfigurationError
 from streams.config import INPUT_TOPICS, Settings
-from streams.kafka import connection_problem, error_reason, make_admin
+from streams.kafka import error_reason, make_admin, unreachable
 from streams.logs import quiet_logger
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,7 @@ async def ensure_topics(
         except (TimeoutError, KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await admin.close()
-            # aiokafka's error only says that no server answered; ask why (unless it hung).
-            reason = error_reason(exc)
-            if not isinstance(exc, TimeoutError):
-                reason = await connection_problem(settings, connect_s) or reason
-            msg = f"cannot reach Kafka at {settings.kafka_bootstrap}: {reason}"
-            raise ConfigurationError(msg) from exc
+            raise ConfigurationError(await unreachable(settings, exc, connect_s)) from exc
         try:
             existing = set(await admin.list_topics())
             missing = {n: wanted[n] for n in wanted if n not in existing}

@@ -15,7 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from schemas.errors import StackError
-from streams.access import Role, kafka_rights
+from streams.access import Operation, Role, kafka_rights
 from streams.config import Settings
 from streams.kafka import client_options, error_reason
 
@@ -34,21 +34,6 @@ class PatternType(IntEnum):
 
     LITERAL = 3
     PREFIXED = 4
-
-
-class Operation(IntEnum):
-    """Kafka's ACL operations (their codes in the ACL requests)."""
-
-    READ = 3
-    WRITE = 4
-    CREATE = 5
-    DELETE = 6
-    ALTER = 7
-    DESCRIBE = 8
-    CLUSTER_ACTION = 9
-    DESCRIBE_CONFIGS = 10
-    ALTER_CONFIGS = 11
-    IDEMPOTENT_WRITE = 12
 
 
 _ALLOW = 3

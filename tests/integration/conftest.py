@@ -26,7 +26,9 @@ from tooling.stack import (
     stack_environment,
     stack_up,
 )
-from tooling.stack_secure import ClientRole, SecureFiles, read_secret
+from tooling.stack_secure import ClientRole
+
+from .helpers import logs_holding, stack_passwords
 
 _HERE = Path(__file__).parent
 
@@ -204,30 +206,8 @@ def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSta
         stack_down(settings)
     # Last: every log this test session wrote (the stack's, the workers', the commands')
     # holds none of the secure stack's passwords.
-    leaks = logs_holding(_stack_passwords(Path(settings.stack_dir)), tmp_path_factory.getbasetemp())
+    leaks = logs_holding(stack_passwords(Path(settings.stack_dir)), tmp_path_factory.getbasetemp())
     assert not leaks, f"passwords in logs: {leaks}"
-
-
-def _stack_passwords(stack_dir: Path) -> list[str]:
-    secrets = SecureFiles.at(stack_dir).secrets
-    return [read_secret(p) for p in sorted(secrets.glob("*.password"))]
-
-
-def logs_holding(passwords: list[str], root: Path) -> list[str]:
-    """The log files under ``root`` that contain one of ``passwords``.
-
-    Logs: files named ``*.log`` or ``*.log.<n>`` or in a ``logs`` directory, but not Kafka's
-    partition segments (``*.log`` in its data directory, the messages themselves).
-    """
-    assert passwords
-    leaks = []
-    for path in root.rglob("*"):
-        is_log = path.suffix == ".log" or ".log." in path.name or path.parent.name == "logs"
-        if not path.is_file() or not is_log or "data" in path.relative_to(root).parts:
-            continue
-        text = path.read_text(errors="replace")
-        leaks += [f"{path} holds password #{i}" for i, p in enumerate(passwords) if p in text]
-    return leaks
 
 
 _secure_dbs = itertools.cycle(range(1, 16))

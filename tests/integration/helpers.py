@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.config import Settings
 from streams.kafka import client_options, seek_to_start
+from tooling.stack_secure import SecureFiles, read_secret
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +141,26 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def stack_passwords(stack_dir: Path) -> list[str]:
+    """Every password of the secure stack in ``stack_dir`` (Kafka and Redis users)."""
+    secrets = SecureFiles.at(stack_dir).secrets
+    return [read_secret(p) for p in sorted(secrets.glob("*.password"))]
+
+
+def logs_holding(passwords: list[str], root: Path) -> list[str]:
+    """The log files under ``root`` that contain one of ``passwords``.
+
+    Logs: files named ``*.log`` or ``*.log.<n>`` or in a ``logs`` directory, but not Kafka's
+    partition segments (``*.log`` in its data directory, the messages themselves).
+    """
+    assert passwords
+    leaks = []
+    for path in root.rglob("*"):
+        is_log = path.suffix == ".log" or ".log." in path.name or path.parent.name == "logs"
+        if not path.is_file() or not is_log or "data" in path.relative_to(root).parts:
+            continue
+        text = path.read_text(errors="replace")
+        leaks += [f"{path} holds password #{i}" for i, p in enumerate(passwords) if p in text]
+    return leaks

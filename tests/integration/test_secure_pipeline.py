@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
+from streams.access import Operation
 from streams.config import Settings
 from tests.cli import run_kpi_in
 from tests.integration.chaos import as_published, assert_exact, live_log
-from tests.integration.helpers import Worker, publish
-from tooling.kafka_access import KafkaAcl, Operation, PatternType, ResourceType, revoke
-from tooling.stack_secure import KAFKA_USERS, SecureFiles, read_secret
+from tests.integration.helpers import Worker, publish, stack_passwords
+from tooling.kafka_access import KafkaAcl, PatternType, ResourceType, revoke
+from tooling.stack_secure import KAFKA_USERS, SecureFiles
 
 if TYPE_CHECKING:
     from .conftest import SecureStack
@@ -35,11 +36,6 @@ def _kpi(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str
     began = time.monotonic()
     done = run_kpi_in(env, *args, timeout=timeout)
     return done.returncode, done.stdout, done.stderr, time.monotonic() - began
-
-
-def _secrets(stack: SecureStack) -> list[str]:
-    files = SecureFiles.at(stack.stack_dir)
-    return [read_secret(p) for p in sorted(files.secrets.glob("*.password"))]
 
 
 def _redis(settings: Settings) -> redis.Redis:
@@ -80,7 +76,7 @@ def test_pipeline_as_least_privilege_users_equals_the_reference(
         worker.stop()
     text = worker.log()
     assert "rediss://kpi-worker:***@" in text  # the start-up line, password masked
-    leaked = [s for s in _secrets(secure_stack) if s in text]
+    leaked = [s for s in stack_passwords(secure_stack.stack_dir) if s in text]
     assert not leaked, "the worker's log holds a password"
 
 
@@ -220,5 +216,7 @@ def test_each_security_failure_is_one_line(
         assert "it has expired" in lines[0], lines[0]
     assert seconds < 30, seconds
     assert "Traceback" not in out + err
-    leaked = [s for s in [*_secrets(secure_stack), "not-the-password"] if s in out + err]
+    leaked = [
+        s for s in [*stack_passwords(secure_stack.stack_dir), "not-the-password"] if s in out + err
+    ]
     assert not leaked, f"a password in the output: {lines[0]}"

@@ -28,6 +28,7 @@ from streams.config import Settings
 from streams.kafka import client_options, make_admin, make_input_consumer, make_producer
 from streams.topics import changelog_topic
 from tests.cli import run_kpi_in
+from tests.integration.helpers import logs_holding, stack_passwords
 from tooling.stack import (
     Endpoint,
     free_port,
@@ -48,11 +49,6 @@ if TYPE_CHECKING:
 
 def _kpi(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return run_kpi_in(env, *args, timeout=timeout)
-
-
-def _passwords(stack_dir: Path) -> list[str]:
-    files = SecureFiles.at(stack_dir)
-    return [read_secret(p) for p in sorted(files.secrets.glob("*.password"))]
 
 
 async def _read(
@@ -91,7 +87,7 @@ def test_up_ends_with_the_worker_line_of_files_and_status_knows_it_is_secure(
     assert variables["KPI_KAFKA_SASL_USERNAME"] == "kpi-worker"
     assert {"KPI_KAFKA_SASL_PASSWORD_FILE", "KPI_REDIS_URL_FILE"} <= variables.keys()
     assert not {"KPI_KAFKA_SASL_PASSWORD", "KPI_REDIS_URL"} & variables.keys()
-    for password in _passwords(secure_stack.stack_dir):
+    for password in stack_passwords(secure_stack.stack_dir):
         assert password not in result.stdout + result.stderr
 
     status = _kpi("stack", "status", env=env)
@@ -335,7 +331,7 @@ def test_down_then_up_again_keeps_certificates_passwords_and_rights(tmp_path: Pa
     try:
         first = stack_up(settings, secure=True, echo=lambda _: None)
         assert first.started == ("kafka", "redis")
-        ca, passwords = files.ca_cert.read_bytes(), _passwords(files.root)
+        ca, passwords = files.ca_cert.read_bytes(), stack_passwords(files.root)
         assert stack_down(settings, echo=lambda _: None) == ("kafka", "redis")
         assert not any(status.running for status in stack_status(settings))
 
@@ -343,7 +339,7 @@ def test_down_then_up_again_keeps_certificates_passwords_and_rights(tmp_path: Pa
         again = stack_up(settings, secure=True, echo=lines.append)
         assert again.started == ("kafka", "redis")
         assert not any("formatted" in line or "made a CA" in line for line in lines)
-        assert (files.ca_cert.read_bytes(), _passwords(files.root)) == (ca, passwords)
+        assert (files.ca_cert.read_bytes(), stack_passwords(files.root)) == (ca, passwords)
         assert again.worker_environment == first.worker_environment
         # The SCRAM users made at format time still authenticate, with their ACLs.
         worker = role_settings(settings, "worker")
@@ -355,13 +351,11 @@ def test_down_then_up_again_keeps_certificates_passwords_and_rights(tmp_path: Pa
 
 
 def test_no_password_in_any_log_of_the_stack(secure_stack: SecureStack) -> None:
-    passwords = _passwords(secure_stack.stack_dir)
+    passwords = stack_passwords(secure_stack.stack_dir)
     logs = [
         *secure_stack.stack_dir.glob("kafka/logs/*"),
         secure_stack.stack_dir / "redis/redis.log",
     ]
     assert len(logs) >= 3
-    for log in logs:
-        text = log.read_text(errors="replace")
-        leaked = [p for p in passwords if p in text]
-        assert not leaked, f"{log} holds a password"
+    # Every file in logs_holding's view: those above, and any other log of the stack.
+    assert not logs_holding(passwords, secure_stack.stack_dir)

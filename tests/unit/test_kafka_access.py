@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from streams.access import ROLES
+from streams.access import ROLES, Operation
 from streams.config import Settings
 from tooling.kafka_access import (
     KafkaAcl,
-    Operation,
     PatternType,
     ResourceType,
     kafka_acls,
