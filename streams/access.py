@@ -24,6 +24,7 @@ from aiokafka.errors import (
     KafkaError,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
+    for_code,
 )
 from aiokafka.protocol.admin import DescribeGroupsRequest_v3, DescribeGroupsResponse_v3
 from aiokafka.protocol.api import Request, RequestStruct, Response
@@ -254,9 +255,38 @@ async def _topic_operations(admin: AIOKafkaAdminClient, topics: list[str]) -> di
             continue
         if error_code == _TOPIC_AUTHORIZATION_FAILED:
             found[topic] = None
-        else:
+        elif operations != _OPERATIONS_NOT_GIVEN:
             found[topic] = operations
     return found
+
+
+# KIP-430: the broker sends this instead of a bit field when it did not compute one.
+_OPERATIONS_NOT_GIVEN = -(2**31)
+# What an answer that cannot be judged counts as: every operation allowed.
+ALL_OPERATIONS = sum(1 << op for op in Operation)
+
+
+class _Retry:
+    """A group answer to ask again for: its coordinator is moving or still loading."""
+
+
+RETRY = _Retry()
+
+
+def read_group_answer(error_code: int, operations: int) -> int | None | _Retry:
+    """One group's DescribeGroups answer: its operation bits, ``None`` (refused), ``RETRY``.
+
+    A new or busy cluster answers a group with a retriable error (coordinator loading, not
+    the coordinator) and no bit field: that is not a refusal, so it is asked again. Any other
+    answer without bits is not judged (everything allowed), like a topic not there yet.
+    """
+    if error_code == _GROUP_AUTHORIZATION_FAILED:
+        return None
+    if error_code and for_code(error_code).retriable:
+        return RETRY
+    if error_code or operations == _OPERATIONS_NOT_GIVEN:
+        return ALL_OPERATIONS
+    return operations
 
 
 async def _group_operations(admin: AIOKafkaAdminClient, groups: list[str]) -> dict[str, int | None]:
@@ -268,10 +298,8 @@ async def _group_operations(admin: AIOKafkaAdminClient, groups: list[str]) -> di
                 response: Any = await admin._send_request(  # noqa: SLF001
                     _GroupOperations([group]), coordinator
                 )
-                break
             except KafkaError as exc:
                 if getattr(exc, "errno", None) == _GROUP_AUTHORIZATION_FAILED:
-                    response = None
                     found[group] = None
                     break
                 if not exc.retriable:
@@ -279,8 +307,12 @@ async def _group_operations(admin: AIOKafkaAdminClient, groups: list[str]) -> di
                 # A new cluster makes its offsets topic on the first FindCoordinator:
                 # the coordinator is "not available" for a moment (bounded by the caller).
                 await asyncio.sleep(0.2)
-        if response is not None:
-            for error_code, group_id, *_, operations in response.groups:
-                denied = error_code == _GROUP_AUTHORIZATION_FAILED
-                found[group_id] = None if denied else operations
+                continue
+            error_code, _group_id, *_, operations = response.groups[0]
+            answer = read_group_answer(error_code, operations)
+            if answer is RETRY:
+                await asyncio.sleep(0.2)
+                continue
+            found[group] = answer  # type: ignore[assignment]
+            break
     return found
