@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -66,6 +67,15 @@ class SecretFiles(PydanticBaseSettingsSource):
         return values
 
 
+def _is_zone(name: str) -> bool:
+    """Whether ``name`` is a time zone the machine's tz database knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def _readable(variable: str, path: str) -> None:
     if not path:
         return
@@ -91,6 +101,10 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     app_id: str = "backoffice-kpi"
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    #: The business time zone of the calendar windows (an IANA name, SPEC section 2).
+    timezone: str = "UTC"
+    #: The first month of the fiscal year (``1q``, ``1y``).
+    fiscal_year_start: int = Field(default=1, ge=1, le=12)
     grace_seconds: int = Field(default=3600, ge=0)
     partitions: int = Field(default=8, ge=1, le=1024)
     web_port: int = Field(default=6066, ge=0, le=65535)
@@ -146,6 +160,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Arguments, then ``KPI_*`` variables, then ``KPI_<SECRET>_FILE`` files."""
         return (init_settings, env_settings, SecretFiles(settings_cls))
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if not _is_zone(value):
+            msg = f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)"
+            raise ValueError(msg)
+        return value
 
     @field_validator("replication_factor")
     @classmethod
