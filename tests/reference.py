@@ -10,15 +10,18 @@ Values are computed the obvious way: for every window, the applied measurements 
 event time lies in ``[start, end)`` are selected (binary search over a time-sorted list)
 and the SPEC formula is evaluated on them.  No panes.
 
+Windows follow the business calendar (SPEC section 2: ``timezone``, ``fiscal_year_start``),
+found by brute force with zoneinfo: see ``Calendar``.
+
 Exact float expressions (a streaming implementation that wants bit-identical values must
 evaluate the same ones; tests should still compare with a relative tolerance):
 
 * means: ``sum(x) / n``;  error rate: ``rejected / decisions``
-* dso: ``ar_end / credit_sales * (size / 86400)``
+* dso: ``ar_end / credit_sales * window_days`` (``Span.days``; 1h: ``1 / 24``)
 * ap_turnover: ``purchases / ((ap_start + ap_end) / 2)``
 * employee_turnover_rate: ``separations / ((hc_start + hc_end) / 2)``
 * enps: ``(promoters / n - detractors / n) * 100``
-* system_uptime: ``1 - downtime / size``; roll-up ``sum(values by service name) / n``
+* system_uptime: ``1 - downtime / (end - start)``; roll-up ``sum(values by service name) / n``
 * training_cost: ``sum(cost)``;  security_incidents: ``float(n)``
 """
 
@@ -30,15 +33,17 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from datetime import date, datetime, timedelta
+from functools import cache
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import orjson
 
 HOUR = 3600
 DAY = 86400
-#: window name -> (size, step) in seconds; windows are [j*step, j*step + size).
-WINDOWS: dict[str, tuple[int, int]] = {"1h": (HOUR, HOUR), "1d": (DAY, DAY), "30d": (30 * DAY, DAY)}
+#: The windows of SPEC section 2; every KPI is kept for all of them.
+WINDOWS: tuple[str, ...] = ("1h", "1d", "1w", "1mo", "1q", "1y", "30d")
 DEDUP_HORIZON = 7 * DAY
 FUTURE_TOLERANCE = 300.0
 OVERPAY_EPSILON = 1e-6
@@ -106,6 +111,26 @@ class RefResult:
     watermarks: dict[tuple[str, int], float] = field(default_factory=dict)
     # number of applied events; extra, for tests
     applied: int = 0
+    # window name -> {window_start: Span} for every window start in ``history``
+    spans: dict[str, dict[int, Span]] = field(default_factory=dict)
+
+    def records(self, key: tuple[str, str, str]) -> dict[int, HistoryRecord]:
+        """The closed windows of (kpi, window, scope) as Redis history holds them, by start."""
+        spans = self.spans.get(key[1], {})
+        return {
+            start: HistoryRecord(start, spans[start].end, spans[start].label, value, count)
+            for start, (value, count) in self.history.get(key, {}).items()
+        }
+
+
+class HistoryRecord(NamedTuple):
+    """One closed window as a history member (SPEC section 3), times in Unix seconds."""
+
+    window_start: int
+    window_end: int
+    label: str
+    value: float | None
+    count: int
 
 
 # --------------------------------------------------------------------------------------
@@ -510,23 +535,214 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
 
 
 # --------------------------------------------------------------------------------------
-# Windows and values.
+# The business calendar (SPEC section 2), by brute force on zoneinfo.
+#
+# Hour boundaries are the instants at which the local clock (after any change) reads
+# hh:00:00, plus the clock changes whose forward jump skips such a reading; day boundaries
+# likewise with 00:00:00.  A 1h or 1d window runs from one boundary to the next and is
+# labelled with the local clock at its start.  Weeks, months, fiscal quarters and years run
+# from the start of their first local date to the start of the date after their last; the
+# rolling 30d window holds the 30 local dates ending with the one it is labelled with.
+# (A zone whose clock read 00:00:00 twice on one date would get two 1d windows of that
+# date, and its coarser windows would start at the first; none of the tested zones does.)
+
+#: Offsets are sampled this far apart to find clock changes (then bisected to the second):
+#: no zone changes its clock twice within 15 minutes.
+_SAMPLE_S = 900
 
 
-def _floor_div(t: float, step: int) -> int:
-    """floor(t / step), robust against float rounding."""
-    k = math.floor(t / step)
-    if k * step > t:
-        k -= 1
-    elif (k + 1) * step <= t:
-        k += 1
-    return k
+@dataclass(frozen=True)
+class Span:
+    """One calendar window ``[start, end)`` in Unix seconds, its label, its calendar days."""
+
+    start: int
+    end: int
+    label: str
+    days: float  # dso's window_days: the calendar days it covers (1h: 1/24)
 
 
-def window_starts(t: float, size: int, step: int) -> list[int]:
-    """Starts of every window [s, s + size) with s a multiple of step that contains t."""
-    k = _floor_div(t, step)
-    return [j * step for j in range(k - size // step + 1, k + 1)]
+class _Zone:
+    """Hour and day boundaries of one IANA zone, found per UTC day and kept."""
+
+    def __init__(self, name: str) -> None:
+        self.tz = ZoneInfo(name)
+        self._boundaries: dict[tuple[int, int], list[int]] = {}
+        self._around: dict[tuple[int, int], list[int]] = {}
+        self._day_starts: dict[date, int] = {}
+
+    def reading(self, t: float) -> datetime:
+        """What the local clock shows at instant ``t`` (after a change at ``t``)."""
+        return datetime.fromtimestamp(t, self.tz)
+
+    def offset(self, t: int) -> int:
+        off = self.reading(t).utcoffset()
+        assert off is not None
+        return int(off.total_seconds())
+
+    def changes(self, day: int) -> list[tuple[int, int, int]]:
+        """(instant, offset before, offset after) of every clock change in UTC day ``day``."""
+        a = day * DAY
+        out = []
+        prev_t, prev = a - _SAMPLE_S, self.offset(a - _SAMPLE_S)
+        for t in range(a, a + DAY + 1, _SAMPLE_S):
+            off = self.offset(t)
+            if off != prev:
+                lo, hi = prev_t, t  # offset(lo) == prev != offset(hi)
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if self.offset(mid) == prev:
+                        lo = mid
+                    else:
+                        hi = mid
+                if a <= hi < a + DAY:
+                    out.append((hi, prev, self.offset(hi)))
+            prev_t, prev = t, off
+        return out
+
+    def boundaries(self, period: int, day: int) -> list[int]:
+        """Hour (``period`` 3600) or day (86400) boundaries within UTC day ``day``."""
+        key = (period, day)
+        found = self._boundaries.get(key)
+        if found is None:
+            a, b = day * DAY, (day + 1) * DAY
+            points: set[int] = set()
+            start, off = a, self.offset(a)
+            for change, before, after in [*self.changes(day), (b, 0, 0)]:
+                # [start, change) has one offset: the clock reads a multiple of ``period``
+                # at the instants t with (t + off) % period == 0
+                points.update(range(start + (-(start + off)) % period, change, period))
+                # a forward jump from change + before to change + after skips a multiple
+                if after > before and (-(change + before)) % period < after - before:
+                    points.add(change)
+                start, off = change, after
+            found = self._boundaries[key] = sorted(points)
+        return found
+
+    def bounds(self, period: int, t: float) -> tuple[int, int]:
+        """The boundaries ``b <= t < b'`` of the hour or day holding ``t``."""
+        day = math.floor(t / DAY)
+        points = self._around.get((period, day))
+        if points is None:
+            points = [b for k in range(day - 2, day + 3) for b in self.boundaries(period, k)]
+            self._around[(period, day)] = points
+        i = bisect.bisect_right(points, t) - 1
+        return points[i], points[i + 1]
+
+    def day_start(self, d: date) -> int:
+        """The first instant of local date ``d``: its midnight, or the change skipping it."""
+        start = self._day_starts.get(d)
+        if start is None:
+            utc_day = d.toordinal() - _EPOCH_ORDINAL
+            found = (
+                b
+                for k in (utc_day - 1, utc_day, utc_day + 1)
+                for b in self.boundaries(DAY, k)
+                if self.reading(b).date() == d
+            )
+            start = next(found, None)
+            if start is None:
+                raise ValueError(f"{d} does not exist in {self.tz.key}")
+            self._day_starts[d] = start
+        return start
+
+
+@cache
+def _zone(name: str) -> _Zone:
+    return _Zone(name)
+
+
+def _add_months(first: date, months: int) -> date:
+    """The 1st of the month ``months`` after the month of ``first`` (a 1st)."""
+    years, month0 = divmod(first.month - 1 + months, 12)
+    return date(first.year + years, month0 + 1, 1)
+
+
+class Calendar:
+    """The seven windows of SPEC section 2 in one time zone and fiscal year."""
+
+    def __init__(self, timezone: str = "UTC", fiscal_year_start: int = 1) -> None:
+        if not 1 <= fiscal_year_start <= 12:
+            raise ValueError(f"fiscal_year_start {fiscal_year_start} is not a month")
+        self.zone = _zone(timezone)
+        self.fiscal_year_start = fiscal_year_start
+        self._spans: dict[tuple[str, int], list[Span]] = {}
+
+    def containing(self, window: str, t: float) -> list[Span]:
+        """The windows named ``window`` that hold instant ``t``: one, or 30 for ``30d``."""
+        if window == "1h":
+            start, end = self.zone.bounds(HOUR, t)
+            key = (window, start)
+            spans = self._spans.get(key)
+            if spans is None:
+                label = self.zone.reading(start).strftime("%Y-%m-%dT%H")
+                spans = self._spans[key] = [Span(start, end, label, 1 / 24)]
+            return spans
+        start, end = self.zone.bounds(DAY, t)
+        key = (window, start)
+        spans = self._spans.get(key)
+        if spans is None:
+            today = self.zone.reading(start).date()
+            if window == "1d":
+                spans = [Span(start, end, today.isoformat(), 1.0)]
+            else:
+                spans = [
+                    Span(self.zone.day_start(a), self.zone.day_start(b), label, float((b - a).days))
+                    for a, b, label in self._dates(window, today)
+                ]
+            self._spans[key] = spans
+        return spans
+
+    def between(self, window: str, after: float, upto: float) -> list[Span]:
+        """Every window named ``window`` with ``after < end <= upto``, by start."""
+        out: list[Span] = []
+        if window == "30d":
+            # the window ending with the local date of ``after`` is the first to end later
+            last = self.zone.reading(self.zone.bounds(DAY, after)[0]).date()
+            while True:
+                first, label = last - timedelta(days=29), last.isoformat()
+                span = Span(
+                    self.zone.day_start(first),
+                    self.zone.day_start(last + timedelta(days=1)),
+                    label,
+                    30.0,
+                )
+                if span.end > upto:
+                    return out
+                out.append(span)
+                last += timedelta(days=1)
+        span = self.containing(window, after)[0]
+        while span.end <= upto:
+            out.append(span)
+            span = self.containing(window, span.end)[0]
+        return out
+
+    def _dates(self, window: str, d: date) -> list[tuple[date, date, str]]:
+        """(first date, date after the last, label) of the windows holding local date ``d``."""
+        if window == "1w":
+            monday = d - timedelta(days=d.weekday())
+            iso_year, iso_week, _ = monday.isocalendar()
+            return [(monday, monday + timedelta(days=7), f"{iso_year}-W{iso_week:02d}")]
+        if window == "1mo":
+            first = d.replace(day=1)
+            return [(first, _add_months(first, 1), f"{first:%Y-%m}")]
+        if window in ("1q", "1y"):
+            start_month = self.fiscal_year_start
+            year_first = date(d.year if d.month >= start_month else d.year - 1, start_month, 1)
+            # a fiscal year is named by the calendar year it ends in
+            name = str(year_first.year) if start_month == 1 else f"FY{year_first.year + 1}"
+            if window == "1y":
+                return [(year_first, _add_months(year_first, 12), name)]
+            quarter = ((d.month - start_month) % 12) // 3
+            first = _add_months(year_first, 3 * quarter)
+            return [(first, _add_months(first, 3), f"{name}-Q{quarter + 1}")]
+        if window == "30d":
+            lasts = [d + timedelta(days=k) for k in range(30)]
+            return [(x - timedelta(days=29), x + timedelta(days=1), x.isoformat()) for x in lasts]
+        raise ValueError(f"unknown window {window!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Values of the closed windows.
 
 
 _DELTAS: dict[str, dict[str, float]] = {
@@ -563,10 +779,10 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _value(
-    kpi: str, series: _Series, recs: list[tuple[float, str, float]], start: int, size: int
+    kpi: str, series: _Series, recs: list[tuple[float, str, float]], span: Span
 ) -> float | None:
-    """The SPEC formula of ``kpi`` for the window [start, start + size)."""
-    end = start + size
+    """The SPEC formula of ``kpi`` for the window ``span``."""
+    start, end = span.start, span.end
     n = len(recs)
     xs = [x for _, _, x in recs]
     if kpi in (
@@ -594,7 +810,7 @@ def _value(
         ar_end = series.balance(end)
         if credit_sales == 0:
             return None
-        return ar_end / credit_sales * (size / DAY)
+        return ar_end / credit_sales * span.days
     if kpi == "ap_turnover":
         purchases = sum(x for _, kind, x in recs if kind == "received")
         average = (series.balance(start) + series.balance(end)) / 2
@@ -616,10 +832,17 @@ def _closed_limit(
     return min(wms.get((topic, p), -math.inf) for p in range(n))
 
 
+_History = dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]
+
+
 def _history_of_records(
-    facts: _Facts, limits: dict[str, float], extra: Mapping[str, ExtraKpi]
-) -> dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]:
-    history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
+    facts: _Facts,
+    limits: dict[str, float],
+    extra: Mapping[str, ExtraKpi],
+    calendar: Calendar,
+    spans: dict[str, dict[int, Span]],
+) -> _History:
+    history: _History = {}
     topics = {**KPIS, **{name: (k.topic, k.dimension) for name, k in extra.items()}}
     for kpi, (topic, _dim) in topics.items():
         if kpi == "system_uptime":
@@ -632,29 +855,30 @@ def _history_of_records(
         limit = limits[topic]
         for scope, records in scopes.items():
             series = _Series(kpi, records)
-            for wname, (size, step) in WINDOWS.items():
-                starts = {s for t in series.times for s in window_starts(t, size, step)}
+            for wname in WINDOWS:
+                held = {s.start: s for t in series.times for s in calendar.containing(wname, t)}
                 out: dict[int, tuple[float | None, int]] = {}
-                for start in sorted(starts):
-                    if limit < start + size:  # not closed: frontier - grace < end
+                for start, span in sorted(held.items()):
+                    if limit < span.end:  # not closed: frontier - grace < end
                         continue
-                    recs = series.between(start, start + size)
+                    recs = series.between(span.start, span.end)
                     if recs and kpi in extra:
                         value = extra[kpi].formula([x for _, _, x in recs])
                         out[start] = (value, len(recs))
                     elif recs:
-                        out[start] = (_value(kpi, series, recs, start, size), len(recs))
+                        out[start] = (_value(kpi, series, recs, span), len(recs))
+                    spans[wname][start] = span
                 if out:
                     history[(kpi, wname, scope)] = out
     return history
 
 
 def _uptime_history(
-    facts: _Facts, limit: float
-) -> dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]:
+    facts: _Facts, limit: float, calendar: Calendar, spans: dict[str, dict[int, Span]]
+) -> _History:
     """system_uptime per SEMANTICS "Uptime"; ``limit`` = incidents frontier - grace."""
-    history: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
-    for wname, (size, step) in WINDOWS.items():
+    history: _History = {}
+    for wname in WINDOWS:
         per_service: dict[str, dict[int, tuple[float, int]]] = {}
         for service in sorted(facts.status):
             events = sorted(facts.status[service], key=lambda e: (e[0], e[1]))
@@ -672,18 +896,16 @@ def _uptime_history(
                 intervals.append((down_since, math.inf))  # still open: up to the window end
             if math.isinf(limit):
                 continue  # a partition of the topic never applied anything: nothing closes
-            first = times[0]
-            n = size // step
-            j_min = _floor_div(first, step) - n + 1  # first window whose end is > first
-            j_max = _floor_div(limit, step) - n  # last window with end <= limit
             out: dict[int, tuple[float, int]] = {}
-            for j in range(j_min, j_max + 1):
-                start, end = j * step, j * step + size
+            # every closed window from the one holding the first status event on
+            for span in calendar.between(wname, times[0], limit):
+                start, end = span.start, span.end
                 downtime = sum(
                     max(0.0, min(b, end) - max(a, start)) for a, b in intervals if a < end
                 )
                 count = bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
-                out[start] = (1 - downtime / size, count)
+                out[start] = (1 - downtime / (end - start), count)
+                spans[wname][start] = span
             if out:
                 per_service[service] = out
                 history[("system_uptime", wname, service)] = dict(out)
@@ -707,12 +929,16 @@ def compute(
     currency: str = "USD",
     now: float,
     extra: Mapping[str, ExtraKpi] | None = None,
+    timezone: str = "UTC",
+    fiscal_year_start: int = 1,
 ) -> RefResult:
     """Run the whole log through SEMANTICS and return every closed window of every KPI.
 
-    ``extra`` adds KPIs by name (see ``ExtraKpi``).
+    ``extra`` adds KPIs by name (see ``ExtraKpi``).  ``timezone`` (an IANA name) and
+    ``fiscal_year_start`` (a month) are the settings of the business calendar.
     """
     extra = extra or {}
+    calendar = Calendar(timezone, fiscal_year_start)
     parts: dict[tuple[str, int], _Partition] = defaultdict(_Partition)
     last_offset: dict[tuple[str, int], int] = {}
     facts = _Facts()
@@ -764,6 +990,7 @@ def compute(
     limits = {
         topic: _closed_limit(topic, partitions, watermarks) - grace_seconds for topic in TOPICS
     }
-    history = _history_of_records(facts, limits, extra)
-    history.update(_uptime_history(facts, limits["incidents"]))
-    return RefResult(history, dead_letters, duplicates, watermarks, applied)
+    spans: dict[str, dict[int, Span]] = {wname: {} for wname in WINDOWS}
+    history = _history_of_records(facts, limits, extra, calendar, spans)
+    history.update(_uptime_history(facts, limits["incidents"], calendar, spans))
+    return RefResult(history, dead_letters, duplicates, watermarks, applied, spans)

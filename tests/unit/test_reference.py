@@ -10,15 +10,26 @@ import collections
 import math
 import random
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.eventgen import event_logs, log_now, random_log
-from tests.reference import DAY, EVENT_TYPES, HOUR, Message, RefResult, compute, parse_timestamp
+from tests.reference import (
+    DAY,
+    EVENT_TYPES,
+    HOUR,
+    Calendar,
+    HistoryRecord,
+    Message,
+    RefResult,
+    compute,
+    parse_timestamp,
+)
 
 T0 = 1_700_006_400  # 2023-11-15T00:00:00Z
 assert T0 % DAY == 0
@@ -441,6 +452,399 @@ def test_30d_rolling_window() -> None:
         cost = (100 if k <= 30 else 0) + (50 if k >= 11 else 0)
         expected[T0 + k * DAY - 30 * DAY] = (float(cost), (k <= 30) + (k >= 11))
     assert h == expected
+
+
+# ---------------------------------------------------------------------------------------
+# Calendar windows (SPEC section 2), worked out by hand from each zone's clock changes.
+# u(...) is an instant given in UTC; the comments give what the local clock reads.
+
+
+def u(*when: int) -> int:
+    """Unix seconds of a UTC date and time."""
+    return int(datetime(*when, tzinfo=UTC).timestamp())
+
+
+LATER = u(2030, 1, 1)  # a wall clock after every event of the logs below
+
+
+def spans(cal: Calendar, window: str, *instants: float) -> list[tuple[int, int, str]]:
+    """(start, end, label) of the windows holding each instant, in order."""
+    return [(s.start, s.end, s.label) for t in instants for s in cal.containing(window, t)]
+
+
+def test_berlin_spring_forward_day_has_23_hours_and_no_t02() -> None:
+    # 2026-03-29: CET (+1) until 01:00Z, when the clock jumps from 02:00 to 03:00 CEST (+2)
+    cal = Calendar("Europe/Berlin")
+    assert spans(cal, "1h", u(2026, 3, 29, 0, 59, 59), u(2026, 3, 29, 1), u(2026, 3, 29, 2)) == [
+        (u(2026, 3, 29, 0), u(2026, 3, 29, 1), "2026-03-29T01"),
+        (u(2026, 3, 29, 1), u(2026, 3, 29, 2), "2026-03-29T03"),  # T01 ends at the change
+        (u(2026, 3, 29, 2), u(2026, 3, 29, 3), "2026-03-29T04"),
+    ]
+    # the day runs from 00:00 CET (03-28 23:00Z) to 00:00 CEST (03-29 22:00Z): 23 hours
+    day = (u(2026, 3, 28, 23), u(2026, 3, 29, 22), "2026-03-29")
+    assert spans(cal, "1d", u(2026, 3, 28, 23), u(2026, 3, 29, 21, 59, 59)) == [day, day]
+    hours = cal.between("1h", u(2026, 3, 28, 23), u(2026, 3, 29, 22))
+    assert [h.label[-2:] for h in hours] == [f"{h:02d}" for h in range(24) if h != 2]
+
+
+def test_berlin_fall_back_day_has_25_hours_and_two_t02() -> None:
+    # 2026-10-25: CEST (+2) until 01:00Z, when the clock goes back from 03:00 to 02:00 CET
+    cal = Calendar("Europe/Berlin")
+    assert spans(cal, "1h", *(u(2026, 10, 24, 23) + k * HOUR for k in range(4))) == [
+        (u(2026, 10, 24, 23), u(2026, 10, 25, 0), "2026-10-25T01"),
+        (u(2026, 10, 25, 0), u(2026, 10, 25, 1), "2026-10-25T02"),  # 02:00 CEST
+        (u(2026, 10, 25, 1), u(2026, 10, 25, 2), "2026-10-25T02"),  # 02:00 CET, again
+        (u(2026, 10, 25, 2), u(2026, 10, 25, 3), "2026-10-25T03"),
+    ]
+    assert spans(cal, "1d", u(2026, 10, 25, 12)) == [
+        (u(2026, 10, 24, 22), u(2026, 10, 25, 23), "2026-10-25")  # 25 hours
+    ]
+    assert len(cal.between("1h", u(2026, 10, 24, 22), u(2026, 10, 25, 23))) == 25
+
+
+def test_berlin_clock_change_days_in_compute() -> None:
+    log = Log()
+    # spring: surveys at 01:30 CET (T01), 03:30 CEST (T03), 23:30 CEST (T23)
+    survey(log, u(2026, 3, 29, 0, 30), 10)
+    survey(log, u(2026, 3, 29, 1, 30), 4)
+    survey(log, u(2026, 3, 29, 21, 30), 7)
+    ar(log, "A", u(2026, 3, 29, 10), 100)
+    # api down for 2 h 18 min of the 23-hour day: uptime 1 - 8280 / 82800 = 0.9
+    log.add("incidents", "service.down", u(2026, 3, 29, 10), service="api")
+    log.add("incidents", "service.up", u(2026, 3, 29, 12, 18), service="api")
+    # autumn: surveys at 02:30 CEST and, an hour later, 02:30 CET
+    survey(log, u(2026, 10, 25, 0, 30), 9)
+    survey(log, u(2026, 10, 25, 1, 30), 5)
+    # api down 2.5 h of the 25-hour day: 1 - 9000 / 90000 = 0.9
+    log.add("incidents", "service.down", u(2026, 10, 25, 10), service="api")
+    log.add("incidents", "service.up", u(2026, 10, 25, 12, 30), service="api")
+    log.flush(u(2026, 10, 27) + HOUR)
+    res = log.run(now=LATER, timezone="Europe/Berlin")
+    spring, autumn = u(2026, 3, 28, 23), u(2026, 10, 24, 22)
+    sat = res.records(("employee_satisfaction", "1h", "sales"))
+    assert sat == {
+        u(2026, 3, 29, 0): HistoryRecord(
+            u(2026, 3, 29, 0), u(2026, 3, 29, 1), "2026-03-29T01", 10.0, 1
+        ),
+        u(2026, 3, 29, 1): HistoryRecord(
+            u(2026, 3, 29, 1), u(2026, 3, 29, 2), "2026-03-29T03", 4.0, 1
+        ),
+        u(2026, 3, 29, 21): HistoryRecord(
+            u(2026, 3, 29, 21), u(2026, 3, 29, 22), "2026-03-29T23", 7.0, 1
+        ),
+        u(2026, 10, 25, 0): HistoryRecord(
+            u(2026, 10, 25, 0), u(2026, 10, 25, 1), "2026-10-25T02", 9.0, 1
+        ),
+        u(2026, 10, 25, 1): HistoryRecord(
+            u(2026, 10, 25, 1), u(2026, 10, 25, 2), "2026-10-25T02", 5.0, 1
+        ),
+    }
+    assert res.records(("employee_satisfaction", "1d", "sales")) == {
+        spring: HistoryRecord(spring, u(2026, 3, 29, 22), "2026-03-29", 7.0, 3),
+        autumn: HistoryRecord(autumn, u(2026, 10, 25, 23), "2026-10-25", 7.0, 2),
+    }
+    # dso counts the 23-hour day as 1 day: AR 100 / credit sales 100 * 1
+    assert res.history[("dso", "1d", "finance")][spring] == (1.0, 1)
+    uptime = res.history[("system_uptime", "1d", "api")]
+    assert uptime[spring] == (pytest.approx(0.9), 2)
+    assert uptime[autumn] == (pytest.approx(0.9), 2)
+    assert uptime[u(2026, 3, 29, 22)] == (1.0, 0)  # 2026-03-30: up all day
+
+
+def test_lord_howe_half_hour_clock_changes() -> None:
+    # +11:00 in summer, +10:30 in winter. 2026-04-05 02:00 (+11) = 04-04 15:00Z: back to
+    # 01:30, so T01 runs from 01:00 (+11) = 14:00Z to 02:00 (+10:30) = 15:30Z, 90 minutes
+    cal = Calendar("Australia/Lord_Howe")
+    assert spans(cal, "1h", u(2026, 4, 4, 13, 59, 59), u(2026, 4, 4, 14, 10)) == [
+        (u(2026, 4, 4, 13), u(2026, 4, 4, 14), "2026-04-05T00"),
+        (u(2026, 4, 4, 14), u(2026, 4, 4, 15, 30), "2026-04-05T01"),
+    ]
+    assert spans(cal, "1h", u(2026, 4, 4, 15, 10)) == spans(cal, "1h", u(2026, 4, 4, 14))
+    assert spans(cal, "1h", u(2026, 4, 4, 15, 30)) == [
+        (u(2026, 4, 4, 15, 30), u(2026, 4, 4, 16, 30), "2026-04-05T02")
+    ]
+    # the day: 00:00 (+11) = 04-04 13:00Z to 00:00 (+10:30) = 04-05 13:30Z, 24.5 hours
+    assert spans(cal, "1d", u(2026, 4, 5)) == [
+        (u(2026, 4, 4, 13), u(2026, 4, 5, 13, 30), "2026-04-05")
+    ]
+    # 2026-10-04 02:00 (+10:30) = 10-03 15:30Z jumps to 02:30 (+11): T02 is 30 minutes
+    assert spans(
+        cal, "1h", u(2026, 10, 3, 15, 29, 59), u(2026, 10, 3, 15, 30), u(2026, 10, 3, 16)
+    ) == [
+        (u(2026, 10, 3, 14, 30), u(2026, 10, 3, 15, 30), "2026-10-04T01"),
+        (u(2026, 10, 3, 15, 30), u(2026, 10, 3, 16), "2026-10-04T02"),
+        (u(2026, 10, 3, 16), u(2026, 10, 3, 17), "2026-10-04T03"),
+    ]
+    # 00:00 (+10:30) = 10-03 13:30Z to 00:00 (+11) = 10-04 13:00Z, 23.5 hours
+    assert spans(cal, "1d", u(2026, 10, 4)) == [
+        (u(2026, 10, 3, 13, 30), u(2026, 10, 4, 13), "2026-10-04")
+    ]
+
+    # in compute: two invoices issued in the 90-minute T01; dso's window_days stays 1/24
+    log = Log()
+    ar(log, "A", u(2026, 4, 4, 14, 10), 100)
+    ar(log, "B", u(2026, 4, 4, 15, 10), 100)
+    log.flush(u(2026, 4, 6) + HOUR)
+    res = log.run(now=LATER, timezone="Australia/Lord_Howe")
+    assert res.records(("dso", "1h", "finance")) == {
+        u(2026, 4, 4, 14): HistoryRecord(
+            u(2026, 4, 4, 14), u(2026, 4, 4, 15, 30), "2026-04-05T01", 1 / 24, 2
+        )
+    }
+
+
+def test_kolkata_and_kathmandu_hours_start_at_half_and_quarter_past_utc() -> None:
+    kolkata = Calendar("Asia/Kolkata")  # +05:30
+    assert spans(kolkata, "1h", u(2026, 3, 10, 9, 29, 59), u(2026, 3, 10, 9, 30)) == [
+        (u(2026, 3, 10, 8, 30), u(2026, 3, 10, 9, 30), "2026-03-10T14"),
+        (u(2026, 3, 10, 9, 30), u(2026, 3, 10, 10, 30), "2026-03-10T15"),
+    ]
+    assert spans(kolkata, "1d", u(2026, 3, 10, 18, 29)) == [
+        (u(2026, 3, 9, 18, 30), u(2026, 3, 10, 18, 30), "2026-03-10")
+    ]
+    assert spans(kolkata, "1mo", u(2026, 3, 31, 18, 29)) == [
+        (u(2026, 2, 28, 18, 30), u(2026, 3, 31, 18, 30), "2026-03")
+    ]
+    kathmandu = Calendar("Asia/Kathmandu")  # +05:45
+    assert spans(kathmandu, "1h", u(2026, 3, 10, 9, 14, 59), u(2026, 3, 10, 9, 15)) == [
+        (u(2026, 3, 10, 8, 15), u(2026, 3, 10, 9, 15), "2026-03-10T14"),
+        (u(2026, 3, 10, 9, 15), u(2026, 3, 10, 10, 15), "2026-03-10T15"),
+    ]
+    assert spans(kathmandu, "1d", u(2026, 3, 10, 18, 15)) == [
+        (u(2026, 3, 10, 18, 15), u(2026, 3, 11, 18, 15), "2026-03-11")
+    ]
+
+
+def test_santiago_falls_back_at_midnight_and_skips_one() -> None:
+    cal = Calendar("America/Santiago")
+    # 2026-04-04 24:00 (-03) = 04-05 03:00Z goes back to 23:00 (-04): 04-04 has 25 hours and
+    # two T23, the next day starts when the clock reads 00:00 (-04) = 04:00Z
+    assert spans(cal, "1d", u(2026, 4, 4, 12), u(2026, 4, 5, 4)) == [
+        (u(2026, 4, 4, 3), u(2026, 4, 5, 4), "2026-04-04"),
+        (u(2026, 4, 5, 4), u(2026, 4, 6, 4), "2026-04-05"),
+    ]
+    assert spans(cal, "1h", u(2026, 4, 5, 2, 30), u(2026, 4, 5, 3, 30)) == [
+        (u(2026, 4, 5, 2), u(2026, 4, 5, 3), "2026-04-04T23"),
+        (u(2026, 4, 5, 3), u(2026, 4, 5, 4), "2026-04-04T23"),
+    ]
+    # 2026-09-06 00:00 (-04) = 04:00Z jumps to 01:00 (-03): no midnight, the day starts at
+    # the change with T01 and has 23 hours
+    assert spans(cal, "1d", u(2026, 9, 6, 3, 59, 59), u(2026, 9, 6, 4)) == [
+        (u(2026, 9, 5, 4), u(2026, 9, 6, 4), "2026-09-05"),
+        (u(2026, 9, 6, 4), u(2026, 9, 7, 3), "2026-09-06"),
+    ]
+    assert spans(cal, "1h", u(2026, 9, 6, 4)) == [
+        (u(2026, 9, 6, 4), u(2026, 9, 6, 5), "2026-09-06T01")
+    ]
+    # the month of September starts at 00:00 (-04) on the 1st, ends at 00:00 (-03) on Oct 1
+    assert spans(cal, "1mo", u(2026, 9, 6, 4)) == [(u(2026, 9, 1, 4), u(2026, 10, 1, 3), "2026-09")]
+
+
+def test_days_other_than_24_hours_in_2026() -> None:
+    lengths = {
+        "UTC": {},
+        "Europe/Berlin": {"2026-03-29": 23.0, "2026-10-25": 25.0},
+        "America/New_York": {"2026-03-08": 23.0, "2026-11-01": 25.0},
+        "Asia/Kolkata": {},
+        "Asia/Kathmandu": {},
+        "Australia/Lord_Howe": {"2026-04-05": 24.5, "2026-10-04": 23.5},
+    }
+    for zone, odd in lengths.items():
+        cal = Calendar(zone)
+        year = cal.containing("1y", u(2026, 6, 1))[0]
+        days = cal.between("1d", year.start, year.end)
+        assert len(days) == 365
+        assert days[0].start == year.start
+        assert all(a.end == b.start for a, b in zip(days, days[1:], strict=False))
+        assert [d.label for d in days] == [
+            (date(2026, 1, 1) + timedelta(days=k)).isoformat() for k in range(365)
+        ]
+        hours = {d.label: (d.end - d.start) / HOUR for d in days if d.end - d.start != DAY}
+        assert hours == odd, zone
+        months = cal.between("1mo", year.start, year.end)
+        assert [m.label for m in months] == [f"2026-{m:02d}" for m in range(1, 13)]
+        assert {m.start for m in months} <= {d.start for d in days}
+
+
+@pytest.mark.parametrize(
+    ("zone", "change"),
+    [
+        ("Europe/Berlin", u(2026, 3, 29, 1)),
+        ("Europe/Berlin", u(2026, 10, 25, 1)),
+        ("America/New_York", u(2026, 3, 8, 7)),
+        ("America/New_York", u(2026, 11, 1, 6)),
+        ("Australia/Lord_Howe", u(2026, 4, 4, 15)),
+        ("Australia/Lord_Howe", u(2026, 10, 3, 15, 30)),
+        ("America/Santiago", u(2026, 4, 5, 3)),
+        ("America/Santiago", u(2026, 9, 6, 4)),
+    ],
+)
+def test_hour_boundaries_equal_a_minute_by_minute_scan(zone: str, change: int) -> None:
+    # Every minute of the two days around each 2026 clock change: the hour windows start
+    # exactly where the clock reads hh:00, and at a forward change that skips such a reading.
+    tz = ZoneInfo(zone)
+
+    def clock(t: int) -> datetime:
+        return datetime.fromtimestamp(t, tz).replace(tzinfo=None)
+
+    assert clock(change) != clock(change - 60) + timedelta(minutes=1)  # the change is there
+    lo, hi = change - DAY, change + DAY
+    starts = set()
+    for t in range(lo, hi, 60):
+        now, expected = clock(t), clock(t - 60) + timedelta(minutes=1)
+        if now.minute == 0:
+            starts.add(t)
+        if now > expected:  # a jump forward: readings [expected, now) are skipped
+            hour = expected.replace(minute=0)
+            skipped = hour if hour == expected else hour + timedelta(hours=1)
+            if skipped < now:
+                starts.add(t)
+    windows = Calendar(zone).between("1h", lo - 1, hi + 2 * HOUR)
+    assert {w.start for w in windows if lo <= w.start < hi} == starts
+    assert all(a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
+
+
+def test_fiscal_quarter_and_year_labels() -> None:
+    # fiscal year from April: FY2027 = 2026-04-01 .. 2027-03-31, named by the year it ends in
+    april = Calendar("UTC", fiscal_year_start=4)
+    assert spans(april, "1q", u(2026, 5, 15)) == [(u(2026, 4, 1), u(2026, 7, 1), "FY2027-Q1")]
+    assert spans(april, "1y", u(2026, 5, 15)) == [(u(2026, 4, 1), u(2027, 4, 1), "FY2027")]
+    assert spans(april, "1q", u(2026, 3, 31, 23, 59, 59)) == [
+        (u(2026, 1, 1), u(2026, 4, 1), "FY2026-Q4")
+    ]
+    assert spans(april, "1y", u(2026, 3, 31, 23, 59, 59)) == [
+        (u(2025, 4, 1), u(2026, 4, 1), "FY2026")
+    ]
+    assert [s.days for s in april.containing("1q", u(2026, 5, 15))] == [91.0]  # 30 + 31 + 30
+    july = Calendar("UTC", fiscal_year_start=7)
+    assert spans(july, "1q", u(2026, 6, 30)) == [(u(2026, 4, 1), u(2026, 7, 1), "FY2026-Q4")]
+    assert spans(july, "1y", u(2026, 7, 1)) == [(u(2026, 7, 1), u(2027, 7, 1), "FY2027")]
+    october = Calendar("UTC", fiscal_year_start=10)
+    assert spans(october, "1q", u(2026, 11, 3)) == [(u(2026, 10, 1), u(2027, 1, 1), "FY2027-Q1")]
+    assert spans(october, "1q", u(2027, 1, 1)) == [(u(2027, 1, 1), u(2027, 4, 1), "FY2027-Q2")]
+    # the default (January): plain calendar quarters and years
+    january = Calendar("UTC")
+    assert spans(january, "1q", u(2026, 5, 15)) == [(u(2026, 4, 1), u(2026, 7, 1), "2026-Q2")]
+    assert spans(january, "1y", u(2026, 5, 15)) == [(u(2026, 1, 1), u(2027, 1, 1), "2026")]
+    assert spans(january, "1mo", u(2026, 5, 15)) == [(u(2026, 5, 1), u(2026, 6, 1), "2026-05")]
+    # local: in Berlin FY2026-Q4 runs from 00:00 CET on Jan 1 to 00:00 CEST on April 1
+    berlin = Calendar("Europe/Berlin", fiscal_year_start=4)
+    assert spans(berlin, "1q", u(2026, 2, 10)) == [
+        (u(2025, 12, 31, 23), u(2026, 3, 31, 22), "FY2026-Q4")
+    ]
+
+
+def test_fiscal_year_end_in_compute() -> None:
+    # Berlin, fiscal year from April: 23:59:59 CEST on March 31 is FY2026, 00:00 on April 1
+    # is FY2027; the flush closes everything up to 2026-07-01 00:00Z (Q1 ends 06-30 22:00Z)
+    log = Log()
+    for tid, t, cost in (("t1", u(2026, 3, 31, 21, 59, 59), 100), ("t2", u(2026, 3, 31, 22), 50)):
+        log.add(
+            "hiring",
+            "training.completed",
+            t,
+            training_id=tid,
+            employee_id="x",
+            department="hr",
+            cost=cost,
+            currency="USD",
+        )
+    log.flush(u(2026, 7, 1) + HOUR)
+    res = log.run(now=LATER, timezone="Europe/Berlin", fiscal_year_start=4)
+    q4, q1 = u(2025, 12, 31, 23), u(2026, 3, 31, 22)
+    assert res.records(("training_cost", "1q", "hr")) == {
+        q4: HistoryRecord(q4, q1, "FY2026-Q4", 100.0, 1),
+        q1: HistoryRecord(q1, u(2026, 6, 30, 22), "FY2027-Q1", 50.0, 1),
+    }
+    fy2026 = u(2025, 3, 31, 22)
+    assert res.records(("training_cost", "1y", "hr")) == {
+        fy2026: HistoryRecord(fy2026, q1, "FY2026", 100.0, 1)  # FY2027 is still open
+    }
+    march, april = u(2026, 2, 28, 23), q1
+    assert res.records(("training_cost", "1mo", "hr")) == {
+        march: HistoryRecord(march, q1, "2026-03", 100.0, 1),
+        april: HistoryRecord(april, u(2026, 4, 30, 22), "2026-04", 50.0, 1),
+    }
+    week = u(2026, 3, 29, 22)  # Monday March 30, 00:00 CEST
+    assert res.records(("training_cost", "1w", "hr")) == {
+        week: HistoryRecord(week, u(2026, 4, 5, 22), "2026-W14", 150.0, 2)
+    }
+    assert [r.label for r in res.records(("training_cost", "1h", "hr")).values()] == [
+        "2026-03-31T23",
+        "2026-04-01T00",
+    ]
+
+
+def test_iso_week_53() -> None:
+    utc = Calendar("UTC")
+    # 2026 ends on a Thursday: ISO 2026 has 53 weeks, W53 = Mon 2026-12-28 .. Sun 2027-01-03
+    w53 = (u(2026, 12, 28), u(2027, 1, 4), "2026-W53")
+    assert spans(utc, "1w", u(2026, 12, 28), u(2026, 12, 31), u(2027, 1, 3, 23, 59, 59)) == [
+        w53,
+        w53,
+        w53,
+    ]
+    assert spans(utc, "1w", u(2027, 1, 4)) == [(u(2027, 1, 4), u(2027, 1, 11), "2027-W01")]
+    # 2020 had a W53 too; 2025 does not: its last days are in 2026-W01
+    assert spans(utc, "1w", u(2021, 1, 1)) == [(u(2020, 12, 28), u(2021, 1, 4), "2020-W53")]
+    assert spans(utc, "1w", u(2025, 12, 28)) == [(u(2025, 12, 22), u(2025, 12, 29), "2025-W52")]
+    assert spans(utc, "1w", u(2025, 12, 31)) == [(u(2025, 12, 29), u(2026, 1, 5), "2026-W01")]
+    # local Monday 00:00 in Kolkata is Sunday 18:30Z
+    kolkata = Calendar("Asia/Kolkata")
+    assert spans(kolkata, "1w", u(2026, 12, 27, 18, 30)) == [
+        (u(2026, 12, 27, 18, 30), u(2027, 1, 3, 18, 30), "2026-W53")
+    ]
+    assert spans(kolkata, "1w", u(2026, 12, 27, 18, 29, 59))[0][2] == "2026-W52"
+
+
+def test_dso_counts_calendar_days_february_quarter_year() -> None:
+    log = Log()
+    # ops: 100 issued in February 2024 (29 days), never paid: AR_end / credit sales = 1
+    ar(log, "O", u(2024, 2, 10, 12), 100, dept="ops")
+    # finance: 100 issued in February 2026 (28 days), 50 paid ten days later: ratio 0.5
+    ar(log, "F", u(2026, 2, 10, 12), 100)
+    log.add("invoices", "payment.received", u(2026, 2, 20, 12), invoice_id="F", amount=50)
+    log.flush(u(2027, 1, 1, 1))  # closes up to 2027-01-01 00:00Z: the year 2026 too
+    res = log.run(now=LATER)
+
+    def by_label(window: str, dept: str) -> dict[str, tuple[float | None, int]]:
+        return {r.label: (r.value, r.count) for r in res.records(("dso", window, dept)).values()}
+
+    assert by_label("1mo", "ops") == {"2024-02": (29.0, 1)}
+    assert by_label("1q", "ops") == {"2024-Q1": (91.0, 1)}  # 31 + 29 + 31
+    assert by_label("1y", "ops") == {"2024": (366.0, 1)}
+    assert by_label("1mo", "finance") == {"2026-02": (14.0, 2)}  # 0.5 x 28
+    assert by_label("1q", "finance") == {"2026-Q1": (45.0, 2)}  # 0.5 x 90
+    assert by_label("1y", "finance") == {"2026": (182.5, 2)}  # 0.5 x 365
+    # the week of the invoice (AR_end 100) x 7; the week of the payment has no credit sale
+    assert by_label("1w", "finance") == {"2026-W07": (7.0, 1), "2026-W08": (None, 1)}
+    assert by_label("1d", "finance")["2026-02-10"] == (1.0, 1)
+    # the 30 days ending with Feb 28: both events, 0.5 x 30
+    assert by_label("30d", "finance")["2026-02-28"] == (15.0, 2)
+    feb = res.records(("dso", "1mo", "finance"))[u(2026, 2, 1)]
+    assert (feb.window_end - feb.window_start) == 28 * DAY
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_logs(max_events=80))
+def test_utc_hours_days_and_30d_are_version_1_windows(
+    log: tuple[list[Message], dict[str, int], float],
+) -> None:
+    # With the defaults the 1h, 1d and 30d windows are fixed UTC seconds, as in version 1:
+    # [k x size, (k + 1) x size) and 30-day windows stepping by a day, labelled in UTC.
+    messages, partitions, now = log
+    res = compute(messages, partitions=partitions, now=now)
+    fixed = {"1h": (HOUR, HOUR, "%Y-%m-%dT%H"), "1d": (DAY, DAY, "%Y-%m-%d")}
+    fixed["30d"] = (30 * DAY, DAY, "%Y-%m-%d")
+    for key in res.history:
+        if key[1] not in fixed:
+            continue
+        size, step, fmt = fixed[key[1]]
+        for start, rec in res.records(key).items():
+            assert start % step == 0
+            assert rec.window_end == start + size
+            last = datetime.fromtimestamp(rec.window_end - step, UTC)
+            assert rec.label == last.strftime(fmt)
 
 
 def test_late_versus_within_grace() -> None:
