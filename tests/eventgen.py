@@ -6,10 +6,13 @@ order within the grace period, late events, redeliveries of earlier messages, an
 events of every dead-letter reason.  A log ends (unless ``flush=False``; the strategy
 leaves it out in about 1 log of 10) with one "flush" event per partition of every topic,
 dated :func:`flush_time`: then every 1h and 1d window holding a regular event closes, and
-every 30d window ending by the end of the last day.
+every 30d window ending by the end of the last day (UTC days; :func:`calendar_flush_time`
+for the local days of a business time zone).
 
 * :func:`random_log` — a plain seeded generator for larger integration logs.
 * :func:`event_logs` — a hypothesis strategy of ``(messages, partitions, now)``.
+* :func:`calendar_logs` — a hypothesis strategy of :class:`CalendarLog`: logs in a business
+  time zone and fiscal year that cross a clock change, a month, quarter or year end.
 
 Messages are keyed like the real producers (SPEC message keys) and placed on partition
 ``zlib.crc32(key) % n``; offsets increase per partition from 0.  Event times are multiples
@@ -30,7 +33,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from tests.reference import DAY, HOUR, TOPICS, Message
+from tests.reference import DAY, HOUR, TOPICS, Calendar, Message
 
 DEPARTMENTS = ("finance", "hr", "it-ops")
 SERVICES = ("api", "billing", "web")
@@ -68,6 +71,15 @@ def flush_time(start: float, days: float, grace: float = 3600) -> float:
     return (math.floor(last / DAY) + 1) * DAY + grace + 60
 
 
+def calendar_flush_time(
+    start: float, days: float, timezone: str, grace: float = 3600, after_days: int = 0
+) -> float:
+    """Like :func:`flush_time` for the local days of ``timezone``: the flush closes the last
+    local day of the log (and ``after_days`` more days)."""
+    last_day = Calendar(timezone).containing("1d", start + days * DAY)[0]
+    return last_day.end + after_days * DAY + grace + 60
+
+
 def log_now(start: float, days: float, grace: float = 3600) -> float:
     """The wall clock a log of :func:`random_log` is meant for (after every regular event)."""
     return flush_time(start, days, grace) + 60
@@ -96,6 +108,7 @@ class _Builder:
         grace: float,
         now: float,
         faults: bool,
+        flush_at: float | None = None,
     ) -> None:
         self.rnd = rnd
         self.partitions = dict(partitions)
@@ -105,6 +118,7 @@ class _Builder:
         self.grace = grace
         self.now = now
         self.faults = faults
+        self.flush_at = flush_time(start, days, grace) if flush_at is None else flush_at
         self.t = self.start
         self.records: list[_Record] = []
         self.counter = 0
@@ -713,7 +727,7 @@ class _Builder:
         records = sorted(self.records, key=lambda r: (r.arrival, r.seq))
 
         if flush:
-            self.t = flush_time(self.start, self.days, self.grace)
+            self.t = self.flush_at
             records.extend(self._flush_records())
 
         offsets: dict[tuple[str, int], int] = {}
@@ -772,14 +786,19 @@ def random_log(
     grace: float = 3600,
     now: float | None = None,
     flush: bool = True,
+    flush_at: float | None = None,
 ) -> list[Message]:
     """A seeded log of about ``n_events`` messages over ``days`` days from ``start``.
 
     Pass ``now=log_now(start, days, grace)`` (the default) to the reference as well: the
     ``future`` faults are dated ``now + 1 day`` and every other event is ``<= now``.
+    ``flush_at`` dates the flush events (default :func:`flush_time`; then the default
+    ``now`` is 60 s after it).
     """
-    now = log_now(start, days, grace) if now is None else now
-    builder = _Builder(random.Random(seed), partitions, start, days, grace, now, faults)
+    if now is None:
+        now = log_now(start, days, grace) if flush_at is None else flush_at + 60
+    rnd = random.Random(seed)
+    builder = _Builder(rnd, partitions, start, days, grace, now, faults, flush_at)
     return builder.build(n_events, flush)
 
 
@@ -815,3 +834,84 @@ def event_logs(
     ``faults=None`` draws whether the log misbehaves.  Use the same ``grace`` in compute.
     """
     return _event_logs(max_events, faults, grace)
+
+
+# --- logs in a business calendar ------------------------------------------------------------
+
+#: The zones of the calendar comparisons: none, an hour of DST in either hemisphere,
+#: +05:30 and +05:45, and Lord Howe's 30-minute DST shift.
+ZONES = (
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+)
+FISCAL_YEAR_STARTS = (1, 4, 7, 10)
+
+
+def _utc(*when: int) -> float:
+    return datetime(*when, tzinfo=UTC).timestamp()
+
+
+#: The 2026 clock changes of the zones that have them (UTC instants).
+CLOCK_CHANGES: dict[str, tuple[float, ...]] = {
+    "Europe/Berlin": (_utc(2026, 3, 29, 1), _utc(2026, 10, 25, 1)),
+    "America/New_York": (_utc(2026, 3, 8, 7), _utc(2026, 11, 1, 6)),
+    "Australia/Lord_Howe": (_utc(2026, 4, 4, 15), _utc(2026, 10, 3, 15, 30)),
+}
+
+
+def calendar_anchors(timezone: str) -> list[float]:
+    """Instants a calendar log should cross: the zone's 2026 clock changes and the local
+    starts of the quarters from 2026-01-01 to 2027-01-01 (each ends a month and a fiscal
+    quarter for fiscal starts 1, 4, 7 and 10, and the fiscal year for one of them; the
+    days around 2027-01-01 are in ISO week 2026-W53)."""
+    calendar = Calendar(timezone)
+    quarters = [
+        calendar.containing("1mo", _utc(year, month, 15))[0].start
+        for year, month in ((2026, 1), (2026, 4), (2026, 7), (2026, 10), (2027, 1))
+    ]
+    return sorted([*CLOCK_CHANGES.get(timezone, ()), *map(float, quarters)])
+
+
+@dataclass(frozen=True)
+class CalendarLog:
+    """A log for ``reference.compute(..., timezone=..., fiscal_year_start=...)``."""
+
+    messages: list[Message]
+    partitions: dict[str, int]
+    now: float
+    timezone: str
+    fiscal_year_start: int
+
+
+@st.composite
+def _calendar_logs(draw: st.DrawFn, max_events: int, grace: float) -> CalendarLog:
+    timezone = draw(st.sampled_from(ZONES))
+    fiscal_year_start = draw(st.sampled_from(FISCAL_YEAR_STARTS))
+    partitions = {topic: draw(st.integers(1, 3)) for topic in TOPICS}
+    n_events = draw(st.integers(0, max_events))
+    hours = draw(st.integers(1, 96))
+    # The anchor lies in the log; at its very start now and then, so that the first events
+    # fall exactly on a clock change or a quarter start.
+    anchor = draw(st.sampled_from(calendar_anchors(timezone)))
+    start = anchor - draw(st.sampled_from([0, 1]) | st.integers(0, hours * HOUR))
+    with_faults = draw(st.booleans())
+    flush = draw(st.integers(0, 9)) > 0
+    # the flush closes the last local day, the day after, or the month after too
+    after_days = draw(st.sampled_from([0, 0, 1, 35]))
+    rnd = random.Random(draw(st.integers(0, 2**32 - 1)))  # see _event_logs
+    days = hours / 24
+    flush_at = calendar_flush_time(start, days, timezone, grace, after_days)
+    now = flush_at + 60
+    builder = _Builder(rnd, partitions, start, days, grace, now, with_faults, flush_at)
+    messages = builder.build(n_events, flush)
+    return CalendarLog(messages, partitions, now, timezone, fiscal_year_start)
+
+
+def calendar_logs(max_events: int = 60, *, grace: float = 3600) -> st.SearchStrategy[CalendarLog]:
+    """Hypothesis strategy of :class:`CalendarLog` across :data:`ZONES` and
+    :data:`FISCAL_YEAR_STARTS`, each log crossing one of :func:`calendar_anchors`."""
+    return _calendar_logs(max_events, grace)

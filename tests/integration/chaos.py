@@ -108,6 +108,8 @@ def live_log(settings: Settings, *, seed: int, n_events: int, days: int) -> Live
         grace_seconds=settings.grace_seconds,
         currency=settings.currency,
         now=now,
+        timezone=settings.timezone,
+        fiscal_year_start=settings.fiscal_year_start,
     )
     return LiveLog(settings, messages, partitions, expected, now, start)
 
@@ -179,8 +181,9 @@ def history_keys_in_redis(r: redis.Redis, prefix: str = DEFAULT_PREFIX) -> list[
 def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
     """Every difference between Redis history and the reference, empty when they are equal.
 
-    Compares every closed window of every (KPI, window, scope), value within 1e-9 relative,
-    count exactly, and reports members or history keys the reference does not have.
+    Compares every closed window of every (KPI, window, scope), window end, label and count
+    exactly, value within 1e-9 relative, and reports members or history keys the reference
+    does not have.
     """
     expected = log.expected.history
     prefix = log.settings.redis_prefix
@@ -195,34 +198,40 @@ def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
         pipe.zrange(name, 0, -1)
     for name, members in zip(names, pipe.execute(), strict=True):
         key = wanted[name]
-        got: dict[str, Any] = {}
+        got: dict[str, dict[str, Any]] = {}
         for raw in members:
             doc = orjson.loads(raw)
             if doc["window_start"] in got:
                 mismatches.append((key, "two members", doc["window_start"]))
-            got[doc["window_start"]] = (doc["value"], doc["count"])
-        want = {rfc3339(start): vc for start, vc in expected[key].items()}
-        for start in sorted(set(got) - set(want)):
+            got[doc["window_start"]] = doc
+        want = {rfc3339(start) for start in expected[key]}
+        for start in sorted(set(got) - want):
             mismatches.append((key, start, "unexpected", got[start]))
-        mismatches += window_mismatches(key, got, expected[key])
+        mismatches += window_mismatches(key, got, log.expected.records(key))
     return mismatches
 
 
 def window_mismatches(
-    key: Any, got: dict[str, tuple[Any, int]], want: dict[int, tuple[float | None, int]]
+    key: Any, got: dict[str, dict[str, Any]], want: dict[int, reference.HistoryRecord]
 ) -> list[Any]:
-    """Windows of one history (``got`` by RFC 3339 start) whose count differs from ``want``
-    (by start seconds), or whose value differs by more than 1e-9 relative."""
+    """Windows of one history (``got``: members by RFC 3339 start) that differ from ``want``
+    (by start seconds): another window end, label or count, or a value more than 1e-9
+    relative off."""
     out: list[Any] = []
-    for start, (value, count) in sorted(want.items()):
-        found = got.get(rfc3339(start))
-        if found is None or found[1] != count:
-            out.append((key, rfc3339(start), found, (value, count)))
-        elif value is None or found[0] is None:
-            if value != found[0]:
-                out.append((key, rfc3339(start), found, (value, count)))
-        elif not math.isclose(found[0], value, rel_tol=1e-9, abs_tol=1e-12):
-            out.append((key, rfc3339(start), found, (value, count)))
+    for start, record in sorted(want.items()):
+        wanted = (rfc3339(record.window_end), record.label, record.value, record.count)
+        member = got.get(rfc3339(start))
+        if member is None:
+            out.append((key, rfc3339(start), None, wanted))
+            continue
+        found = (member.get("window_end"), member.get("label"), member["value"], member["count"])
+        value, got_value = record.value, member["value"]
+        if value is None or got_value is None:
+            same_value = value == got_value
+        else:
+            same_value = math.isclose(got_value, value, rel_tol=1e-9, abs_tol=1e-12)
+        if found[:2] != wanted[:2] or found[3] != record.count or not same_value:
+            out.append((key, rfc3339(start), found, wanted))
     return out
 
 

@@ -3,13 +3,17 @@
 Random logs (tests/eventgen.py) carry out-of-order events within grace, late events,
 duplicates, invalid events of every reason and partial payments. The engine sees them in
 random batches; every closed window of every KPI, window and scope must equal the
-reference within 1e-9 relative, with the same counts and the same dead-letter reasons.
+reference (window end and label exactly, value within 1e-9 relative, the same count),
+with the same dead-letter reasons. Calendar logs do so in the business time zones and
+fiscal years of tests/eventgen.py (ZONES, FISCAL_YEAR_STARTS), across clock changes and
+month, quarter and year ends.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,9 +23,29 @@ from streams.core.engine import Engine
 from streams.core.records import Message, WindowValue
 from streams.core.state import PartitionState
 from tests import reference
-from tests.eventgen import event_logs, random_log
+from tests.eventgen import (
+    CalendarLog,
+    calendar_flush_time,
+    calendar_logs,
+    event_logs,
+    random_log,
+)
 
 REL = 1e-9
+
+
+def new_engine(
+    partitions: dict[str, int], now: float, timezone: str, fiscal_year_start: int
+) -> Engine:
+    """The engine with the business calendar of KPI_TIMEZONE and KPI_FISCAL_YEAR_START."""
+    return Engine(
+        partitions=partitions,
+        grace_s=3600,
+        currency="USD",
+        clock=lambda: now,
+        timezone=timezone,
+        fiscal_year_start=fiscal_year_start,
+    )
 
 
 def run_engine(
@@ -30,10 +54,13 @@ def run_engine(
     now: float,
     seed: int,
     crash_every: int = 0,
+    *,
+    timezone: str = "UTC",
+    fiscal_year_start: int = 1,
 ) -> tuple[list[WindowValue], list[tuple[str, int, int, str]], int]:
     """Feed the engine in random batches; optionally 'crash' and restore from changelogs."""
     rng = random.Random(seed)
-    engine = Engine(partitions=partitions, grace_s=3600, currency="USD", clock=lambda: now)
+    engine = new_engine(partitions, now, timezone, fiscal_year_start)
     changelog: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
     closed: list[WindowValue] = []
     dead: dict[tuple[str, int, int], str] = {}
@@ -58,7 +85,7 @@ def run_engine(
             changelog.setdefault(tp, []).extend((r.key, r.value) for r in records)
         if crash:
             # Replay from the restored positions, as a restarted worker does.
-            engine = Engine(partitions=partitions, grace_s=3600, currency="USD", clock=lambda: now)
+            engine = new_engine(partitions, now, timezone, fiscal_year_start)
             for (topic, p), records in changelog.items():
                 engine.assign(PartitionState.restore(topic, p, records))
             restart = min(
@@ -81,27 +108,48 @@ def compare(
     now: float,
     seed: int,
     crash_every: int = 0,
-) -> None:
-    expected = reference.compute(messages, partitions=partitions, grace_seconds=3600, now=now)
-    closed, dead, duplicates = run_engine(messages, partitions, now, seed, crash_every)
-    got: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
+    *,
+    timezone: str = "UTC",
+    fiscal_year_start: int = 1,
+) -> reference.RefResult:
+    """Assert the engine's closed windows and dead letters equal the reference's; return it."""
+    expected = reference.compute(
+        messages,
+        partitions=partitions,
+        grace_seconds=3600,
+        now=now,
+        timezone=timezone,
+        fiscal_year_start=fiscal_year_start,
+    )
+    closed, dead, duplicates = run_engine(
+        messages,
+        partitions,
+        now,
+        seed,
+        crash_every,
+        timezone=timezone,
+        fiscal_year_start=fiscal_year_start,
+    )
+    got: dict[tuple[str, str, str], dict[int, tuple[int, str, float | None, int]]] = {}
     for wv in closed:
         windows = got.setdefault((wv.kpi, wv.window, wv.scope), {})
+        member = (wv.end, wv.label, wv.value, wv.count)
         if crash_every == 0:
             assert wv.start not in windows, f"closed twice: {wv}"
         elif wv.start in windows:
             # A replay after a crash may close a window again: it must be bit-identical.
-            assert windows[wv.start] == (wv.value, wv.count), f"two versions: {wv}"
-        windows[wv.start] = (wv.value, wv.count)
+            assert windows[wv.start] == member, f"two versions: {wv}"
+        windows[wv.start] = member
     assert dead == sorted(expected.dead_letters)
     if crash_every == 0:
         assert duplicates == expected.duplicates
     assert sorted(got) == sorted(k for k, v in expected.history.items() if v)
-    for key, windows in expected.history.items():
-        assert sorted(got.get(key, {})) == sorted(windows), key
-        for start, (value, count) in windows.items():
-            got_value, got_count = got[key][start]
-            assert got_count == count, (key, start)
+    for key in expected.history:
+        records = expected.records(key)
+        assert sorted(got.get(key, {})) == sorted(records), key
+        for start, (_, end, label, value, count) in records.items():
+            got_end, got_label, got_value, got_count = got[key][start]
+            assert (got_end, got_label, got_count) == (end, label, count), (key, start)
             if value is None or got_value is None:
                 assert got_value == value, (key, start, got_value, value)
             else:
@@ -111,6 +159,7 @@ def compare(
                     got_value,
                     value,
                 )
+    return expected
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -129,6 +178,35 @@ def test_engine_equals_reference_across_crashes(
 ) -> None:
     messages, partitions, now = log
     compare(messages, partitions, now, seed, crash_every=3)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=calendar_logs(max_events=80), seed=st.integers(0, 2**16))
+def test_engine_equals_reference_in_business_calendars(log: CalendarLog, seed: int) -> None:
+    compare(
+        log.messages,
+        log.partitions,
+        log.now,
+        seed,
+        timezone=log.timezone,
+        fiscal_year_start=log.fiscal_year_start,
+    )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=calendar_logs(max_events=80), seed=st.integers(0, 2**16))
+def test_engine_equals_reference_in_business_calendars_across_crashes(
+    log: CalendarLog, seed: int
+) -> None:
+    compare(
+        log.messages,
+        log.partitions,
+        log.now,
+        seed,
+        crash_every=3,
+        timezone=log.timezone,
+        fiscal_year_start=log.fiscal_year_start,
+    )
 
 
 def test_multi_day_log_equals_reference() -> None:
@@ -178,3 +256,51 @@ def test_month_log_with_retired_entities_equals_reference(crash_every: int) -> N
     from tests.eventgen import log_now
 
     compare(messages, partitions, log_now(start, 30), seed=7, crash_every=crash_every)
+
+
+@pytest.mark.parametrize(
+    ("timezone", "fiscal_year_start", "first_day", "crash_every", "closed"),
+    [
+        # the clock change of 03-29, the month, fiscal quarter and fiscal year end 03-31
+        ("Europe/Berlin", 4, (2026, 3, 10), 0, {"FY2026", "FY2026-Q4", "2026-03"}),
+        ("Europe/Berlin", 4, (2026, 3, 10), 4, {"FY2026", "FY2026-Q4", "2026-03"}),
+        # the 30-minute clock change of 10-04 and the fiscal quarter end 09-30
+        ("Australia/Lord_Howe", 7, (2026, 9, 15), 0, {"FY2027-Q1", "2026-09"}),
+        # the month end 10-31 and the clock change of 11-01 (the last local day ends 05:00Z)
+        ("America/New_York", 1, (2026, 10, 10), 0, {"2026-10", "2026-11-09"}),
+        # the year end at 18:15Z and ISO week 2026-W53
+        ("Asia/Kathmandu", 1, (2026, 12, 10), 0, {"2026", "2026-Q4", "2026-12", "2026-W53"}),
+        # fiscal year from October: the year end 09-30 at 18:30Z
+        ("Asia/Kolkata", 10, (2026, 9, 10), 0, {"FY2026", "FY2026-Q4", "2026-09"}),
+    ],
+)
+def test_month_log_in_a_business_calendar_equals_reference(
+    timezone: str,
+    fiscal_year_start: int,
+    first_day: tuple[int, int, int],
+    crash_every: int,
+    closed: set[str],
+) -> None:
+    partitions = {"invoices": 3, "hiring": 2, "incidents": 2}
+    start = datetime(*first_day, 7, 30, tzinfo=UTC).timestamp()
+    flush_at = calendar_flush_time(start, 30, timezone)
+    messages = random_log(
+        seed=sum(first_day),
+        n_events=6000,
+        days=30,
+        partitions=partitions,
+        start=start,
+        flush_at=flush_at,
+    )
+    expected = compare(
+        messages,
+        partitions,
+        flush_at + 60,
+        seed=9,
+        crash_every=crash_every,
+        timezone=timezone,
+        fiscal_year_start=fiscal_year_start,
+    )
+    # the log does close the windows it is meant to cross
+    labels = {s.label for spans in expected.spans.values() for s in spans.values()}
+    assert closed <= labels
