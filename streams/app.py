@@ -78,6 +78,8 @@ def make_engine(settings: Settings, partitions: Mapping[str, int]) -> Engine:
         catalog=selected_catalog(settings),
         max_dimension_values=settings.max_dimension_values,
         idle_partition_s=settings.idle_partition_seconds,
+        timezone=settings.timezone,
+        fiscal_year_start=settings.fiscal_year_start,
     )
 
 

@@ -28,6 +28,7 @@ from types import ModuleType
 #: generated dashboards, rules and Redis catalog would change (``20`` -> ``20.0``). The
 #: domain modules only construct those classes, so their integers stay integers.
 COMPILED_MODULES = (
+    "streams.core.calendar",
     "streams.core.closing",
     "streams.core.engine",
     "streams.core.judge",

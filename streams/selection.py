@@ -7,7 +7,7 @@ import dataclasses
 from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG
 from streams.config import Settings
-from streams.kpis.base import Kpi
+from streams.kpis.base import WINDOWS, Kpi
 
 
 def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
@@ -17,6 +17,13 @@ def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
     unknown = names - {k.name for k in CATALOG}
     if unknown:
         msg = f"KPI_ONLY_KPIS names unknown KPIs: {', '.join(sorted(unknown))}"
+        raise ConfigurationError(msg)
+    odd = [w for w in windows if w not in WINDOWS]
+    if odd:
+        msg = (
+            f"KPI_ONLY_WINDOWS names unknown windows: {', '.join(odd)}"
+            f" (one of {', '.join(WINDOWS)})"
+        )
         raise ConfigurationError(msg)
     chosen = []
     for kpi in CATALOG:

@@ -16,7 +16,7 @@ from streams.core.records import BatchResult, WindowValue
 from streams.core.replicas import Replicas
 from streams.core.state import NEG_INF, Partitions
 from streams.core.timelines import Timelines
-from streams.core.windows import WindowSpec
+from streams.core.windows import Window
 from streams.kpis.base import ROLLUP, Kpi
 
 
@@ -44,7 +44,7 @@ class Closing:
         self,
         *,
         catalog: Iterable[Kpi],
-        specs: dict[str, tuple[WindowSpec, ...]],
+        specs: dict[str, tuple[Window, ...]],
         partitions: Partitions,
         panes: Panes,
         timelines: Timelines,
@@ -232,7 +232,7 @@ class Closing:
         view.newest_anchor = newest_wm
 
     def _close(
-        self, kpi: Kpi, spec: WindowSpec, after: float, upto: float, result: BatchResult
+        self, kpi: Kpi, spec: Window, after: float, upto: float, result: BatchResult
     ) -> None:
         for scope in sorted(self.panes.scopes[kpi.name]):
             for end in self.panes.window_ends(kpi, spec, scope, after, upto):
@@ -241,7 +241,7 @@ class Closing:
                     result.closed.append(_window_value(kpi, spec, scope, end, value, count, True))
 
     def _close_timeline(
-        self, kpi: Kpi, spec: WindowSpec, after: float, upto: float, result: BatchResult
+        self, kpi: Kpi, spec: Window, after: float, upto: float, result: BatchResult
     ) -> None:
         scopes = self.timelines.sorted_scopes(kpi.topic)
         if upto <= after or not scopes:
@@ -257,7 +257,7 @@ class Closing:
                 result.closed.append(_window_value(kpi, spec, scope, end, value, count, True))
 
     def _read_newest_timeline(
-        self, kpi: Kpi, spec: WindowSpec, newest_wm: float, close_to: float, result: BatchResult
+        self, kpi: Kpi, spec: Window, newest_wm: float, close_to: float, result: BatchResult
     ) -> None:
         _start, end = spec.newest_window(newest_wm)
         for scope in (ROLLUP, *self.timelines.sorted_scopes(kpi.topic)):
@@ -271,12 +271,14 @@ class Closing:
 
 def _window_value(
     kpi: Kpi,
-    spec: WindowSpec,
+    spec: Window,
     scope: str,
     end: int,
     value: float | None,
     count: int,
     final: bool,
 ) -> WindowValue:
-    """The value of window ``[end - size, end)`` of a KPI and scope."""
-    return WindowValue(kpi.name, spec.name, scope, end - spec.size_s, end, value, count, final)
+    """The value of the window ending at ``end`` of a KPI and scope."""
+    return WindowValue(
+        kpi.name, spec.name, scope, spec.start_of(end), end, spec.label(end), value, count, final
+    )

@@ -18,6 +18,7 @@ from schemas.decode import decode_message
 from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent
 from streams.catalog import CATALOG
 from streams.core import keys
+from streams.core.calendar import Calendar
 from streams.core.closing import Closing
 from streams.core.judge import DEDUP_WINDOW_S, LATE, Judge
 from streams.core.lifecycle import apply_event
@@ -27,7 +28,7 @@ from streams.core.replicas import Replicas
 from streams.core.retention import Retention
 from streams.core.state import NEG_INF, ChangelogRecord, Partitions, PartitionState
 from streams.core.timelines import Timelines
-from streams.core.windows import WINDOW_SPECS
+from streams.core.windows import calendar_windows
 from streams.kpis.base import ROLLUP, Kpi
 from streams.kpis.fact import Fact
 
@@ -52,6 +53,8 @@ class Engine:
         decoder: Decoder = _default_decoder,
         max_dimension_values: int = 1000,
         idle_partition_s: float = 0.0,
+        timezone: str = "UTC",
+        fiscal_year_start: int = 1,
     ) -> None:
         self.grace_s = float(grace_s)
         self.idle_partition_s = float(idle_partition_s)
@@ -59,7 +62,10 @@ class Engine:
         self.clock = clock
         self.catalog = {k.name: k for k in catalog}
         self._decode = decoder
-        specs = {k.name: tuple(WINDOW_SPECS[w] for w in k.windows) for k in catalog}
+        #: The business calendar (``KPI_TIMEZONE``, ``KPI_FISCAL_YEAR_START``).
+        self.calendar = Calendar(timezone, fiscal_year_start)
+        windows = calendar_windows(self.calendar)
+        specs = {k.name: tuple(windows[w] for w in k.windows) for k in catalog}
         # Per event class, the KPIs it feeds, in catalog order. The lifecycles are kept
         # whole for every event type regardless (they decide what is applied).
         self._feeds: dict[type, list[_Feeding]] = {}
@@ -74,7 +80,7 @@ class Engine:
         # Wall clock of the last input per partition, for the opt-in idleness rule.
         self._last_input: dict[tuple[str, int], float] = {}
         self._judge = Judge(max_dimension_values)
-        self._panes = Panes(self.catalog, specs, self._partitions)
+        self._panes = Panes(self.catalog, specs, self._partitions, self.calendar)
         self._timelines = Timelines(self._partitions)
         self._replicas = Replicas(self._partitions, self._index, clock, self._last_input)
         self._closing = Closing(
@@ -102,6 +108,10 @@ class Engine:
             self._replicas.drop(*tp)
         for key, value in state.data.items():
             self._index(state.topic, state.partition, key, value)
+        # Version 1 kept separate day panes (and a balance base) for 30d: its windows now
+        # read the day panes, so those are dropped (deleted from the changelog too).
+        for key in [k for k in state.data if _v1_30d(k)]:
+            state.delete(key)
         self._closing.reset(state.topic)  # recomputed from the restored watermarks
 
     def revoke(self, topic: str, partition: int) -> None:
@@ -338,3 +348,9 @@ class Engine:
                 closing.close_and_read(topic, result, touched, timelines_touched)
             self._retention.prune(view, prune_upto[topic])
         return result
+
+
+def _v1_30d(key: str) -> bool:
+    """Whether ``key`` is one of version 1's own 30d panes or balance bases."""
+    kind = keys.kind(key)
+    return (kind == keys.PANE or kind == keys.BALANCE) and keys.window_of(key) == "30d"

@@ -57,6 +57,11 @@ def pane_prefix(kpi: str, window: str, scope: str) -> str:
     return f"p|{kpi}|{window}|{scope}|"
 
 
+def window_of(key: str) -> str:
+    """The window (pane kind) named in a pane or balance key."""
+    return key.split("|")[2]
+
+
 def parse_pane(key: str) -> tuple[str, str, str, int]:
     """``(kpi, window, scope, pane start)`` of a pane key."""
     _, kpi, window, scope, start = key.split("|")

@@ -1,7 +1,9 @@
-"""Panes: the additive parts of a KPI per window spec, scope, partition and pane start.
+"""Panes: the additive parts of a KPI per pane kind, scope, partition and pane start.
 
-A pane is the state key ``p|<kpi>|<window>|<scope>|<start>`` holding the KPI's parts vector
-(and, for a balance KPI, the balance change after the parts). The index here points at the
+A pane is the state key ``p|<kpi>|<kind>|<scope>|<start>`` holding the KPI's parts vector
+(and, for a balance KPI, the balance change after the parts); the kinds are the local hour
+(``1h``), day (``1d``) and month (``1mo``) of the calendar, and each window is read from the
+panes of one kind (``streams/core/windows.py``). The index here points at the
 very lists in the partition states (or replicas), mutated in place, so a window is read
 without building or hashing a single key string. A window's parts are the sum of its panes
 in partition order, panes in time order, so a value depends only on each partition's log:
@@ -15,14 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from streams.core import keys
+from streams.core.calendar import Calendar
 from streams.core.state import Partitions, PartitionState
-from streams.core.windows import WindowSpec
+from streams.core.windows import PANE_NAMES, Window
 from streams.kpis.base import ROLLUP, Kpi
 
 #: A pane in the index: its state key and its parts vector (the list in the state).
 Pane = tuple[str, list[float]]
-#: Pane length, vector width, has a balance, and (scope, key prefix, the partition's panes)
-#: for the scope and the roll-up: what ``contribute`` needs per window spec.
+#: Pane kind, vector width, has a balance, and (scope, key prefix, the partition's panes)
+#: for the scope and the roll-up: what ``contribute`` needs per pane kind.
 _Target = tuple[int, int, bool, tuple[tuple[str, str, dict[int, Pane]], ...]]
 
 
@@ -32,14 +35,26 @@ class Panes:
     def __init__(
         self,
         catalog: dict[str, Kpi],
-        specs: dict[str, tuple[WindowSpec, ...]],
+        specs: dict[str, tuple[Window, ...]],
         partitions: Partitions,
+        calendar: Calendar,
     ) -> None:
         self.catalog = catalog
         self.specs = specs
         self.partitions = partitions
-        #: (kpi, window, scope) -> partition -> pane start -> pane.
+        self.calendar = calendar
+        #: Per KPI, the pane kinds its windows read, each with those windows.
+        self.kinds: dict[str, dict[int, tuple[Window, ...]]] = {}
+        for name, windows in specs.items():
+            kinds: dict[int, tuple[Window, ...]] = {}
+            for w in windows:
+                kinds[w.pane] = (*kinds.get(w.pane, ()), w)
+            self.kinds[name] = dict(sorted(kinds.items()))
+        #: (kpi, pane kind name, scope) -> partition -> pane start -> pane.
         self.by_window: dict[tuple[str, str, str], dict[int, dict[int, Pane]]] = defaultdict(dict)
+        # Per pane kind, the bounds of the pane the last event fell in: events come in
+        # about time order, so most find their pane here.
+        self._last: list[list[float]] = [[0.0, 0.0] for _ in PANE_NAMES]
         #: Per KPI, every scope it has panes or a balance for.
         self.scopes: dict[str, set[str]] = defaultdict(set)
         # (kpi, scope, partition) -> where a contribution goes, per window spec.
@@ -53,6 +68,8 @@ class Panes:
         kind = keys.kind(key)
         if kind == keys.PANE:
             kpi, window, scope, start = keys.parse_pane(key)
+            if window not in PANE_NAMES:
+                return None  # version 1's own 30d panes: see ``obsolete``
             panes = self.by_window[(kpi, window, scope)]
             if value is not None:
                 panes.setdefault(partition, {})[start] = (key, value)
@@ -63,7 +80,9 @@ class Panes:
                     of_partition.pop(start, None)
             return kpi, scope
         if kind == keys.BALANCE:
-            kpi, _window, scope = keys.parse_balance(key)
+            kpi, window, scope = keys.parse_balance(key)
+            if window not in PANE_NAMES:
+                return None
             if value is not None:
                 self.scopes[kpi].add(scope)
             return kpi, scope
@@ -80,15 +99,21 @@ class Panes:
         parts: tuple[float, ...],
         balance: float,
     ) -> None:
-        """Add one event's parts (and balance change) to its pane of every window spec."""
+        """Add one event's parts (and balance change) to its pane of every kind."""
         targets = self._targets.get((kpi, scope, st.partition))
         if targets is None:
             targets = self._targets[(kpi, scope, st.partition)] = self._pane_targets(
                 kpi, scope, st.partition
             )
         n = len(parts)
-        for pane_s, width, has_balance, scoped in targets:
-            pane = int(t // pane_s) * pane_s
+        for kind, width, has_balance, scoped in targets:
+            last = self._last[kind]
+            if last[0] <= t < last[1]:
+                pane = int(last[0])
+            else:
+                pane, end = self.calendar.pane(kind, t)
+                last[0] = pane
+                last[1] = end
             for s, prefix, panes in scoped:
                 entry = panes.get(pane)
                 if entry is None:
@@ -113,32 +138,33 @@ class Panes:
         kpi = self.catalog[kpi_name]
         has_balance = kpi.balance is not None
         out = []
-        for spec in self.specs[kpi_name]:
+        for kind in self.kinds[kpi_name]:
+            name = PANE_NAMES[kind]
             scoped = tuple(
                 (
                     s,
-                    keys.pane_prefix(kpi_name, spec.name, s),
+                    keys.pane_prefix(kpi_name, name, s),
                     # The per-partition dicts of the index are never replaced, only emptied.
-                    self.by_window[(kpi_name, spec.name, s)].setdefault(partition, {}),
+                    self.by_window[(kpi_name, name, s)].setdefault(partition, {}),
                 )
                 for s in (scope, ROLLUP)
             )
-            out.append((spec.pane_s, kpi.width, has_balance, scoped))
+            out.append((kind, kpi.width, has_balance, scoped))
         return tuple(out)
 
     # -- reading -----------------------------------------------------------------------
 
-    def value(self, kpi: Kpi, spec: WindowSpec, scope: str, end: int) -> tuple[float | None, int]:
-        """The value and event count of window ``[end - size, end)``."""
+    def value(self, kpi: Kpi, spec: Window, scope: str, end: int) -> tuple[float | None, int]:
+        """The value and event count of the window ending at ``end``."""
         parts, b0, b1 = self._parts(kpi, spec, scope, end)
-        return kpi.read(parts, b0, b1, spec.size_days), int(parts[-1])
+        return kpi.read(parts, b0, b1, spec.days(end)), int(parts[-1])
 
     def _parts(
-        self, kpi: Kpi, spec: WindowSpec, scope: str, end: int
+        self, kpi: Kpi, spec: Window, scope: str, end: int
     ) -> tuple[list[float], float, float]:
-        """Summed parts of window ``[end - size, end)`` plus balances at its start and end."""
+        """Summed parts of the window ending at ``end`` plus balances at its start and end."""
         width = kpi.width
-        by_partition = self.by_window.get((kpi.name, spec.name, scope), {})
+        by_partition = self.by_window.get((kpi.name, spec.pane_name, scope), {})
         starts = spec.pane_starts(end)
         # Partitions in order, panes in time order: the float sums depend on that order.
         vecs = []
@@ -157,7 +183,7 @@ class Panes:
         balance_end = self._balance_end(kpi, spec, scope, end)
         return total[:-1], balance_end - total[-1], balance_end
 
-    def _balance_end(self, kpi: Kpi, spec: WindowSpec, scope: str, end: int) -> float:
+    def _balance_end(self, kpi: Kpi, spec: Window, scope: str, end: int) -> float:
         """Balance at ``end``: every partition's base plus its retained panes before ``end``.
 
         Per partition a left fold in time order (base, then panes by start), then the
@@ -165,8 +191,8 @@ class Panes:
         the float result does not depend on where batches happened to prune.
         """
         topic = kpi.topic
-        base_key = keys.balance(kpi.name, spec.name, scope)
-        by_partition = self.by_window.get((kpi.name, spec.name, scope), {})
+        base_key = keys.balance(kpi.name, spec.pane_name, scope)
+        by_partition = self.by_window.get((kpi.name, spec.pane_name, scope), {})
         total = 0.0
         for p in range(self.partitions.n_partitions[topic]):
             st = self.partitions.view(topic, p)
@@ -181,11 +207,11 @@ class Panes:
         return total
 
     def window_ends(
-        self, kpi: Kpi, spec: WindowSpec, scope: str, after: float, upto: float
+        self, kpi: Kpi, spec: Window, scope: str, after: float, upto: float
     ) -> list[int]:
         """Ends ``e`` of the windows with ``after < e <= upto`` that hold at least one pane."""
         starts: set[int] = set()
-        for panes in self.by_window.get((kpi.name, spec.name, scope), {}).values():
+        for panes in self.by_window.get((kpi.name, spec.pane_name, scope), {}).values():
             starts.update(panes)
         if not starts:
             return []
@@ -204,9 +230,10 @@ class Panes:
 
         A balance KPI's pane moves its balance change into the balance base first.
         """
-        for spec in self.specs[kpi.name]:
+        for kind, windows in self.kinds[kpi.name].items():
+            name = PANE_NAMES[kind]
             for scope in list(self.scopes[kpi.name]):
-                by_partition = self.by_window.get((kpi.name, spec.name, scope))
+                by_partition = self.by_window.get((kpi.name, name, scope))
                 if not by_partition:
                     continue
                 for p in sorted(by_partition):
@@ -218,11 +245,11 @@ class Panes:
                     # same order. The last window of a pane ends no earlier than that of an
                     # earlier pane, so the done panes come first.
                     for start in sorted(panes):
-                        if spec.window_end_of_pane(start) > upto:
+                        if max(w.window_end_of_pane(start) for w in windows) > upto:
                             break
                         key, vec = panes.pop(start)
                         if kpi.balance:
-                            base_key = keys.balance(kpi.name, spec.name, scope)
+                            base_key = keys.balance(kpi.name, name, scope)
                             st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
                         st.delete(key)
 

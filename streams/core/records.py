@@ -37,6 +37,8 @@ class WindowValue:
     scope: str
     start: int
     end: int
+    #: The window's name in the business calendar (``2026-03``, ``FY2027-Q1``...).
+    label: str
     value: float | None
     count: int
     final: bool

@@ -13,12 +13,12 @@ from typing import Any
 
 from streams.core import keys
 from streams.core.state import Partitions, PartitionState
-from streams.core.windows import WindowSpec
+from streams.core.windows import Window
 from streams.kpis.base import ROLLUP, Kpi
 
 #: Timeline events this much older than the windows closed and written are folded into the
-#: timeline's horizon state: the longest window (30 days) plus a day.
-TIMELINE_RETENTION_S = 31 * 86400
+#: timeline's horizon state: the longest window (a fiscal year, at most 366 days) plus a day.
+TIMELINE_RETENTION_S = 367 * 86400
 
 # A timeline is stored as JSON in the partition state:
 #   {"first": t of the first status event,
@@ -145,14 +145,15 @@ class Timelines:
         return sorted(self.scopes.get(topic, {}))
 
     def value(
-        self, kpi: Kpi, spec: WindowSpec, scope: str, end: int, cut: float
+        self, kpi: Kpi, spec: Window, scope: str, end: int, cut: float
     ) -> tuple[float | None, int]:
-        """The value and status-event count of window ``[end - size, end)``, up to ``cut``.
+        """The value and status-event count of the window ending at ``end``, up to ``cut``.
 
         Per scope the fraction of the window it was up; the roll-up is their mean over the
         scopes that sent a status event before the window end.
         """
-        start = end - spec.size_s
+        start = spec.start_of(end)
+        length = end - start
         of_topic = self.scopes.get(kpi.topic, {})
         wanted = of_topic if scope == ROLLUP else {scope: of_topic.get(scope)}
         value_sum = 0.0
@@ -165,12 +166,12 @@ class Timelines:
             if tl["first"] >= end:
                 continue
             down = downtime(tl, start, end, cut)
-            value_sum += 1.0 - down / spec.size_s
+            value_sum += 1.0 - down / length
             services += 1
             count += events_between(tl, start, end)
         if not services:
             return None, count
-        return kpi.read((value_sum, float(services), float(count)), 0.0, 0.0, spec.size_days), count
+        return kpi.read((value_sum, float(services), float(count)), 0.0, 0.0, spec.days(end)), count
 
     def prune(self, topic: str, upto: float) -> None:
         """Fold what our own timelines hold from before the retention horizon."""

@@ -1,78 +1,175 @@
-"""Event-time windows: specs, pane assignment and the closing rule, on plain float seconds.
+"""Event-time windows of the business calendar (SPEC section 2), on plain float seconds.
 
-A window spec of ``size`` and ``step`` (both whole seconds, aligned to the Unix epoch) keeps
-panes of ``gcd(size, step)`` seconds: an event updates exactly one pane per spec, and a
-window's parts are the sum of the ``size / pane`` panes it covers. Tumbling windows have one
-pane per window; the rolling ``30d`` window (step 1 day) has 30 daily panes.
+Seven windows: the local ``1h``, ``1d``, ``1w`` (ISO week), ``1mo``, the fiscal ``1q`` and
+``1y``, and the rolling ``30d``. None keeps panes of its own: an event updates one local
+hour pane, one local day pane and one local month pane (``streams/core/calendar.py``), and
+a window is the sum of the panes it covers: ``1h`` one hour pane; ``1d``, ``1w`` and ``30d``
+1, 7 and 30 day panes; ``1mo``, ``1q`` and ``1y`` 1, 3 and 12 month panes. A window is named
+by its end (UTC seconds): every method maps an end to the rest.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-HOUR_S = 3600
+from streams.core.calendar import (
+    DAY,
+    DAY_S,
+    HOUR,
+    HOUR_S,
+    MONTH,
+    Calendar,
+    add_days,
+    add_months,
+)
+from streams.kpis.base import WINDOWS
+
 #: Stands for "the end of a window before any event": the watermark of no events is -inf.
 BEFORE_ALL_WINDOWS = -(2**62)
-DAY_S = 86400
+#: The pane kinds' names in state keys (``1h`` and ``1d`` as version 1 named its panes).
+PANE_NAMES: tuple[str, ...] = ("1h", "1d", "1mo")
+_CACHE_MAX = 8192
 
 
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """One window shape of a KPI, e.g. ``1h`` tumbling or ``30d`` rolling by a day."""
+class Window:
+    """One window of the calendar: its bounds, panes, length in days and label, by its end."""
 
-    name: str
-    size_s: int
-    step_s: int
-    #: Length of the panes this spec keeps (computed once: it is on the per-event path).
-    pane_s: int = field(init=False)
+    def __init__(self, name: str, calendar: Calendar) -> None:
+        if name not in WINDOWS:
+            msg = f"unknown window {name!r} (one of {', '.join(WINDOWS)})"
+            raise ValueError(msg)
+        self.name = name
+        self.calendar = calendar
+        #: The pane kind it is read from (``HOUR``, ``DAY``, ``MONTH``) and its key name.
+        self.pane = HOUR if name == "1h" else MONTH if name in ("1mo", "1q", "1y") else DAY
+        self.pane_name = PANE_NAMES[self.pane]
+        # end -> (start, pane starts, days, label): a window is read many times.
+        self._by_end: dict[int, tuple[int, tuple[int, ...], float, str]] = {}
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pane_s", math.gcd(self.size_s, self.step_s))
+    def __repr__(self) -> str:
+        return f"Window({self.name!r}, {self.calendar.timezone!r})"
 
-    @property
-    def size_days(self) -> float:
-        """Window length in days (DSO multiplies by it)."""
-        return self.size_s / DAY_S
+    # -- which window ------------------------------------------------------------------
 
-    def window_end_of_pane(self, pane_start: int) -> int:
-        """End of the *last* window that contains this pane (when the pane may be dropped)."""
-        first_end = self.first_window_end_after(pane_start)
-        # Windows that contain the pane end in [pane_end, pane_start + size]; the last one is
-        # the largest step-aligned end <= pane_start + size.
-        last = ((pane_start + self.size_s) // self.step_s) * self.step_s
-        return max(first_end, last)
+    def _bounds_at(self, t: float) -> tuple[int, int]:
+        """``[start, end)`` of the window of this kind holding ``t``.
+
+        For ``30d``: the one ending with the day holding ``t``.
+        """
+        cal = self.calendar
+        if self.name == "1h":
+            return cal.bounds(HOUR_S, t)
+        day_start, day_end = cal.bounds(DAY_S, t)
+        if self.name == "1d":
+            return day_start, day_end
+        d = cal.date_at(day_start)
+        if self.name == "30d":
+            return cal.day_start(add_days(d, -29)), day_end
+        if self.name == "1w":
+            monday = add_days(d, -d.weekday())
+            return cal.day_start(monday), cal.day_start(add_days(monday, 7))
+        first, months = self._period(d)
+        return cal.day_start(first), cal.day_start(add_months(first, months))
+
+    def _period(self, d: date) -> tuple[date, int]:
+        """The first day and the number of months of the ``1mo``/``1q``/``1y`` window of ``d``."""
+        month = d.replace(day=1)
+        if self.name == "1mo":
+            return month, 1
+        fy = self.calendar.fiscal_year_first(d)
+        if self.name == "1y":
+            return fy, 12
+        since = (month.year - fy.year) * 12 + month.month - fy.month
+        return add_months(fy, since - since % 3), 3
 
     def first_window_end_after(self, t: float) -> int:
         """The smallest window end strictly greater than ``t`` (``t`` may be -inf)."""
         if t == float("-inf"):
             return BEFORE_ALL_WINDOWS
-        return (int(t // self.step_s) + 1) * self.step_s
+        return self._bounds_at(t)[1]
 
     def newest_window(self, t: float) -> tuple[int, int]:
         """The window ``[start, end)`` that is "current" when the watermark is ``t``."""
         end = self.first_window_end_after(t)
-        return end - self.size_s, end
+        return self.start_of(end), end
 
     def window_ends_between(self, after: float, upto: float) -> Iterator[int]:
         """Every window end ``e`` with ``after < e <= upto``, ascending."""
         e = self.first_window_end_after(after)
         while e <= upto:
             yield e
-            e += self.step_s
+            e = self.first_window_end_after(e)
 
-    def pane_starts(self, window_end: int) -> range:
-        """The starts of the panes a window ``[window_end - size, window_end)`` covers."""
-        return range(window_end - self.size_s, window_end, self.pane_s)
+    # -- a window by its end -----------------------------------------------------------
+
+    def _window(self, end: int) -> tuple[int, tuple[int, ...], float, str]:
+        found = self._by_end.get(end)
+        if found is None:
+            found = self._describe(end)
+            if len(self._by_end) >= _CACHE_MAX:
+                self._by_end.clear()
+            self._by_end[end] = found
+        return found
+
+    def _describe(self, end: int) -> tuple[int, tuple[int, ...], float, str]:
+        cal = self.calendar
+        start = self._bounds_at(end - 1)[0]
+        last_day = cal.date_at(cal.bounds(DAY_S, end - 1)[0])
+        if self.name == "1h":
+            return start, (start,), 1 / 24, cal.local(start).strftime("%Y-%m-%dT%H")
+        first_day = cal.date_at(start)
+        days = float((last_day - first_day).days + 1)
+        if self.pane == DAY:
+            panes = tuple(
+                dict.fromkeys(cal.day_start(add_days(first_day, i)) for i in range(int(days)))
+            )
+            if self.name == "1w":
+                year, week, _ = first_day.isocalendar()
+                return start, panes, days, f"{year}-W{week:02d}"
+            return start, panes, days, last_day.isoformat()
+        first, months = self._period(first_day)
+        panes = tuple(cal.day_start(add_months(first, i)) for i in range(months))
+        if self.name == "1mo":
+            label = f"{first.year}-{first.month:02d}"
+        else:
+            name = cal.fiscal_year_name(cal.fiscal_year_first(first))
+            label = name if self.name == "1y" else f"{name}-Q{_quarter(cal, first)}"
+        return start, panes, days, label
+
+    def start_of(self, end: int) -> int:
+        """The start of the window ending at ``end``."""
+        return self._window(end)[0]
+
+    def pane_starts(self, end: int) -> tuple[int, ...]:
+        """The starts of the panes the window ending at ``end`` covers, in time order."""
+        return self._window(end)[1]
+
+    def days(self, end: int) -> float:
+        """Calendar days the window covers (DSO): 1/24, 1, 7, 28-31, 90-92, 365-366 or 30."""
+        return self._window(end)[2]
+
+    def label(self, end: int) -> str:
+        """The window's name in the calendar: ``2026-03-08T14``, ``2026-W10``, ``FY2027-Q1``..."""
+        return self._window(end)[3]
+
+    def window_end_of_pane(self, pane_start: int) -> int:
+        """End of the *last* window of this kind that covers the pane (when it may go)."""
+        if self.name == "30d":
+            cal = self.calendar
+            return cal.day_start(add_days(cal.date_at(pane_start), 30))
+        return self._bounds_at(pane_start)[1]
 
 
-WINDOW_SPECS: dict[str, WindowSpec] = {
-    "1h": WindowSpec("1h", HOUR_S, HOUR_S),
-    "1d": WindowSpec("1d", DAY_S, DAY_S),
-    "30d": WindowSpec("30d", 30 * DAY_S, DAY_S),
-}
+def _quarter(calendar: Calendar, first: date) -> int:
+    """1-4: the fiscal quarter starting on ``first``."""
+    fy = calendar.fiscal_year_first(first)
+    return ((first.year - fy.year) * 12 + first.month - fy.month) // 3 + 1
+
+
+def calendar_windows(calendar: Calendar) -> dict[str, Window]:
+    """Every window of ``calendar``, by name."""
+    return {name: Window(name, calendar) for name in WINDOWS}
 
 
 #: Window boundaries repeat in every batch that writes them: formatted once (3% of a

@@ -24,6 +24,9 @@ from streams.kpis.fact import Fact
 
 #: The scope of a KPI over all dimension values (SPEC section 3).
 ROLLUP = "all"
+#: Every window of the business calendar, in the SPEC's order (section 2); each KPI keeps
+#: them all unless its entry says otherwise.
+WINDOWS: tuple[str, ...] = ("1h", "1d", "1w", "1mo", "1q", "1y", "30d")
 
 Dimension = Literal["department", "service", "queue"]
 Direction = Literal["at_most", "at_least"]
@@ -86,7 +89,7 @@ class Kpi:
     #: Name of the balance whose value at window start and end the reader needs, if any.
     #: A pane then keeps the balance's change after the parts.
     balance: str | None = None
-    windows: tuple[str, ...] = ("1h", "1d", "30d")
+    windows: tuple[str, ...] = WINDOWS
     description: str = ""
     kind: Kind = "panes"
     #: Presentation (``streams/kpis/units.py``): whether a ``ratio`` is a share of a whole

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -164,3 +165,13 @@ def logs_holding(passwords: list[str], root: Path) -> list[str]:
         text = path.read_text(errors="replace")
         leaks += [f"{path} holds password #{i}" for i, p in enumerate(passwords) if p in text]
     return leaks
+
+
+def hour_label(t: float) -> str:
+    """The label of the UTC ``1h`` window starting at ``t`` (default calendar)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H")
+
+
+def day_label(t: float) -> str:
+    """The label of the UTC ``1d`` window starting at ``t`` (default calendar)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")

@@ -34,7 +34,7 @@ from streams.redis_keys import RedisKeys
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink
 from tests.integration.chaos import as_published, assert_exact, live_log
-from tests.integration.helpers import Worker, process_env, publish, wait_until
+from tests.integration.helpers import Worker, hour_label, process_env, publish, wait_until
 from tests.integration.test_worker_invoices import FIRST, FLUSH
 from tooling.redis_access import COMMANDS, ROLES, Role, redis_acl_rule
 from tooling.stack import free_port
@@ -43,13 +43,35 @@ HOUR = 3600
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 #: What the in-process calls write: two closed hours and the newest of two scopes.
 CLOSED = [
-    WindowValue("invoice_processing_time", "1h", "all", T0, T0 + HOUR, 1950.0, 2, True),
-    WindowValue("invoice_processing_time", "1h", "finance", T0, T0 + HOUR, 1950.0, 2, True),
+    WindowValue(
+        "invoice_processing_time", "1h", "all", T0, T0 + HOUR, hour_label(T0), 1950.0, 2, True
+    ),
+    WindowValue(
+        "invoice_processing_time", "1h", "finance", T0, T0 + HOUR, hour_label(T0), 1950.0, 2, True
+    ),
 ]
 CURRENT = [
-    WindowValue("invoice_processing_time", "1h", "all", T0 + HOUR, T0 + 2 * HOUR, 600.0, 1, False),
     WindowValue(
-        "invoice_processing_time", "1h", "finance", T0 + HOUR, T0 + 2 * HOUR, None, 0, False
+        "invoice_processing_time",
+        "1h",
+        "all",
+        T0 + HOUR,
+        T0 + 2 * HOUR,
+        hour_label(T0 + HOUR),
+        600.0,
+        1,
+        False,
+    ),
+    WindowValue(
+        "invoice_processing_time",
+        "1h",
+        "finance",
+        T0 + HOUR,
+        T0 + 2 * HOUR,
+        hour_label(T0 + HOUR),
+        None,
+        0,
+        False,
     ),
 ]
 

@@ -20,6 +20,7 @@ from streams.sinks import redis_sink
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink, history_member
 from tests.integration.chaos import redis_server
+from tests.integration.helpers import day_label, hour_label
 
 HOUR = 3600
 KEYS = RedisKeys()  # the default prefix: the version 1 keys, spelled out in the checks
@@ -28,7 +29,9 @@ T0 = 1_736_121_600  # 2025-01-06T00:00:00Z
 
 
 def wv(scope: str, start: int, value: float | None, count: int, final: bool) -> WindowValue:
-    return WindowValue("dso", "1h", scope, start, start + HOUR, value, count, final)
+    return WindowValue(
+        "dso", "1h", scope, start, start + HOUR, hour_label(start), value, count, final
+    )
 
 
 CLOSED = [wv("all", T0 + i * HOUR, 10.0 + i, i + 1, True) for i in range(5)] + [
@@ -244,7 +247,7 @@ def test_the_sink_repairs_what_redis_lost_but_not_what_it_stopped_leading(
     """Redis flushed: the catalog, the newest windows still led and the progress come back."""
     from streams.catalog import CATALOG
 
-    other = WindowValue("system_uptime", "1d", "all", T0, T0 + 86400, 2.0, 3, False)
+    other = WindowValue("system_uptime", "1d", "all", T0, T0 + 86400, day_label(T0), 2.0, 3, False)
     lost: list[int] = []
 
     async def run() -> None:

@@ -22,7 +22,7 @@ from streams.sinks.metrics import Metrics
 from streams.watchdog import Steps
 
 TP = TopicPartition("invoices", 3)
-WV = WindowValue("dso", "1h", "all", 0, 3600, 1.5, 2, True)
+WV = WindowValue("dso", "1h", "all", 0, 3600, "1970-01-01T00", 1.5, 2, True)
 COMMIT = Commit(
     dead_letters=[DeadLetter("schema", "bad", "invoices", 3, 7, b"{")],
     sinks=SinkBatch(closed=[WV], current=[WV]),

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from streams.catalog import CATALOG
-from streams.kpis.base import Kpi
+from streams.kpis.base import WINDOWS, Kpi
 from streams.sinks.metrics import Metrics
 from tooling import dashboards
 
@@ -139,7 +139,7 @@ def test_overview_has_a_trend_per_kpi_and_a_window_variable() -> None:
     for kpi in CATALOG:
         assert any(kpi.metric in e for p in trends for e in exprs(p)), kpi.name
     window = variables(board)["window"]
-    assert window["query"].split(",") == ["1h", "1d", "30d"]
+    assert window["query"].split(",") == list(WINDOWS)
 
 
 # -- domain dashboards ---------------------------------------------------------------------

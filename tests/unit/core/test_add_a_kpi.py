@@ -18,7 +18,7 @@ from schemas.events import InvoiceReceived
 from streams.catalog import CATALOG
 from streams.core.engine import Engine
 from streams.core.records import Message, WindowValue
-from streams.kpis.base import Delta, Feed, Kpi, Target, ratio
+from streams.kpis.base import WINDOWS, Delta, Feed, Kpi, Target, ratio
 from streams.kpis.fact import Fact
 from streams.sinks.base import SinkBatch
 from streams.sinks.metrics import Metrics
@@ -109,13 +109,15 @@ def test_a_throw_away_kpi_equals_its_reference_with_no_other_change() -> None:
 async def test_a_throw_away_kpi_is_exported_like_every_catalog_kpi() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry, (*CATALOG, LARGE_INVOICE_SHARE))
-    value = WindowValue("large_invoice_share", "1h", "finance", 0, 3600, 0.5, 4, False)
+    value = WindowValue(
+        "large_invoice_share", "1h", "finance", 0, 3600, "1970-01-01T00", 0.5, 4, False
+    )
     await PrometheusSink(metrics).write(SinkBatch(current=[value]))
     text = generate_latest(registry).decode()
     assert 'backoffice_large_invoice_ratio{department="finance",window="1h"} 0.5' in text
     assert 'backoffice_kpi_target{kpi="large_invoice_share",window="1d"} 0.25' in text
     entry = LARGE_INVOICE_SHARE.catalog_entry("EUR")
-    assert entry["unit"] == "ratio" and entry["windows"] == ["1h", "1d", "30d"]
+    assert entry["unit"] == "ratio" and entry["windows"] == list(WINDOWS)
 
 
 def test_a_throw_away_kpi_gets_its_alert_rules_and_dashboard_panels(

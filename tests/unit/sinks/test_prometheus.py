@@ -15,7 +15,7 @@ UPTIME = next(k for k in CATALOG if k.name == "system_uptime")
 
 
 def wv(kpi: str, scope: str, value: float | None) -> WindowValue:
-    return WindowValue(kpi, "1d", scope, 0, 86400, value, 1, False)
+    return WindowValue(kpi, "1d", scope, 0, 86400, "1970-01-01", value, 1, False)
 
 
 def sample(registry: CollectorRegistry, metric: str, scope: str, dimension: str) -> float | None:
