@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from mode import Service
 
+from schemas.errors import KpiError
 from streams.config import Settings
 from streams.kafka import make_input_consumer
 from streams.sinks.metrics import Metrics
@@ -292,4 +293,6 @@ class InputConsumer(Service):
         except Exception as exc:  # noqa: BLE001 - the worker stops and says why
             # A worker that cannot process must not sit in the group holding partitions:
             # crash the service tree (the worker exits non-zero; a restart restores).
+            if isinstance(exc, KpiError):  # a setting that does not fit: say it in one line
+                log.error("kpi: error: %s", exc)
             await self.crash(exc)

@@ -10,6 +10,7 @@ from streams.access import check_kafka_access
 from streams.config import Settings
 from streams.logs import quiet_library_logs
 from streams.redis_client import check_reachable
+from streams.selection import selected_catalog
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # Redis and the topics first, on a loop of our own: an unreachable Redis or Kafka at
     # start ends the command in one line (later, Redis outages are waited out); faust
     # subscribes as soon as it starts, and the engine is made for the topics' partitions.
+    selected_catalog(settings)  # KPI_ONLY_*: a bad name stops here, before any connection
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(check_reachable(settings.redis_url, **settings.redis_options()))

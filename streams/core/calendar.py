@@ -51,9 +51,9 @@ class Calendar:
         self._day_starts: dict[date, int] = {}
 
     @property
-    def is_default(self) -> bool:
-        """UTC with the fiscal year from January: version 1's calendar."""
-        return self.timezone == "UTC" and self.fiscal_year_start == 1
+    def name(self) -> str:
+        """``<time zone> <fiscal year start>``, as kept in the state (``Europe/Berlin 4``)."""
+        return f"{self.timezone} {self.fiscal_year_start}"
 
     # -- clock changes -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from schemas.decode import decode_message
-from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent
+from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, ConfigurationError, InvalidEvent
 from streams.catalog import CATALOG
 from streams.core import keys
 from streams.core.calendar import Calendar
@@ -102,6 +102,7 @@ class Engine:
     def assign(self, state: PartitionState) -> None:
         """Take ownership of a (restored) partition state and index it."""
         tp = (state.topic, state.partition)
+        self._check_calendar(state)
         self.states[tp] = state
         self._judge.index(state)
         if tp in self._partitions.replicas:
@@ -113,6 +114,27 @@ class Engine:
         for key in [k for k in state.data if _v1_30d(k)]:
             state.delete(key)
         self._closing.reset(state.topic)  # recomputed from the restored watermarks
+
+    def _check_calendar(self, state: PartitionState) -> None:
+        """Refuse a state whose panes were cut in another calendar; mark a new one.
+
+        Panes are local hours, days and months: kept in one time zone, they cannot be read
+        in another. A state without the mark was kept by version 1, in UTC.
+        """
+        found = state.data.get(keys.CALENDAR)
+        if found is None and any(keys.kind(k) == keys.PANE for k in state.data):
+            found = "UTC 1"
+        if found is not None and found != self.calendar.name:
+            zone, start = str(found).split(" ")
+            msg = (
+                f"the state of {state.topic}-{state.partition} was kept with KPI_TIMEZONE={zone}"
+                f" and KPI_FISCAL_YEAR_START={start}, not {self.calendar.timezone} and"
+                f" {self.calendar.fiscal_year_start}: a new calendar needs a new KPI_APP_ID"
+                " (docs/OPERATIONS.md, Changing the calendar)"
+            )
+            raise ConfigurationError(msg)
+        if state.data.get(keys.CALENDAR) != self.calendar.name:
+            state.put(keys.CALENDAR, self.calendar.name)
 
     def revoke(self, topic: str, partition: int) -> None:
         """Drop a partition's state (it moved to another worker)."""

@@ -12,6 +12,7 @@ key                                     value
 ``s|<service>``                         a service's status timeline (``uptime``)
 ``d|<commit seq>|<offset>``             a group of applied event ids (duplicates)
 ``c|<dimension>``                       the dimension values admitted (cardinality)
+``k|calendar``                          the calendar the panes were cut in (time zone)
 ``m``                                   the commit's meta record (changelog only)
 ======================================  ================================================
 """
@@ -27,6 +28,8 @@ TIMELINE: Final = "s|"
 APPLIED: Final = "d|"
 ADMITTED: Final = "c|"
 META: Final = "m"
+#: The calendar (``<time zone> <fiscal year start>``) a partition's panes are cut in.
+CALENDAR: Final = "k|calendar"
 
 #: Entity kinds (the second field of an entity key).
 INVOICE: Final = "inv"

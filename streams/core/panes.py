@@ -22,6 +22,7 @@ from streams.core.state import Partitions, PartitionState
 from streams.core.windows import PANE_NAMES, Window
 from streams.kpis.base import ROLLUP, Kpi
 
+_UNTIL_MAX = 4096
 #: A pane in the index: its state key and its parts vector (the list in the state).
 Pane = tuple[str, list[float]]
 #: Pane kind, vector width, has a balance, and (scope, key prefix, the partition's panes)
@@ -55,6 +56,8 @@ class Panes:
         # Per pane kind, the bounds of the pane the last event fell in: events come in
         # about time order, so most find their pane here.
         self._last: list[list[float]] = [[0.0, 0.0] for _ in PANE_NAMES]
+        # (kpi, pane kind) -> pane start -> when the pane may go (asked every batch).
+        self._until: dict[tuple[str, int], dict[int, int]] = {}
         #: Per KPI, every scope it has panes or a balance for.
         self.scopes: dict[str, set[str]] = defaultdict(set)
         # (kpi, scope, partition) -> where a contribution goes, per window spec.
@@ -245,13 +248,24 @@ class Panes:
                     # same order. The last window of a pane ends no earlier than that of an
                     # earlier pane, so the done panes come first.
                     for start in sorted(panes):
-                        if max(w.window_end_of_pane(start) for w in windows) > upto:
+                        if self._kept_until(kpi.name, kind, windows, start) > upto:
                             break
                         key, vec = panes.pop(start)
                         if kpi.balance:
                             base_key = keys.balance(kpi.name, name, scope)
                             st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
                         st.delete(key)
+
+
+    def _kept_until(self, kpi: str, kind: int, windows: tuple[Window, ...], start: int) -> int:
+        """When a pane may go: the end of the last window (of those reading it) holding it."""
+        until = self._until.setdefault((kpi, kind), {})
+        found = until.get(start)
+        if found is None:
+            if len(until) >= _UNTIL_MAX:
+                until.clear()
+            found = until[start] = max(w.window_end_of_pane(start) for w in windows)
+        return found
 
 
 def _sum_vectors(vecs: Sequence[Sequence[float]], width: int) -> list[float]:

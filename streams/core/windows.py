@@ -46,6 +46,10 @@ class Window:
         self.pane_name = PANE_NAMES[self.pane]
         # end -> (start, pane starts, days, label): a window is read many times.
         self._by_end: dict[int, tuple[int, tuple[int, ...], float, str]] = {}
+        # The instants [lo, hi) whose next window end was last asked for, and that end.
+        self._lo = 0.0
+        self._hi = 0.0
+        self._end = 0
 
     def __repr__(self) -> str:
         return f"Window({self.name!r}, {self.calendar.timezone!r})"
@@ -85,9 +89,15 @@ class Window:
 
     def first_window_end_after(self, t: float) -> int:
         """The smallest window end strictly greater than ``t`` (``t`` may be -inf)."""
+        if self._lo <= t < self._hi:
+            return self._end
         if t == float("-inf"):
             return BEFORE_ALL_WINDOWS
-        return self._bounds_at(t)[1]
+        start, end = self._bounds_at(t)
+        # Every t in [lo, end) has this next end (for 30d: from the start of its last day).
+        lo = self.calendar.bounds(DAY_S, t)[0] if self.name == "30d" else start
+        self._lo, self._hi, self._end = float(lo), float(end), end
+        return end
 
     def newest_window(self, t: float) -> tuple[int, int]:
         """The window ``[start, end)`` that is "current" when the watermark is ``t``."""
