@@ -37,10 +37,20 @@ def worker(
     run_worker(Settings(), loglevel=loglevel)
 
 
+#: The window of ``kpi get NAME`` without ``-w``.
+DEFAULT_WINDOW = "30d"
+_WINDOWS_HELP = "1h, 1d, 1w (ISO week), 1mo, 1q (fiscal quarter), 1y (fiscal year) or 30d"
+
+
 @app.command()
 def get(
     name: str = typer.Argument(None, help="KPI name, e.g. dso (see --all for every KPI)."),
-    window: str = typer.Option("30d", "--window", "-w", help="1h, 1d or 30d (one KPI)."),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        "-w",
+        help=f"{_WINDOWS_HELP}; default {DEFAULT_WINDOW} (with --all: every window).",
+    ),
     scope: str = typer.Option("all", "--scope", "-s", help="A dimension value, or all."),
     all_: bool = typer.Option(False, "--all", help="A table of every KPI's current value."),
     history: int = typer.Option(0, "--history", help="Also print the last N closed windows."),
@@ -52,23 +62,26 @@ def get(
 
     settings = Settings()
     if all_:
-        asyncio.run(print_all(settings, window=None, watch_s=watch))
+        asyncio.run(print_all(settings, window=window, watch_s=watch))
         return
     if not name:
         msg = "give a KPI name, or --all"
         raise ConfigurationError(msg)
-    asyncio.run(print_one(settings, name, window, scope, history))
+    asyncio.run(print_one(settings, name, window or DEFAULT_WINDOW, scope, history))
 
 
 @app.command()
 def watch(
     interval: float = typer.Option(2.0, "--interval", "-n", min=0.2, help="Seconds per redraw."),
+    window: str | None = typer.Option(
+        None, "--window", "-w", help=f"Only this window: {_WINDOWS_HELP} (default: all)."
+    ),
 ) -> None:
     """A live terminal dashboard: every KPI's newest value against its target (Ctrl-C ends)."""
     from streams.config import Settings
     from streams.views import print_all
 
-    asyncio.run(print_all(Settings(), window=None, watch_s=interval))
+    asyncio.run(print_all(Settings(), window=window, watch_s=interval))
 
 
 def _register() -> None:

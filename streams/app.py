@@ -33,6 +33,7 @@ from streams.checkpoint import Checkpoint
 from streams.config import INPUT_TOPICS, Settings, bearer_allowed, shown_url
 from streams.consumer import GroupMember, InputConsumer
 from streams.core.engine import Engine
+from streams.core.records import WindowValue
 from streams.core.windows import rfc3339
 from streams.dead_letters import DeadLetters
 from streams.follower import ReplicaFollower
@@ -251,20 +252,7 @@ def create_app(
             body = orjson.dumps({"error": "unauthorized: send Authorization: Bearer <token>"})
             headers = {"WWW-Authenticate": "Bearer"}
             return web.bytes(body, content_type="application/json", status=401, headers=headers)
-        values = [
-            {
-                "name": wv.kpi,
-                "window": wv.window,
-                "scope": wv.scope,
-                "value": wv.value,
-                "value_text": format_value(wv.value),
-                "window_start": rfc3339(wv.start),
-                "window_end": rfc3339(wv.end),
-                "count": wv.count,
-                "final": wv.final,
-            }
-            for _key, wv in sorted(runtime.current.items())
-        ]
+        values = [kpi_json(wv) for _key, wv in sorted(runtime.current.items())]
         return web.bytes(orjson.dumps({"kpis": values}), content_type="application/json")
 
     @app.page("/health")
@@ -274,6 +262,22 @@ def create_app(
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
     return app, worker
+
+
+def kpi_json(wv: WindowValue) -> dict[str, Any]:
+    """One newest window as ``/kpis`` lists it (docs/CONTRACT.md, section 5)."""
+    return {
+        "name": wv.kpi,
+        "window": wv.window,
+        "scope": wv.scope,
+        "value": wv.value,
+        "value_text": format_value(wv.value),
+        "window_start": rfc3339(wv.start),
+        "window_end": rfc3339(wv.end),
+        "label": wv.label,
+        "count": wv.count,
+        "final": wv.final,
+    }
 
 
 def worker_health(worker: WorkerParts) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A small reader for downstream services over the Redis layout of SPEC section 3.
 
 async with KpiReader("redis://localhost:6379/0") as kpis:
-    now = await kpis.current("dso", "30d", "all")          # KpiValue or None
+    now = await kpis.current("dso", "1mo", "all")          # KpiValue or None (.label)
     past = await kpis.history("dso", "1d", "sales", since=t0)
     async for change in kpis.follow_changes():            # resumes after disconnects
         ...
@@ -11,7 +11,7 @@ async with KpiReader("redis://localhost:6379/0") as kpis:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -36,6 +36,9 @@ class KpiValue:
     count: int
     final: bool
     updated_at: datetime | None = None
+    #: The window's name in the business calendar (``2026-03``, ``FY2027-Q1``...); empty
+    #: when a version 1 worker wrote it.
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,24 @@ def _float(text: str) -> float | None:
 
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+def _newest(name: str, window: str, scope: str, h: dict[str, str]) -> KpiValue | None:
+    """A newest-window hash as a ``KpiValue``; None when there is none."""
+    if not h:
+        return None
+    return KpiValue(
+        name,
+        window,
+        scope,
+        _float(h.get("value", "")),
+        _time(h["window_start"]),
+        _time(h["window_end"]),
+        int(h.get("count", 0)),
+        h.get("final") == "1",
+        _time(h["updated_at"]) if h.get("updated_at") else None,
+        h.get("label", ""),
+    )
 
 
 class KpiReader:
@@ -96,19 +117,15 @@ class KpiReader:
     async def current(self, name: str, window: str, scope: str = "all") -> KpiValue | None:
         """The newest window's value, or None when nothing was written for it yet."""
         h: dict[str, str] = await self.redis.hgetall(self.keys.newest(name, window, scope))
-        if not h:
-            return None
-        return KpiValue(
-            name,
-            window,
-            scope,
-            _float(h.get("value", "")),
-            _time(h["window_start"]),
-            _time(h["window_end"]),
-            int(h.get("count", 0)),
-            h.get("final") == "1",
-            _time(h["updated_at"]) if h.get("updated_at") else None,
-        )
+        return _newest(name, window, scope, h)
+
+    async def currents(self, wanted: Sequence[tuple[str, str, str]]) -> list[KpiValue | None]:
+        """``current`` of each ``(name, window, scope)``, in one round trip (no transaction)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name, window, scope in wanted:
+            pipe.hgetall(self.keys.newest(name, window, scope))
+        hashes: list[dict[str, str]] = await pipe.execute()
+        return [_newest(*key, h) for key, h in zip(wanted, hashes, strict=True)]
 
     async def scopes(self, name: str, window: str) -> list[str]:
         """Every scope that has a newest-window hash for this KPI and window."""
@@ -148,6 +165,7 @@ class KpiReader:
                     _time(doc["window_end"]),
                     int(doc["count"]),
                     True,
+                    label=doc.get("label", ""),
                 )
             )
         return out

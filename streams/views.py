@@ -16,11 +16,12 @@ from schemas.errors import ConfigurationError, UnavailableError
 from streams.catalog import CATALOG, KPIS
 from streams.config import Settings, shown_url
 from streams.kpis import units
-from streams.kpis.base import Kpi
+from streams.kpis.base import WINDOWS, Kpi
 from streams.reader import KpiReader, KpiValue
 from streams.redis_client import redis_reason
 
-WINDOWS = ("1h", "1d", "30d")
+#: The windows a table shows, in the SPEC's order: those some KPI keeps.
+TABLE_WINDOWS: tuple[str, ...] = tuple(w for w in WINDOWS if any(w in k.windows for k in CATALOG))
 
 
 def meets(kpi: Kpi, value: float | None) -> bool | None:
@@ -37,6 +38,19 @@ def _check(name: str, window: str) -> Kpi:
         msg = f"unknown window {window!r} for {name}; one of: {', '.join(kpi.windows)}"
         raise ConfigurationError(msg)
     return kpi
+
+
+def _check_window(window: str) -> str:
+    if window not in TABLE_WINDOWS:
+        msg = f"unknown window {window!r}; one of: {', '.join(TABLE_WINDOWS)}"
+        raise ConfigurationError(msg)
+    return window
+
+
+def _span(value: KpiValue) -> str:
+    """``2026-03: 2026-02-28 23:00 .. 2026-03-31 22:00 UTC``: the label, then the bounds."""
+    bounds = f"{value.window_start:%Y-%m-%d %H:%M} .. {value.window_end:%Y-%m-%d %H:%M} UTC"
+    return f"{value.label}: {bounds}" if value.label else bounds
 
 
 @contextlib.asynccontextmanager
@@ -63,24 +77,27 @@ async def print_one(settings: Settings, name: str, window: str, scope: str, hist
         state = "final" if current.final else "open"
         print(
             f"{name} {window} {scope}: {units.value_text(kpi, current.value, settings.currency)} "
-            f"[{current.window_start:%Y-%m-%d %H:%M} .. {current.window_end:%Y-%m-%d %H:%M} UTC, "
-            f"{state}, {current.count} events; target {kpi.target.direction.replace('_', ' ')} "
-            f"{units.value_text(kpi, kpi.target.value, settings.currency)}]"
+            f"[{_span(current)}, {state}, {current.count} events; target "
+            f"{kpi.target.direction.replace('_', ' ')} "
+            f"{units.value_text(kpi, kpi.target.value, settings.currency)}, judged on "
+            f"{kpi.target.window}]"
         )
         if history:
             for past in (await reader.history(name, window, scope))[-history:]:
                 print(
-                    f"  {past.window_start:%Y-%m-%d %H:%M}  "
+                    f"  {past.label or '-':<13}  {past.window_start:%Y-%m-%d %H:%M} UTC  "
                     f"{units.value_text(kpi, past.value, settings.currency):>14}  "
                     f"({past.count} events)"
                 )
 
 
 async def print_all(settings: Settings, window: str | None = None, watch_s: float = 0) -> None:
-    """``kpi get --all``: every KPI's roll-up in every window, against its target.
+    """``kpi get --all`` and ``kpi watch``: every KPI's roll-up in every window (or one).
 
     With ``watch_s`` the table is redrawn every ``watch_s`` seconds until Ctrl-C.
     """
+    if window is not None:
+        _check_window(window)
     if not watch_s:
         Console().print(await all_table(settings, window))
         return
@@ -90,31 +107,48 @@ async def print_all(settings: Settings, window: str | None = None, watch_s: floa
             live.update(await all_table(settings, window))
 
 
+def _cell(kpi: Kpi, value: KpiValue | None, currency: str) -> str:
+    """A table cell: the value coloured against the target, the window's label below it."""
+    v = value.value if value else None
+    ok = meets(kpi, v)
+    text = units.value_text(kpi, v, currency)
+    if ok is not None:
+        text = f"[{'green' if ok else 'red'}]{text}[/]"
+    if value is not None and value.label:
+        text += f"\n[dim]{value.label}[/]"
+    return text
+
+
 async def all_table(settings: Settings, window: str | None = None) -> Table:
     """The table of every KPI's newest roll-up values, coloured against the targets."""
-    windows = (window,) if window else WINDOWS
+    windows = (window,) if window else TABLE_WINDOWS
     stamp = datetime.now(tz=UTC).strftime("%H:%M:%S")
     table = Table(
         title=f"backoffice KPIs (scope all) from {shown_url(settings.redis_url)} at {stamp} UTC",
-        caption="green: meets its target, red: misses it, -: undefined (no data in the window)",
+        caption=(
+            "green: meets its target, red: misses it, -: undefined (no data in the window); "
+            "under each value its window's label; *: the window the target is judged on"
+        ),
     )
     table.add_column("KPI")
     for w in windows:
         table.add_column(w, justify="right")
     table.add_column("target", justify="right")
+    wanted = [(kpi.name, w, "all") for kpi in CATALOG for w in windows if w in kpi.windows]
     async with _reading(settings) as reader:
-        for kpi in CATALOG:
-            cells = []
-            for w in windows:
-                value: KpiValue | None = await reader.current(kpi.name, w, "all")
-                v = value.value if value else None
-                ok = meets(kpi, v)
-                text = units.value_text(kpi, v, settings.currency)
-                cells.append(text if ok is None else f"[{'green' if ok else 'red'}]{text}[/]")
-            goal = "<=" if kpi.target.direction == "at_most" else ">="
-            table.add_row(
-                kpi.name,
-                *cells,
-                f"{goal} {units.value_text(kpi, kpi.target.value, settings.currency)}",
-            )
+        found = dict(zip(wanted, await reader.currents(wanted), strict=True))
+    for kpi in CATALOG:
+        cells = []
+        for w in windows:
+            if w not in kpi.windows:
+                cells.append("")
+                continue
+            cell = _cell(kpi, found[(kpi.name, w, "all")], settings.currency)
+            cells.append(f"*{cell}" if w == kpi.target.window else cell)
+        goal = "<=" if kpi.target.direction == "at_most" else ">="
+        table.add_row(
+            kpi.name,
+            *cells,
+            f"{goal} {units.value_text(kpi, kpi.target.value, settings.currency)}",
+        )
     return table

@@ -138,12 +138,30 @@ def _selector(kpi: Kpi, scope: str, *, regex: bool = False) -> str:
 
 
 def _window_variable() -> builders.CustomVariable:
+    """The window selector: readable names ("fiscal quarter") for the ``window`` label values.
+
+    Grafana reads ``text : value`` pairs from a custom variable's query; the options are
+    written out too, because Grafana does not fill them from the query when it loads a
+    provisioned or imported dashboard.
+    """
+    titles = {w: units.WINDOW_TITLES[w] for w in WINDOWS}
     return (
         builders.CustomVariable("window")
         .label("Window")
-        .description("KPI window: each gauge holds the newest window of this size.")
-        .values(",".join(WINDOWS))
-        .current(model.VariableOption(selected=True, text=DEFAULT_WINDOW, value=DEFAULT_WINDOW))
+        .description(
+            "KPI window: each gauge holds the newest window of this kind, in the business "
+            "calendar (KPI_TIMEZONE; quarter and year of the fiscal year)."
+        )
+        .values(",".join(f"{title} : {w}" for w, title in titles.items()))
+        .options(
+            [
+                model.VariableOption(selected=w == DEFAULT_WINDOW, text=title, value=w)
+                for w, title in titles.items()
+            ]
+        )
+        .current(
+            model.VariableOption(selected=True, text=titles[DEFAULT_WINDOW], value=DEFAULT_WINDOW)
+        )
     )
 
 

@@ -16,7 +16,7 @@ of each window every scope was up (see ``streams/core/timelines.py``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from schemas.events import EventBase
@@ -53,7 +53,16 @@ class Feed(Generic[E]):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A SMART goal: the value a KPI should stay at most / at least at, per window."""
+    """A SMART goal: the value a KPI should stay at most / at least at, and where it is judged.
+
+    The value applies to every window of the KPI (``backoffice_kpi_target{kpi, window}``);
+    ``window`` is the one the KPI is *judged* on: its alert watches that window, and the
+    catalog entry names it. Chosen per KPI: ``1d`` (the current business day) is stable
+    enough, unlike ``1h``, and a miss clears once the next day starts without the problem;
+    ``30d`` (rolling) for KPIs read against a balance (a flow over a stock means nothing on
+    a day that has just begun, and their targets are monthly figures) and for a ``for_``
+    longer than a few hours, which could hardly (a day: never) elapse within one day.
+    """
 
     value: float
     direction: Direction
@@ -62,6 +71,14 @@ class Target:
     severity: Literal["warning", "critical"] = "warning"
     #: Human wording of the goal, for docs, dashboards and alert descriptions.
     goal: str = ""
+    #: The window the target is judged on (one of ``WINDOWS`` and of the KPI's windows).
+    #: Stated by every KPI: there is no default to forget.
+    window: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            msg = f"target window {self.window!r} is not a window (one of {', '.join(WINDOWS)})"
+            raise ValueError(msg)
 
     def met(self, value: float) -> bool:
         """True when ``value`` meets the goal."""
@@ -118,6 +135,7 @@ class Kpi:
                 "value": self.target.value,
                 "direction": self.target.direction,
                 "goal": self.target.goal,
+                "window": self.target.window,
             },
         }
 

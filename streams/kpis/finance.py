@@ -69,7 +69,9 @@ INVOICE_PROCESSING_TIME = Kpi(
     "department",
     "invoices",
     "backoffice_invoice_processing_time_seconds",
-    Target(3 * 86400, "at_most", "2h", goal="AP invoices decided within 3 days on average"),
+    Target(
+        3 * 86400, "at_most", "2h", goal="AP invoices decided within 3 days on average", window="1d"
+    ),
     DURATION_PARTS,
     (Feed(InvoiceApproved, duration), Feed(InvoiceRejected, duration)),
     mean,
@@ -83,7 +85,9 @@ INVOICE_ERROR_RATE = Kpi(
     "department",
     "invoices",
     "backoffice_invoice_error_ratio",
-    Target(0.05, "at_most", "2h", goal="At most 5% of AP invoices rejected for errors"),
+    Target(
+        0.05, "at_most", "2h", goal="At most 5% of AP invoices rejected for errors", window="1d"
+    ),
     ("rejected", "n"),
     (Feed(InvoiceApproved, _approved), Feed(InvoiceRejected, _rejected)),
     ratio,
@@ -97,7 +101,7 @@ DSO = Kpi(
     "department",
     "invoices",
     "backoffice_dso_days",
-    Target(45, "at_most", "6h", goal="Customers pay within 45 days (DSO <= 45)"),
+    Target(45, "at_most", "6h", goal="Customers pay within 45 days (DSO <= 45)", window="30d"),
     ("credit_sales", "n"),
     (Feed(InvoiceIssued, _ar_issued), Feed(PaymentReceived, _ar_paid)),
     _dso,
@@ -112,7 +116,7 @@ AP_TURNOVER = Kpi(
     "department",
     "invoices",
     "backoffice_ap_turnover_ratio",
-    Target(0.5, "at_least", "6h", goal="AP turnover of at least 0.5 per window"),
+    Target(0.5, "at_least", "6h", goal="AP turnover of at least 0.5 per window", window="30d"),
     ("purchases", "n"),
     (
         Feed(InvoiceReceived, _ap_received),

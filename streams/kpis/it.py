@@ -43,7 +43,9 @@ SYSTEM_UPTIME = Kpi(
     "service",
     "incidents",
     "backoffice_system_uptime_ratio",
-    Target(0.999, "at_least", "15m", "critical", goal="Every service up 99.9% of the time"),
+    Target(
+        0.999, "at_least", "15m", "critical", goal="Every service up 99.9% of the time", window="1d"
+    ),
     ("value_sum", "services", "n"),
     (Feed(ServiceDown, _down), Feed(ServiceUp, _up)),
     _mean_over_services,
@@ -62,7 +64,13 @@ INCIDENT_RESPONSE_TIME = Kpi(
     "service",
     "incidents",
     "backoffice_incident_response_time_seconds",
-    Target(15 * 60, "at_most", "30m", goal="Incidents acknowledged within 15 minutes on average"),
+    Target(
+        15 * 60,
+        "at_most",
+        "30m",
+        goal="Incidents acknowledged within 15 minutes on average",
+        window="1d",
+    ),
     DURATION_PARTS,
     (Feed(IncidentAcknowledged, duration),),
     mean,
@@ -76,7 +84,9 @@ INCIDENT_RESOLUTION_TIME = Kpi(
     "service",
     "incidents",
     "backoffice_incident_resolution_time_seconds",
-    Target(4 * 3600, "at_most", "1h", goal="Incidents resolved within 4 hours on average"),
+    Target(
+        4 * 3600, "at_most", "1h", goal="Incidents resolved within 4 hours on average", window="1d"
+    ),
     DURATION_PARTS,
     (Feed(IncidentResolved, duration),),
     mean,
@@ -90,7 +100,9 @@ TICKET_RESOLUTION_TIME = Kpi(
     "queue",
     "incidents",
     "backoffice_ticket_resolution_time_seconds",
-    Target(8 * 3600, "at_most", "1h", goal="Tickets resolved within 8 hours on average"),
+    Target(
+        8 * 3600, "at_most", "1h", goal="Tickets resolved within 8 hours on average", window="1d"
+    ),
     DURATION_PARTS,
     (Feed(TicketResolved, duration),),
     mean,
@@ -104,7 +116,7 @@ SECURITY_INCIDENTS = Kpi(
     "service",
     "incidents",
     "backoffice_security_incidents",
-    Target(0, "at_most", "5m", "critical", goal="No security incidents"),
+    Target(0, "at_most", "5m", "critical", goal="No security incidents", window="1d"),
     ("n",),
     (Feed(IncidentOpened, _security),),
     count,

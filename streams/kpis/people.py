@@ -60,7 +60,9 @@ TIME_TO_HIRE = Kpi(
     "department",
     "hiring",
     "backoffice_time_to_hire_seconds",
-    Target(45 * 86400, "at_most", "1d", goal="Vacancies filled within 45 days on average"),
+    Target(
+        45 * 86400, "at_most", "1d", goal="Vacancies filled within 45 days on average", window="30d"
+    ),
     DURATION_PARTS,
     (Feed(OfferAccepted, duration),),
     mean,
@@ -74,7 +76,7 @@ EMPLOYEE_TURNOVER_RATE = Kpi(
     "department",
     "hiring",
     "backoffice_employee_turnover_ratio",
-    Target(0.1, "at_most", "1d", goal="At most 10% of headcount leaves per window"),
+    Target(0.1, "at_most", "1d", goal="At most 10% of headcount leaves per window", window="30d"),
     ("separations", "n"),
     (Feed(EmployeeHired, _hired), Feed(EmployeeLeft, _left)),
     turnover,
@@ -89,7 +91,9 @@ EMPLOYEE_SATISFACTION = Kpi(
     "department",
     "hiring",
     "backoffice_employee_satisfaction_score",
-    Target(7.0, "at_least", "1d", goal="Mean satisfaction score of at least 7 out of 10"),
+    Target(
+        7.0, "at_least", "1d", goal="Mean satisfaction score of at least 7 out of 10", window="30d"
+    ),
     ("sum", "n"),
     (Feed(SurveySubmitted, _score),),
     mean,
@@ -103,7 +107,7 @@ ENPS = Kpi(
     "department",
     "hiring",
     "backoffice_enps_score",
-    Target(20, "at_least", "1d", goal="eNPS of at least +20"),
+    Target(20, "at_least", "1d", goal="eNPS of at least +20", window="30d"),
     ("promoters", "detractors", "n"),
     (Feed(SurveySubmitted, _promoter_or_detractor),),
     _enps,
@@ -117,7 +121,7 @@ TRAINING_COST = Kpi(
     "department",
     "hiring",
     "backoffice_training_cost",
-    Target(250_000, "at_most", "1d", goal="Training spend within budget per window"),
+    Target(250_000, "at_most", "1d", goal="Training spend within budget per window", window="30d"),
     ("sum", "n"),
     (Feed(TrainingCompleted, _cost),),
     total,

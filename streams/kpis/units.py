@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from streams.kpis.base import Kpi
 
+#: Each window as people call it: Grafana's window selector, alert and terminal texts. A
+#: quarter and a year are the fiscal ones (``KPI_FISCAL_YEAR_START``).
+WINDOW_TITLES: dict[str, str] = {
+    "1h": "hour",
+    "1d": "day",
+    "1w": "ISO week",
+    "1mo": "month",
+    "1q": "fiscal quarter",
+    "1y": "fiscal year",
+    "30d": "rolling 30 days",
+}
+
 # Grafana unit ids. "s" scales to minutes, hours and days; Grafana's "d" would show DSO in
 # weeks, so days are a plain number with a suffix.
 _GRAFANA = {

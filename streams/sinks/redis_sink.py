@@ -50,8 +50,9 @@ LOSS_CHECK_S = 1.0
 
 #: KEYS: the change feed, the history keys of the closed windows, the hashes that changed.
 #: ARGV: history_keep, changes maxlen, updated_at, the number of history keys, then per
-#: history key (score, member), then per hash (value, window_start, window_end, count,
-#: final, name, window, scope). Commands run in key order, as the pipeline did.
+#: history key (score, member), then per hash (value, window_start, window_end, label,
+#: count, final, name, window, scope). Commands run in key order, as the pipeline did. The
+#: change feed keeps version 1's fields (SPEC section 3): no label.
 WRITE_BATCH = """
 local keep = tonumber(ARGV[1])
 local changes, maxlen, updated_at = KEYS[1], ARGV[2], ARGV[3]
@@ -65,13 +66,13 @@ for k = 2, last_history do
   i = i + 2
 end
 for k = last_history + 1, #KEYS do
-  local value, ws, we, final = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
+  local value, ws, we, final = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   redis.call('HSET', KEYS[k], 'value', value, 'window_start', ws, 'window_end', we,
-    'count', ARGV[i + 3], 'final', final, 'updated_at', updated_at)
-  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'name', ARGV[i + 5],
-    'window', ARGV[i + 6], 'scope', ARGV[i + 7], 'value', value, 'window_start', ws,
+    'label', ARGV[i + 3], 'count', ARGV[i + 4], 'final', final, 'updated_at', updated_at)
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'name', ARGV[i + 6],
+    'window', ARGV[i + 7], 'scope', ARGV[i + 8], 'value', value, 'window_start', ws,
     'window_end', we, 'final', final)
-  i = i + 8
+  i = i + 9
 end
 return 0
 """
@@ -86,19 +87,23 @@ def format_value(value: float | None) -> str:
 
 
 def history_member(wv: WindowValue) -> bytes:
-    """The JSON member of a history sorted set; byte-identical for the same window."""
+    """The JSON member of a history sorted set; byte-identical for the same window.
+
+    ``{window_start, window_end, label, value, count}`` in this order (SPEC section 3).
+    """
     return orjson.dumps(
         {
             "window_start": rfc3339(wv.start),
             "window_end": rfc3339(wv.end),
+            "label": wv.label,
             "value": wv.value,
             "count": wv.count,
         }
     )
 
 
-#: What a newest-window hash holds, as written: value text, start, end, count, final.
-Content = tuple[str, int, int, int, int]
+#: What a newest-window hash holds, as written: value text, start, end, label, count, final.
+Content = tuple[str, int, int, str, int, int]
 
 
 class RedisSink:
@@ -236,7 +241,7 @@ class RedisSink:
         for wv in current:
             key = newest_key(wv.kpi, wv.window, wv.scope)
             newest.append((key, wv))
-            content = (format_value(wv.value), wv.start, wv.end, wv.count, int(wv.final))
+            content = (format_value(wv.value), wv.start, wv.end, wv.label, wv.count, int(wv.final))
             if self._last.get(key) != content:
                 changes.append((key, content, wv))
 
@@ -259,7 +264,7 @@ class RedisSink:
     ) -> list[ScriptCall]:
         """The batch as ``WRITE_BATCH`` calls of at most ``MAX_ARGS`` keys and arguments each.
 
-        Three per closed window (key, score, member), nine per changed hash.
+        Three per closed window (key, score, member), ten per changed hash.
         """
         history_key = self._keys.history
         history_keys = [history_key(wv.kpi, wv.window, wv.scope) for wv in closed]
@@ -268,11 +273,12 @@ class RedisSink:
             history_args += (repr(float(wv.start)), history_member(wv))
         hash_keys = [key for key, _content, _wv in changes]
         hash_args: list[str | bytes] = []
-        for _key, (value, start, end, count, final), wv in changes:
+        for _key, (value, start, end, label, count, final), wv in changes:
             hash_args += (
                 value,
                 rfc3339(start),
                 rfc3339(end),
+                label,
                 str(count),
                 str(final),
                 wv.kpi,
@@ -284,9 +290,9 @@ class RedisSink:
         i = j = 0
         while True:  # at least one call
             k = min(len(history_keys), i + MAX_ARGS // 3)
-            m = min(len(hash_keys), j + max(0, (MAX_ARGS - 3 * (k - i)) // 9))
+            m = min(len(hash_keys), j + max(0, (MAX_ARGS - 3 * (k - i)) // 10))
             keys = [self._keys.changes, *history_keys[i:k], *hash_keys[j:m]]
-            args = [*head, str(k - i), *history_args[2 * i : 2 * k], *hash_args[8 * j : 8 * m]]
+            args = [*head, str(k - i), *history_args[2 * i : 2 * k], *hash_args[9 * j : 9 * m]]
             calls.append((keys, args))
             i, j = k, m
             if i == len(history_keys) and j == len(hash_keys):

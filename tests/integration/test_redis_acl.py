@@ -158,7 +158,7 @@ async def worker_calls(url: str, keys: RedisKeys, admin: redis.Redis) -> None:
 
 
 async def reader_calls(url: str, prefix: str) -> list[Any]:
-    """Every call of ``streams.reader.KpiReader`` (``kpi get`` uses the first three)."""
+    """Every call of ``streams.reader.KpiReader`` (``kpi get`` uses the first four)."""
     async with KpiReader(url, prefix=prefix) as reader:
 
         async def first_change() -> Any:
@@ -170,6 +170,8 @@ async def reader_calls(url: str, prefix: str) -> list[Any]:
             await _step(reader.current("invoice_processing_time", "1h", "finance")),
             await _step(reader.history("invoice_processing_time", "1h", "finance")),
             await _step(reader.catalog()),
+            # kpi get --all / kpi watch: every window's hash in one pipeline.
+            await _step(reader.currents([("invoice_processing_time", "1h", "all")])),
             await _step(reader.scopes("invoice_processing_time", "1h")),
             await _step(first_change()),
         ]
@@ -293,7 +295,9 @@ def test_kpi_get_as_a_reader_user(
         settings, "invoice_processing_time", "-w", "1h", "-s", "finance", "--history", "3"
     )
     assert one.splitlines()[0].startswith("invoice_processing_time 1h finance: - [")
+    assert "[2026-01-01T01: 2026-01-01 01:00 .. 2026-01-01 02:00 UTC," in one.splitlines()[0]
     assert "32.5 min" in one.splitlines()[1]  # the closed hour: 1950 s
+    assert one.splitlines()[1].startswith("  2026-01-01T00  ")
     table = kpi_get(settings, "--all")
     assert "10.0 min" in next(line for line in table.splitlines() if "invoice_processing_t" in line)
     assert refused(admin, user) == set()

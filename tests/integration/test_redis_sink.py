@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -109,12 +110,24 @@ def test_one_batch_writes_the_contract_layout(kpi_env: Settings, r: redis.Redis)
         "value": repr(0.1 + 0.2),
         "window_start": rfc3339(T0 + 5 * HOUR),
         "window_end": rfc3339(T0 + 6 * HOUR),
+        "label": "2025-01-06T05",
         "count": "7",
         "final": "0",
         "updated_at": rfc3339(T0 + 6 * HOUR),
     }
     # An undefined value is the empty string (SPEC section 3).
     assert got["kpi:dso:1h:sales"]["value"] == ""
+    assert got["kpi:dso:1h:sales"]["label"] == "2025-01-06T01"
+    # History members: the contract's fields, in its order, label included.
+    first = orjson.loads(got["kpi:dso:1h:all:history"][0][0])
+    assert first == {
+        "window_start": "2025-01-06T00:00:00Z",
+        "window_end": "2025-01-06T01:00:00Z",
+        "label": "2025-01-06T00",
+        "value": 10.0,
+        "count": 1,
+    }
+    assert list(first) == ["window_start", "window_end", "label", "value", "count"]
     assert got["kpi:changes"] == [
         {
             "name": "dso",
@@ -187,7 +200,7 @@ def test_a_batch_split_into_several_calls_writes_the_same(
     r.flushdb()
     monkeypatch.setattr(redis_sink, "MAX_ARGS", 10)
     sink = make_sink(RedisConnection(kpi_env.redis_url))
-    changes = [(f"k{i}", ("", 0, 0, 0, 0), CURRENT[0]) for i in range(len(CURRENT))]
+    changes = [(f"k{i}", ("", 0, 0, "", 0, 0), CURRENT[0]) for i in range(len(CURRENT))]
     assert len(sink._script_calls(CLOSED, changes, "t")) > 2
     write(kpi_env, batch)
     assert content(r) == whole

@@ -28,6 +28,7 @@ import pytest
 import redis
 
 from streams.config import Settings
+from streams.kpis.base import WINDOWS
 from streams.reader import KpiReader
 from tests.integration.helpers import Worker, process_env, publish, read_topic, wait_until
 
@@ -110,9 +111,14 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
 
     current = r.hgetall("kpi:invoice_processing_time:1h:all")
     assert current[b"window_start"] == b"2026-01-01T03:00:00Z"
+    assert current[b"label"] == b"2026-01-01T03"
+    member = orjson.loads(r.zrange("kpi:invoice_processing_time:1h:all:history", 0, 0)[0])
+    assert list(member) == ["window_start", "window_end", "label", "value", "count"]
+    assert member["label"] == "2026-01-01T00"
     assert current[b"final"] == b"0"
     catalog = r.hgetall("kpi:catalog")
     assert orjson.loads(catalog[b"invoice_error_rate"])["dimension"] == "department"
+    assert orjson.loads(catalog[b"dso"])["target"]["window"] == "30d"
     assert r.xlen("kpi:changes") > 0
 
     def dead_letters() -> list[dict[str, Any]]:
@@ -135,6 +141,16 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
     mine = {(k["name"], k["window"], k["scope"]): k for k in kpis}
     assert mine[("invoice_error_rate", "30d", "hr")]["value"] == 1.0
     assert mine[("invoice_processing_time", "1h", "all")]["final"] is False
+    # Every calendar window of the default calendar (UTC, fiscal year from January).
+    assert {w: mine[("invoice_error_rate", w, "hr")]["label"] for w in WINDOWS} == {
+        "1h": "2026-01-01T03",
+        "1d": "2026-01-01",
+        "1w": "2026-W01",
+        "1mo": "2026-01",
+        "1q": "2026-Q1",
+        "1y": "2026",
+        "30d": "2026-01-01",
+    }
 
     async def read() -> tuple[Any, Any, Any]:
         async with KpiReader(kpi_env.redis_url) as reader:
@@ -146,7 +162,7 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
 
     current_rate, finance, catalog_read = asyncio.run(read())
     assert current_rate is not None and current_rate.value == pytest.approx(1 / 3)
-    assert [(h.value, h.count) for h in finance] == [(1950.0, 2)]
+    assert [(h.label, h.value, h.count) for h in finance] == [("2026-01-01T00", 1950.0, 2)]
     assert catalog_read["dso"]["target"]["direction"] == "at_most"
 
     shown = subprocess.run(
@@ -170,6 +186,8 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
         check=True,
     ).stdout
     assert "invoice_processing_time 1h finance" in shown and "32.5 min" in shown
+    assert "[2026-01-01T03: 2026-01-01 03:00 .. 2026-01-01 04:00 UTC, open" in shown
+    assert "  2026-01-01T00  2026-01-01 00:00 UTC" in shown
 
     metrics = httpx.get(worker.url("/metrics"), timeout=5).text
     assert 'backoffice_invoice_processing_time_seconds{department="all",window="30d"}' in metrics

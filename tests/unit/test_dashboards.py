@@ -139,7 +139,47 @@ def test_overview_has_a_trend_per_kpi_and_a_window_variable() -> None:
     for kpi in CATALOG:
         assert any(kpi.metric in e for p in trends for e in exprs(p)), kpi.name
     window = variables(board)["window"]
-    assert window["query"].split(",") == list(WINDOWS)
+    assert [option["value"] for option in window["options"]] == list(WINDOWS)
+
+
+READABLE = {
+    "1h": "hour",
+    "1d": "day",
+    "1w": "ISO week",
+    "1mo": "month",
+    "1q": "fiscal quarter",
+    "1y": "fiscal year",
+    "30d": "rolling 30 days",
+}
+
+
+def grafana_custom_options(query: str) -> list[tuple[str, str]]:
+    """``(text, value)`` of each option, as Grafana parses a custom variable's query.
+
+    Grafana splits on commas, then a ``text : value`` item (blanks around the colon) is a
+    pair; anything else is its own text and value.
+    """
+    out = []
+    for item in query.split(","):
+        pair = re.fullmatch(r"\s*(.+)\s:\s(.+)", item)
+        text, value = pair.groups() if pair else (item, item)
+        out.append((text.strip(), value.strip()))
+    return out
+
+
+@pytest.mark.parametrize("name", ["overview.json", "finance.json", "hr.json", "it.json"])
+def test_the_window_selector_offers_the_seven_windows_by_readable_names(name: str) -> None:
+    window = variables(BOARDS[name])["window"]
+    assert window["type"] == "custom" and not window.get("multi")
+    # The values stay the window label's values, which every panel query uses.
+    assert grafana_custom_options(window["query"]) == list(
+        (text, value) for value, text in READABLE.items()
+    )
+    assert [(o["text"], o["value"], o["selected"]) for o in window["options"]] == [
+        (text, value, value == "1d") for value, text in READABLE.items()
+    ]
+    assert window["current"] == {"text": "day", "value": "1d", "selected": True}
+    assert all('window="$window"' in e for p in panels(BOARDS[name]) for e in exprs(p))
 
 
 # -- domain dashboards ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ it these checks skip on a developer machine and fail under CI, where a skip woul
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -16,8 +17,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streams.catalog import CATALOG
+from streams.catalog import CATALOG, KPIS
 from streams.kpis import units
+from streams.kpis.base import Kpi, Target
 from tooling import rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +68,7 @@ def test_every_kpi_has_exactly_one_alert_with_its_target() -> None:
     alerts = {r.alert: r for r in all_rules() if r.alert}
     for kpi in CATALOG:
         alert = alerts[rules.alert_name(kpi)]
-        window = rules.alert_window(kpi)
+        window = kpi.target.window
         assert alert.for_ == kpi.target.for_
         assert alert.labels == {"severity": kpi.target.severity, "kpi": kpi.name}
         assert f'{kpi.metric}{{window="{window}"}}' in alert.expr
@@ -74,8 +76,10 @@ def test_every_kpi_has_exactly_one_alert_with_its_target() -> None:
         comparison = ">" if kpi.target.direction == "at_most" else "<"
         assert f"\n  {comparison} on(job, instance, window) group_left()\n" in alert.expr
         description = alert.annotations["description"]
-        for words in (kpi.title, f"{{{{ $labels.{kpi.dimension} }}}}", window, "$value"):
+        current = f"the current {units.WINDOW_TITLES[window]} (window {window})"
+        for words in (kpi.title, f"{{{{ $labels.{kpi.dimension} }}}}", current, "$value"):
             assert words in description
+        assert alert.annotations["summary"].endswith(f" in {current}")
         assert units.target_words(kpi) in description
     kpi_alerts = [r for r in all_rules() if r.alert and r.alert.endswith("OffTarget")]
     assert len(kpi_alerts) == len(CATALOG)
@@ -93,8 +97,8 @@ def test_every_kpi_has_miss_and_gap_recording_rules() -> None:
     assert recorded == expected
 
 
-def test_balance_and_slow_kpis_alert_on_30d_the_others_on_1d() -> None:
-    windows = {k.name: rules.alert_window(k) for k in CATALOG}
+def test_the_catalog_judges_balance_and_slow_kpis_on_30d_the_others_on_1d() -> None:
+    windows = {k.name: k.target.window for k in CATALOG}
     monthly = {n for n, w in windows.items() if w == "30d"}
     balance = {"dso", "ap_turnover", "employee_turnover_rate"}
     # for: 1d, which could never elapse on a daily window that restarts at midnight.
@@ -102,8 +106,54 @@ def test_balance_and_slow_kpis_alert_on_30d_the_others_on_1d() -> None:
     assert monthly == balance | slow
     assert set(windows.values()) == {"1d", "30d"}
     for kpi in CATALOG:
+        assert rules.alert_window(kpi) == kpi.target.window
         if windows[kpi.name] == "1d":
-            assert rules.duration_seconds(kpi.target.for_) <= rules.MAX_FOR_ON_DAILY_S
+            # A miss that starts by 18:00 can still fire the same day.
+            assert rules.duration_seconds(kpi.target.for_) <= 6 * 3600
+
+
+def _judged_on(kpi_name: str, window: str, for_: str | None = None) -> Kpi:
+    kpi = KPIS[kpi_name]
+    target = dataclasses.replace(kpi.target, window=window, for_=for_ or kpi.target.for_)
+    return dataclasses.replace(kpi, target=target)
+
+
+def test_the_alert_watches_the_window_the_catalog_target_names() -> None:
+    kpi = _judged_on("ticket_resolution_time", "1q")
+    alert = rules.kpi_alert(kpi)
+    assert 'backoffice_ticket_resolution_time_seconds{window="1q"}' in alert.expr
+    assert 'backoffice_kpi_target{kpi="ticket_resolution_time", window="1q"}' in alert.expr
+    assert "in the current fiscal quarter (window 1q)" in alert.annotations["description"]
+    assert "1d" not in alert.expr + alert.annotations["description"]
+    assert "#   1q (fiscal quarter):\n#      ticket_resolution_time\n" in rules._kpi_header([kpi])
+
+
+def test_a_target_window_the_kpi_does_not_keep_is_refused() -> None:
+    kpi = dataclasses.replace(KPIS["dso"], windows=("1h", "1d"))
+    with pytest.raises(
+        ValueError,
+        match=r"dso: its target is judged on 30d, which is not one "
+        r"of its windows \(1h, 1d\)",
+    ):
+        rules.alert_window(kpi)
+
+
+@pytest.mark.parametrize(
+    ("window", "for_"), [("1h", "30m"), ("1d", "23h"), ("1d", "1d"), ("1w", "7d")]
+)
+def test_a_for_that_never_fits_in_a_tumbling_window_is_refused(window: str, for_: str) -> None:
+    with pytest.raises(ValueError, match=f"for: {for_} never fits in its {window} window"):
+        rules.alert_window(_judged_on("enps", window, for_))
+
+
+@pytest.mark.parametrize(("window", "for_"), [("1h", "29m"), ("1d", "22h"), ("30d", "1w")])
+def test_a_for_that_fits_is_kept(window: str, for_: str) -> None:
+    assert rules.alert_window(_judged_on("enps", window, for_)) == window
+
+
+def test_a_target_on_an_unknown_window_is_refused_where_it_is_declared() -> None:
+    with pytest.raises(ValueError, match="target window '2w' is not a window"):
+        Target(1.0, "at_most", window="2w")
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ LARGE_INVOICE_SHARE = Kpi(
     "department",
     "invoices",
     "backoffice_large_invoice_ratio",
-    Target(0.25, "at_most", "1h", goal="At most a quarter of AP invoices are large"),
+    Target(0.25, "at_most", "1h", goal="At most a quarter of AP invoices are large", window="1d"),
     ("large", "n"),
     (Feed(InvoiceReceived, _large),),
     ratio,

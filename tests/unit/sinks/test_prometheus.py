@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry
 
 from streams.catalog import CATALOG
 from streams.core.records import WindowValue
+from streams.kpis.base import WINDOWS
 from streams.sinks.base import SinkBatch
 from streams.sinks.metrics import Metrics
 from streams.sinks.prometheus import PrometheusSink
@@ -38,3 +39,36 @@ async def test_gauges_follow_the_newest_values_and_go_when_the_kpi_is_not_led() 
     assert sample(registry, DSO.metric, "all", DSO.dimension) is None
     assert sample(registry, DSO.metric, "sales", DSO.dimension) is None
     assert sample(registry, UPTIME.metric, "api", UPTIME.dimension) == 0.98
+
+
+def _kpi_samples(registry: CollectorRegistry, metric: str) -> list[dict[str, str]]:
+    return [s.labels for f in registry.collect() if f.name == metric for s in f.samples]
+
+
+async def test_every_calendar_window_is_a_series_and_new_windows_replace_old_ones() -> None:
+    """Seven series per KPI and scope, whatever the number of windows closed: the window's
+    calendar label is in Redis, never a Prometheus label (it would grow without end)."""
+    registry = CollectorRegistry()
+    sink = PrometheusSink(Metrics(registry))
+    days = 400  # more than a year of newest windows, one batch a day
+    for day in range(days):
+        start = day * 86400
+        await sink.write(
+            SinkBatch(
+                current=[
+                    WindowValue(
+                        "dso", w, scope, start, start + 86400, f"L{day}", 1.0 + day, 1, False
+                    )
+                    for w in WINDOWS
+                    for scope in ("all", "sales")
+                ]
+            )
+        )
+    series = _kpi_samples(registry, DSO.metric)
+    assert len(series) == len(WINDOWS) * 2
+    assert {s["window"] for s in series} == set(WINDOWS)
+    assert all(set(s) == {"window", "department"} for s in series)
+    assert sample(registry, DSO.metric, "sales", DSO.dimension) == float(days)
+    targets = _kpi_samples(registry, "backoffice_kpi_target")
+    assert len(targets) == len(CATALOG) * len(WINDOWS)
+    assert {t["window"] for t in targets if t["kpi"] == "dso"} == set(WINDOWS)

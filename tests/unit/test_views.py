@@ -1,0 +1,200 @@
+"""What ``kpi get`` and ``kpi watch`` show of the calendar windows, and ``/kpis``' records.
+
+Redis is a small fake here (the reader's commands over a dict); the real thing is
+tests/integration/test_redis_acl.py (``kpi get`` as a least-privilege reader).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import orjson
+import pytest
+from rich.console import Console
+
+from streams import views
+from streams.app import kpi_json
+from streams.config import Settings
+from streams.core.records import WindowValue
+from streams.kpis.base import WINDOWS
+from streams.reader import KpiReader
+from tests.cli import run_kpi
+
+T0 = 1_772_319_600  # 2026-02-28T23:00:00Z: 2026-03-01 00:00 in Europe/Berlin
+MARCH_END = 1_774_994_400  # 2026-03-31T22:00:00Z: 2026-04-01 00:00 CEST
+FEB_START = 1_769_900_400  # 2026-01-31T23:00:00Z
+
+
+def newest(label: str, value: str, start: str, end: str, count: str = "118") -> dict[str, str]:
+    return {
+        "value": value,
+        "window_start": start,
+        "window_end": end,
+        "label": label,
+        "count": count,
+        "final": "0",
+        "updated_at": "2026-03-19T10:00:00Z",
+    }
+
+
+class FakeRedis:
+    """The reader's commands (HGETALL, ZRANGEBYSCORE, a pipeline of HGETALLs) over dicts."""
+
+    def __init__(self, hashes: dict[str, dict[str, str]], zsets: dict[str, list[str]]) -> None:
+        self.hashes, self.zsets = hashes, zsets
+        self.round_trips = 0
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        self.round_trips += 1
+        return dict(self.hashes.get(key, {}))
+
+    async def zrangebyscore(self, key: str, lo: Any, hi: Any) -> list[str]:
+        self.round_trips += 1
+        return list(self.zsets.get(key, []))
+
+    def pipeline(self, transaction: bool) -> Any:
+        assert transaction is False  # a reader may not run MULTI
+        fake, queued = self, []
+
+        class Pipe:
+            def hgetall(self, key: str) -> None:
+                queued.append(key)
+
+            async def execute(self) -> list[dict[str, str]]:
+                fake.round_trips += 1
+                return [dict(fake.hashes.get(k, {})) for k in queued]
+
+        return Pipe()
+
+    async def aclose(self) -> None:
+        pass
+
+
+MONTH = newest("2026-03", "41.5", "2026-02-28T23:00:00Z", "2026-03-31T22:00:00Z")
+HISTORY = [
+    orjson.dumps(
+        {
+            "window_start": "2026-01-31T23:00:00Z",
+            "window_end": "2026-02-28T23:00:00Z",
+            "label": "2026-02",
+            "value": 39.25,
+            "count": 101,
+        }
+    ).decode(),
+    # Written by a version 1 worker: no label.
+    '{"window_start":"2026-02-28T23:00:00Z","window_end":"2026-03-31T22:00:00Z",'
+    '"value":null,"count":3}',
+]
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRedis:
+    redis = FakeRedis(
+        {"kpi:dso:1mo:all": MONTH, "kpi:enps:1q:all": newest("2026-Q1", "12.0", "x", "y")},
+        {"kpi:dso:1mo:all:history": HISTORY},
+    )
+    redis.hashes["kpi:enps:1q:all"]["window_start"] = "2025-12-31T23:00:00Z"
+    redis.hashes["kpi:enps:1q:all"]["window_end"] = "2026-03-31T22:00:00Z"
+
+    class Reader(KpiReader):
+        def __init__(self, url: str, **_options: Any) -> None:
+            super().__init__(url)
+            self.redis = redis
+
+    monkeypatch.setattr(views, "KpiReader", Reader)
+    return redis
+
+
+async def test_kpi_get_names_the_window_by_its_label(
+    fake: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await views.print_one(Settings(), "dso", "1mo", "all", history=2)
+    first, *history = capsys.readouterr().out.splitlines()
+    assert first == (
+        "dso 1mo all: 41.5 d [2026-03: 2026-02-28 23:00 .. 2026-03-31 22:00 UTC, open, 118 "
+        "events; target at most 45.0 d, judged on 30d]"
+    )
+    assert history == [
+        "  2026-02        2026-01-31 23:00 UTC          39.2 d  (101 events)",
+        "  -              2026-02-28 23:00 UTC               -  (3 events)",
+    ]
+
+
+async def test_the_reader_reads_the_label_of_hash_and_history(fake: FakeRedis) -> None:
+    async with views.KpiReader("redis://unused") as reader:
+        now = await reader.current("dso", "1mo")
+        past = await reader.history("dso", "1mo")
+        both = await reader.currents([("dso", "1mo", "all"), ("dso", "1q", "all")])
+    assert now is not None and now.label == "2026-03" and now.value == 41.5
+    assert [p.label for p in past] == ["2026-02", ""]
+    assert both == [now, None]
+
+
+async def test_the_table_shows_every_window_with_its_label_in_one_round_trip(
+    fake: FakeRedis,
+) -> None:
+    table = await views.all_table(Settings())
+    assert [c.header for c in table.columns] == ["KPI", *WINDOWS, "target"]
+    assert fake.round_trips == 1
+    out = io.StringIO()
+    Console(file=out, width=250, color_system=None).print(table)
+    text = out.getvalue()
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+    lines = text.splitlines()
+
+    def cells(i: int) -> list[str]:
+        return [c.strip() for c in lines[i].split("│")[1:-1]]
+
+    # The value, and its window's label on the line below; a star on the judged window.
+    dso = lines.index(rows["dso"])
+    assert cells(dso)[WINDOWS.index("1mo") + 1] == "41.5 d"
+    assert cells(dso + 1)[WINDOWS.index("1mo") + 1] == "2026-03"
+    assert cells(dso)[WINDOWS.index("30d") + 1] == "*-"
+    enps = lines.index(rows["enps"])
+    assert cells(enps)[WINDOWS.index("1q") + 1] == "12.00"
+    assert cells(enps + 1)[WINDOWS.index("1q") + 1] == "2026-Q1"
+
+
+async def test_the_table_of_one_window(fake: FakeRedis) -> None:
+    table = await views.all_table(Settings(), "1q")
+    assert [c.header for c in table.columns] == ["KPI", "1q", "target"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("get", "dso", "-w", "2w"), "unknown window '2w' for dso; one of: "),
+        (("get", "--all", "-w", "month"), "unknown window 'month'; one of: "),
+        (("watch", "-w", "1m"), "unknown window '1m'; one of: "),
+    ],
+)
+def test_an_unknown_window_is_one_line_listing_the_valid_ones(
+    tmp_path: Any, args: tuple[str, ...], message: str
+) -> None:
+    result = run_kpi(tmp_path, *args, KPI_REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert result.stderr == f"kpi: error: {message}1h, 1d, 1w, 1mo, 1q, 1y, 30d\n"
+
+
+def test_any_window_of_the_kpi_is_asked_of_redis(tmp_path: Any) -> None:
+    # Accepted: the command goes on to Redis, which refuses the connection.
+    result = run_kpi(tmp_path, "get", "dso", "-w", "1mo", KPI_REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("kpi: error: cannot read Redis at redis://127.0.0.1:1/0")
+
+
+def test_kpis_page_records_carry_the_label() -> None:
+    wv = WindowValue("dso", "1mo", "all", T0, MARCH_END, "2026-03", 41.5, 118, False)
+    assert kpi_json(wv) == {
+        "name": "dso",
+        "window": "1mo",
+        "scope": "all",
+        "value": 41.5,
+        "value_text": "41.5",
+        "window_start": "2026-02-28T23:00:00Z",
+        "window_end": "2026-03-31T22:00:00Z",
+        "label": "2026-03",
+        "count": 118,
+        "final": False,
+    }
