@@ -17,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.eventgen import event_logs, log_now, random_log
+from tests.eventgen import FOREIGN_CURRENCIES, event_logs, log_now, random_log
 from tests.reference import DAY, EVENT_TYPES, HOUR, Message, RefResult, compute, parse_timestamp
 
 T0 = 1_700_006_400  # 2023-11-15T00:00:00Z
@@ -772,6 +772,7 @@ def test_random_log_covers_every_type_and_reason() -> None:
     now = log_now(start, 4)
     res = compute(messages, partitions=parts, now=now)
     types = collections.Counter()
+    foreign: set[str] = set()  # invoices in another currency, with their conversion
     for m in messages:
         try:
             doc = orjson.loads(m.value)
@@ -779,6 +780,8 @@ def test_random_log_covers_every_type_and_reason() -> None:
             continue
         if isinstance(doc, dict):
             types[doc.get("type")] += 1
+            if doc.get("currency") in FOREIGN_CURRENCIES and "reporting_amount" in doc:
+                foreign.add(doc.get("invoice_id", "training"))
             key = next(
                 (
                     doc[f]
@@ -801,6 +804,14 @@ def test_random_log_covers_every_type_and_reason() -> None:
             if isinstance(key, str) and doc.get("type") in EVENT_TYPES:
                 assert m.partition == zlib.crc32(key.encode()) % parts[m.topic]
     assert set(EVENT_TYPES) <= set(types)
+    assert len(foreign) > 100
+    # ... and their payments, in the invoice's currency
+    paid = {
+        orjson.loads(m.value)["invoice_id"]
+        for m in messages
+        if b'"invoice.paid"' in m.value or b'"payment.received"' in m.value
+    }
+    assert len(paid & foreign) > 50
     assert set(reasons(res)) == {
         "invalid_json",
         "schema",
