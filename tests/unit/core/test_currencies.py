@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from schemas.decode import decode
 from streams.core.lifecycle import apply_event
 from streams.core.state import PartitionState
+from tests import reference
+from tests.unit.core.test_against_reference import compare
 from tests.unit.core.test_engine import DAY, T0, H, Log, closed_map, engine
 
 
@@ -232,3 +234,30 @@ def test_an_invoice_kept_before_currencies_is_in_the_reporting_currency() -> Non
     closed = closed_map(again.process(rest.messages).closed)
     # AR at the end: the new invoice's 50 of credit sales 2,130 in the hour.
     assert closed[("dso", "1h", "sales", T0)] == (pytest.approx(50 / 2130 / 24, rel=1e-15), 5)
+
+
+def test_simulated_company_with_foreign_invoices_equals_the_reference() -> None:
+    # Realistic rates (cents, a daily-varying rate): conversions are rounded, and the engine
+    # must still equal the reference on every closed window.
+    import zlib
+
+    from producers.simulator import CompanySimulator
+
+    start = 1_736_121_600.0
+    end = start + 12 * DAY
+    sim = CompanySimulator(
+        4, start, clock=lambda: end, domains=("invoices", "hiring"), currencies=("EUR", "GBP")
+    )
+    partitions = {"invoices": 2, "hiring": 2, "incidents": 1}
+    offsets: dict[tuple[str, int], int] = {}
+    messages: list[reference.Message] = []
+    foreign = 0
+    for e in sim:
+        assert isinstance(e.payload, dict)
+        foreign += e.payload.get("currency", "USD") != "USD"
+        p = zlib.crc32(e.key.encode()) % 2
+        offset = offsets.get((e.topic, p), 0)
+        offsets[(e.topic, p)] = offset + 1
+        messages.append(reference.Message(e.topic, p, offset, orjson.dumps(e.payload)))
+    assert foreign > 50
+    compare(messages, partitions, end + DAY, seed=1)
