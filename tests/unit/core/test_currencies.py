@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.decode import decode
@@ -85,9 +85,10 @@ def test_payments_above_outstanding_are_judged_in_the_invoice_currency() -> None
     log = Log()
     issued(log, "eu", T0, 1000, "EUR", reporting_amount=1080)
     log.ev("invoices", 0, "payment.received", T0 + 60, invoice_id="eu", amount=600)
-    # EUR 450 is above the EUR 400 outstanding (though below the USD 432 it is worth).
+    # 450 is above the EUR 400 outstanding, although below the USD 432 outstanding in the
+    # reporting currency: a payment is compared with the invoice in its own currency.
     log.ev("invoices", 0, "payment.received", T0 + 120, invoice_id="eu", amount=450)
-    # EUR 400 completes it; in USD that would be 1,080 - 648 = 432, still "above" 400.
+    # 400 pays it in full; a further cent is above the EUR 0 outstanding.
     log.ev("invoices", 0, "payment.received", T0 + 180, invoice_id="eu", amount=400)
     log.ev("invoices", 0, "payment.received", T0 + 240, invoice_id="eu", amount=0.01)
     result = engine().process(log.messages)
@@ -180,6 +181,7 @@ def pay_all(amount: float, booked: float, parts: list[float]) -> list[float]:
     return converted
 
 
+@settings(deadline=None)
 @given(
     cents=st.integers(100, 10**9),
     rate=st.floats(0.005, 200.0),
