@@ -209,10 +209,11 @@ def _csv_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
 def csv_record_to_event(header: list[str], cells: list[str]) -> dict[str, object]:
     """One CSV record as the JSON object of its event, cells converted per the type's fields.
 
-    An empty cell is a missing field. Amounts and costs become JSON numbers, ``score`` an
-    integer and ``voluntary`` a boolean (``true``/``false`` in any case) when they are spelled
-    as such; a cell that is not is kept as text, so that the check reports it exactly as the
-    worker would report the same JSON. Cells beyond the header are left out.
+    An empty cell is a missing field. Amounts, costs and reporting amounts become JSON
+    numbers, ``score`` an integer and ``voluntary`` a boolean (``true``/``false`` in any
+    case) when they are spelled as such; a cell that is not is kept as text, so that the
+    check reports it exactly as the worker would report the same JSON. Cells beyond the
+    header are left out.
     """
     event: dict[str, object] = {}
     for name, text in zip(header, cells, strict=False):
@@ -254,6 +255,7 @@ def _to_bool(text: str) -> object:
 # so a new field of an existing kind needs nothing here.
 _CONVERTER_OF_ANNOTATION: Final[dict[object, Callable[[str], object]]] = {
     float: _to_number,
+    float | None: _to_number,  # reporting_amount (an empty cell: not given)
     int: _to_int,
     bool: _to_bool,
 }

@@ -1,7 +1,8 @@
 """A deterministic virtual mid-size company: back-office events for the three input topics.
 
 Pure Python, no Kafka: :class:`CompanySimulator` yields ``(topic, key, payload)`` in publication
-order, optionally with injected faults (out-of-order, late, duplicate and invalid events).
+order, optionally with injected faults (out-of-order, late, duplicate and invalid events),
+some of its invoices and trainings in foreign currencies, its office hours in a time zone.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import heapq
 import itertools
 import math
 import random
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import Any, NamedTuple, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -72,20 +76,40 @@ _TICKET_MEDIAN_H = {"p1": 1.0, "p2": 3.0, "p3": 8.0, "p4": 24.0}
 _SCORE_WEIGHTS = (1, 1, 1, 2, 2, 4, 7, 15, 25, 24, 18)
 _REJECT_REASONS = ("duplicate_invoice", "amount_mismatch", "missing_po", "unknown_vendor")
 _OTHER_CURRENCIES = ("EUR", "GBP", "JPY", "CHF", "USD")
+_CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+# US dollars per unit, for the first day's rates; other codes get a seeded one.
+_USD_PER_UNIT = {
+    "USD": 1.0,
+    "EUR": 1.08,
+    "GBP": 1.27,
+    "CHF": 1.12,
+    "JPY": 0.0067,
+    "CAD": 0.74,
+    "AUD": 0.66,
+    "SEK": 0.095,
+    "NOK": 0.094,
+    "DKK": 0.145,
+    "PLN": 0.25,
+    "CNY": 0.14,
+    "INR": 0.012,
+}
+_FOREIGN_SHARE = 0.3  # of the invoices and trainings, with --currencies
+_RATE_DAILY_SIGMA = 0.004  # log-normal day-to-day move of an exchange rate
+_QUARTER_HOUR = 900.0  # every zone's offsets and their changes are whole quarter hours
 
 _DAY = 86400.0
 _HOUR = 3600.0
 _REJECTION_RATE = 0.06
 _YEARLY_TURNOVER = 0.18
 
-# Relative arrival intensity per hour of a weekday (UTC), 1.0 = peak office hours.
+# Relative arrival intensity per hour of a weekday (local time), 1.0 = peak office hours.
 _WEEKDAY_HOURS = (
     *(0.03,) * 7,
     *(0.25, 0.7, 1.0, 1.0, 1.0, 0.75, 1.0, 1.0, 1.0, 1.0, 0.6, 0.25),
     *(0.08, 0.08, 0.08, 0.04, 0.04),
 )
 _WEEKEND_FACTOR = 0.08
-#: Intensity per hour of the week, Monday 00:00 UTC first.
+#: Intensity per hour of the week, Monday 00:00 (local time) first.
 OFFICE_PROFILE: tuple[float, ...] = tuple(
     w * (1.0 if day < 5 else _WEEKEND_FACTOR) for day in range(7) for w in _WEEKDAY_HOURS
 )
@@ -97,6 +121,28 @@ _OFFICE_OPEN = 0.7  # hours at least this busy count as "at the office" for deci
 def hour_of_week(t: float) -> int:
     """Hour of the week of Unix time ``t`` in UTC, 0 = Monday 00:00 (the epoch was a Thursday)."""
     return (int(t // _HOUR) + 72) % 168
+
+
+def time_zone(name: str) -> tzinfo:
+    """The IANA time zone ``name``; ``ConfigurationError`` if the tz database does not know it."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = f"unknown time zone {name!r} (an IANA name such as UTC or Europe/Berlin)"
+        raise ConfigurationError(msg) from None
+
+
+def foreign_currencies(codes: Iterable[str], reporting: str) -> tuple[str, ...]:
+    """``codes`` without repeats, each an ISO 4217 code other than ``reporting``."""
+    chosen = tuple(dict.fromkeys(codes))
+    for code in chosen:
+        if _CURRENCY_CODE.fullmatch(code) is None:
+            msg = f"{code!r} is not an ISO 4217 currency code (three letters A-Z)"
+            raise ConfigurationError(msg)
+        if code == reporting:
+            msg = f"{code} is the reporting currency (KPI_CURRENCY), not a foreign one"
+            raise ConfigurationError(msg)
+    return chosen
 
 
 def rfc3339(t: float) -> str:
@@ -203,6 +249,13 @@ class CompanySimulator:
     Event and entity ids embed the seed and the start time, so two runs with different
     starts never collide on ids, while a rerun with the same arguments is an exact replay.
     Payloads are shared with the simulator (for duplicates): treat them as read-only.
+
+    With ``currencies``, about 30% of the invoices and trainings are booked in one of them at
+    that day's exchange rate (a seeded random walk per currency, one rate per local day):
+    ``amount`` (``cost``) in that currency, ``reporting_amount`` in ``currency``, payments in
+    the invoice's currency adding up to its amount. The company is otherwise the same as
+    without (same times, same amounts in the reporting currency up to the conversion).
+    Office hours and weekdays follow the local time of ``timezone``.
     """
 
     def __init__(
@@ -213,6 +266,8 @@ class CompanySimulator:
         clock: Clock = time.time,
         wall_clock: Clock | None = None,
         currency: str = "USD",
+        currencies: Iterable[str] = (),
+        timezone: str = "UTC",
         domains: Iterable[str] = TOPICS,
         faults: Faults | None = None,
         grace_seconds: float = 3600.0,
@@ -236,6 +291,12 @@ class CompanySimulator:
         self.seed = seed
         self.start = float(start)
         self.currency = currency
+        self.currencies = foreign_currencies(currencies, currency)
+        self.timezone = timezone
+        zone = time_zone(timezone)
+        # UTC (the default) keeps the plain arithmetic, and the stream of earlier versions.
+        self._zone = None if timezone == "UTC" else zone
+        self._offsets: dict[int, float] = {}  # quarter hour -> UTC offset (s), cached
         self.faults = faults or Faults()
         self.grace_seconds = float(grace_seconds)
         self._clock = clock
@@ -246,6 +307,10 @@ class CompanySimulator:
         # Two generators: the company's own randomness never depends on fault injection.
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(f"faults/{seed}")
+        # Currencies draw from their own generators: the company does not change with them.
+        self._currency_rng = random.Random(f"currencies/{seed}")
+        # currency -> (rate per local day from the start's, the generator of its walk)
+        self._rates: dict[str, tuple[list[float], random.Random]] = {}
 
         self._occurrences: list[tuple[float, int, _Action]] = []
         self._outbox: list[_Outbox] = []
@@ -347,7 +412,7 @@ class CompanySimulator:
             # Thinning (Lewis-Shedler): candidates at the peak rate, kept with prob profile(t).
             while True:
                 t += rng.expovariate(peak_rate)
-                if rng.random() < profile[hour_of_week(t)]:
+                if rng.random() < profile[self._hour_of_week(t)]:
                     return t
 
         def arrive(t: float) -> None:
@@ -390,12 +455,63 @@ class CompanySimulator:
 
     def _at_office(self, t: float) -> float:
         """``t`` if it falls in office hours, else a random moment in the next office hour."""
-        if OFFICE_PROFILE[hour_of_week(t)] >= _OFFICE_OPEN:
+        if OFFICE_PROFILE[self._hour_of_week(t)] >= _OFFICE_OPEN:
             return t
-        hour = int(t // _HOUR) + 1
-        while OFFICE_PROFILE[hour_of_week(hour * _HOUR)] < _OFFICE_OPEN:
-            hour += 1
-        return hour * _HOUR + self._rng.uniform(0.0, _HOUR)
+        # Local hours start at a whole quarter hour of UTC in every zone (+05:45 included).
+        opens = (t // _QUARTER_HOUR + 1) * _QUARTER_HOUR
+        while OFFICE_PROFILE[self._hour_of_week(opens)] < _OFFICE_OPEN:
+            opens += _QUARTER_HOUR
+        return opens + self._rng.uniform(0.0, _HOUR)
+
+    def _hour_of_week(self, t: float) -> int:
+        """Hour of the week of ``t`` in the simulator's time zone (0 = Monday 00:00 local)."""
+        if self._zone is None:
+            return hour_of_week(t)
+        return hour_of_week(t + self._utc_offset(t))
+
+    def _utc_offset(self, t: float) -> float:
+        quarter = int(t // _QUARTER_HOUR)
+        offset = self._offsets.get(quarter)
+        if offset is None:
+            moment = datetime.fromtimestamp(quarter * _QUARTER_HOUR, tz=self._zone)
+            delta = moment.utcoffset()
+            offset = self._offsets[quarter] = delta.total_seconds() if delta else 0.0
+        return offset
+
+    # -- currencies ------------------------------------------------------------------------
+
+    def _money(self, t: float, cents: int, field: str = "amount") -> tuple[Event, int]:
+        """``field``, ``currency`` (and ``reporting_amount``) of ``cents`` booked at ``t``.
+
+        Also the amount in cents in the event's currency, which its payments add up to.
+        """
+        if not self.currencies or self._currency_rng.random() >= _FOREIGN_SHARE:
+            return {field: cents / 100, "currency": self.currency}, cents
+        currency = self._currency_rng.choice(self.currencies)
+        rate = self._rate(currency, t)
+        foreign = max(round(cents / rate), 1)
+        booked = max(round(foreign * rate), 1)
+        fields = {field: foreign / 100, "currency": currency, "reporting_amount": booked / 100}
+        return fields, foreign
+
+    def _rate(self, currency: str, t: float) -> float:
+        """Units of the reporting currency per unit of ``currency`` on ``t``'s local day."""
+        if currency not in self._rates:
+            # A random walk of its own per currency: a day's rate does not depend on which
+            # invoices asked for which days first.
+            rng = random.Random(f"fx/{self.seed}/{currency}")
+            usd_per_unit = _USD_PER_UNIT.get(currency) or rng.uniform(0.05, 2.0)
+            reporting_usd = _USD_PER_UNIT.get(self.currency) or 1.0
+            self._rates[currency] = ([usd_per_unit / reporting_usd], rng)
+        rates, rng = self._rates[currency]
+        day = max(self._local_day(t) - self._local_day(self.start), 0)
+        while len(rates) <= day:
+            rates.append(rates[-1] * rng.lognormvariate(0.0, _RATE_DAILY_SIGMA))
+        return rates[day]
+
+    def _local_day(self, t: float) -> int:
+        offset = 0.0 if self._zone is None else self._utc_offset(t)
+        return int((t + offset) // _DAY)
 
     def _amount_cents(self, median: float, sigma: float, low: float, high: float) -> int:
         return round(min(max(self._lognormal(median, sigma), low), high) * 100)
@@ -415,18 +531,13 @@ class CompanySimulator:
         cents = self._amount_cents(1800.0, 1.1, 25.0, 500_000.0)
         department = rng.choices(DEPARTMENTS, _PURCHASE_WEIGHTS)[0]
         vendor = f"vendor-{rng.randint(1, 400):04d}"
+        money, owed = self._money(t, cents)
         self._emit(
             t,
             "invoices",
             invoice_id,
             "invoice.received",
-            {
-                "invoice_id": invoice_id,
-                "amount": cents / 100,
-                "currency": self.currency,
-                "department": department,
-                "vendor_id": vendor,
-            },
+            {"invoice_id": invoice_id, **money, "department": department, "vendor_id": vendor},
         )
         decided = self._at_office(t + self._lognormal(1.2 * _DAY, 0.9))
         if rng.random() < _REJECTION_RATE:
@@ -449,16 +560,18 @@ class CompanySimulator:
             ),
         )
         # Net-30-ish terms: a first payment run weeks later, the rest in later runs.
-        parts = self._split(cents, rng.choices((1, 2, 3), (0.6, 0.3, 0.1))[0])
+        parts = _scaled(self._split(cents, rng.choices((1, 2, 3), (0.6, 0.3, 0.1))[0]), owed)
         paid = self._at_office(decided + self._lognormal(18 * _DAY, 0.4))
         for part in parts:
-            self._at(paid, self._payment(invoice_id, "invoice.paid", part))
+            if part:
+                self._at(paid, self._payment(invoice_id, "invoice.paid", part))
             paid = self._at_office(paid + self._lognormal(7 * _DAY, 0.5))
 
     def _ar_invoice(self, t: float) -> None:
         rng = self._rng
         invoice_id = self._new_id("ar")
         cents = self._amount_cents(6000.0, 1.0, 50.0, 2_000_000.0)
+        money, owed = self._money(t, cents)
         self._emit(
             t,
             "invoices",
@@ -466,8 +579,7 @@ class CompanySimulator:
             "invoice.issued",
             {
                 "invoice_id": invoice_id,
-                "amount": cents / 100,
-                "currency": self.currency,
+                **money,
                 "department": rng.choices(DEPARTMENTS, _SALES_WEIGHTS)[0],
                 "customer_id": f"cust-{rng.randint(1, 250):04d}",
             },
@@ -475,10 +587,11 @@ class CompanySimulator:
         if rng.random() < 0.02:  # bad debt: never paid
             return
         # Customers pay a month or more later, sometimes in instalments: DSO of 30-60 days.
-        parts = self._split(cents, rng.choices((1, 2, 3), (0.65, 0.25, 0.10))[0])
+        parts = _scaled(self._split(cents, rng.choices((1, 2, 3), (0.65, 0.25, 0.10))[0]), owed)
         paid = self._at_office(t + self._lognormal(35 * _DAY, 0.35))
         for part in parts:
-            self._at(paid, self._payment(invoice_id, "payment.received", part))
+            if part:
+                self._at(paid, self._payment(invoice_id, "payment.received", part))
             paid = self._at_office(paid + self._lognormal(10 * _DAY, 0.5))
 
     def _payment(self, invoice_id: str, type_: str, cents: int) -> _Action:
@@ -541,12 +654,12 @@ class CompanySimulator:
             return
         employee = self._rng.choice(self._employees)
         training_id = self._new_id("trn")
+        cents = self._amount_cents(900.0, 0.7, 50.0, 20_000.0)
         fields = {
             "training_id": training_id,
             "employee_id": employee.employee_id,
             "department": employee.department,
-            "cost": self._amount_cents(900.0, 0.7, 50.0, 20_000.0) / 100,
-            "currency": self.currency,
+            **self._money(t, cents, "cost")[0],
         }
         self._emit(t, "hiring", training_id, "training.completed", fields)
 
@@ -781,6 +894,28 @@ class CompanySimulator:
             key = self._fault_id("inc")
             event |= {"type": "incident.resolved", "incident_id": key}
         return key, event
+
+
+def _scaled(parts: list[int], total: int) -> list[int]:
+    """``parts`` rescaled to add up to ``total`` exactly, each at least 1.
+
+    Instalments planned in the reporting currency, paid in the invoice's own: rounded
+    cumulatively, so the last one takes what the others left.
+    """
+    whole, n = sum(parts), len(parts)
+    if total == whole:
+        return parts
+    if total < n:  # too small to split (no amount the company books)
+        return [total, *([0] * (n - 1))]
+    scaled, done, running = [], 0, 0
+    for k, part in enumerate(parts):
+        running += part
+        cut = (2 * running * total + whole) // (2 * whole)  # round(running * total / whole)
+        # Leave at least 1 for each part after this one, and take at least 1.
+        cut = total if k == n - 1 else min(max(cut, done + 1), total - (n - 1 - k))
+        scaled.append(cut - done)
+        done = cut
+    return scaled
 
 
 def _type(emission: Emission) -> str | None:

@@ -1,12 +1,14 @@
 """Bytes of one input message -> a validated event, or ``InvalidEvent`` with the contract's reason.
 
 The checks run in the order of docs/SEMANTICS.md items 1-4: ``invalid_json``, ``schema``,
-``unknown_type``, ``currency``. It runs for every input message, so the JSON is parsed
+``unknown_type``, ``currency`` (a currency that is not a code, or a foreign one without
+``reporting_amount``). It runs for every input message, so the JSON is parsed
 once with orjson and handed to the one model its ``type`` names (no union validation).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final, cast
 
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from schemas.errors import ConfigurationError, InvalidEvent
 from schemas.events import (
+    CURRENCY_PATTERN,
     MODEL_OF_TYPE,
     TOPIC_OF_TYPE,
     TYPES_OF_TOPIC,
@@ -22,6 +25,7 @@ from schemas.events import (
     EventBase,
     InvoiceIssued,
     InvoiceReceived,
+    PricedEvent,
     TrainingCompleted,
 )
 
@@ -35,6 +39,7 @@ CURRENCY: Final = "currency"
 
 # Types that carry a ``currency`` field (checked against the reporting currency).
 _PRICED: Final = (InvoiceReceived, InvoiceIssued, TrainingCompleted)
+_CURRENCY_CODE: Final = re.compile(CURRENCY_PATTERN)
 _MISSING: Final = object()
 # The models' own validators, bound once: ``model_validate`` wraps the same call in Python
 # code that costs about 1 us per message, a fifth of the whole decode.
@@ -54,6 +59,7 @@ def decode(raw: bytes, *, topic: str, currency: str) -> Event:
     ``schema``, ``unknown_type`` or ``currency`` and a one-line ``detail`` (a Kafka tombstone,
     ``raw=None``, is ``invalid_json`` too). An unknown
     ``topic`` is a programming error and raises ``ConfigurationError`` before ``raw`` is read.
+    A returned event's ``reporting_amount`` is set only when its currency is not ``currency``.
     """
     return decode_message(raw, topic, currency)
 
@@ -92,11 +98,28 @@ def decode_message(raw: bytes, topic: str, currency: str) -> Event:
     # The exact classes (validation builds nothing else): ``isinstance`` with pydantic's
     # metaclass cost 0.4 µs for every event that is not priced.
     if type(event) in _PRICED:
-        priced = cast("InvoiceReceived | InvoiceIssued | TrainingCompleted", event)
+        priced = cast("PricedEvent", event)
         if priced.currency != currency:
-            detail = f"currency {priced.currency} is not the reporting currency {currency}"
-            raise InvalidEvent(CURRENCY, detail)
+            _check_foreign(priced, currency)
+        elif priced.reporting_amount is not None:
+            # Ignored in the reporting currency (SPEC section 1). Dropped, so that past the
+            # decoder a reporting_amount means a foreign currency, and nothing downstream
+            # needs to know the reporting currency.
+            event = priced.model_copy(update={"reporting_amount": None})
     return cast("Event", event)
+
+
+def _check_foreign(event: PricedEvent, currency: str) -> None:
+    """A currency other than the reporting one: a code, and the amount converted by the source."""
+    if _CURRENCY_CODE.fullmatch(event.currency) is None:
+        detail = f"currency {_quote(event.currency)} is not an ISO 4217 code (three letters A-Z)"
+        raise InvalidEvent(CURRENCY, detail)
+    if event.reporting_amount is None:
+        detail = (
+            f"currency {event.currency} is not the reporting currency {currency} "
+            "and the event has no reporting_amount"
+        )
+        raise InvalidEvent(CURRENCY, detail)
 
 
 def _validate(validate: Callable[[object], EventBase], obj: dict[str, object]) -> EventBase:

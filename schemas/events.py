@@ -35,6 +35,7 @@ __all__ = [
     "NUMERIC_STRING_PATTERN",
     "RESERVED_SCOPE",
     "RFC3339_PATTERN",
+    "PricedEvent",
     "TOPIC_OF_TYPE",
     "TYPES_OF_TOPIC",
     "Event",
@@ -65,7 +66,9 @@ __all__ = [
 DIMENSION_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 #: The roll-up scope; a dimension value may never take it.
 RESERVED_SCOPE: Final = "all"
-#: ISO 4217 shape. Equality with the reporting currency is the decoder's ``currency`` check.
+#: ISO 4217 shape. The models only require a string: the shape, the equality with the
+#: reporting currency and the ``reporting_amount`` of a foreign one are the decoder's
+#: ``currency`` check (SPEC section 1: a currency that is not a code is ``currency``).
 CURRENCY_PATTERN: Final = r"^[A-Z]{3}$"
 #: What JSON Schema can say of "printable": an id has no C0/C1 control character (used as
 #: ``"not": {"pattern": ...}``, which needs no ``$`` anchor: Python's ``$`` also matches before a
@@ -152,6 +155,11 @@ def _parse_amount(value: object) -> float:
     return amount
 
 
+def _parse_optional_amount(value: object) -> float | None:
+    """``reporting_amount``: an amount, or JSON null for "not given" (as a missing field)."""
+    return None if value is None else _parse_amount(value)
+
+
 def _check_id(value: object) -> str:
     """A JSON string of 1-128 printable characters."""
     if type(value) is not str:
@@ -191,19 +199,23 @@ Dimension = Annotated[
         {"type": "string", "pattern": DIMENSION_PATTERN, "not": {"const": RESERVED_SCOPE}}
     ),
 ]
+_AMOUNT_JSON_SCHEMA: Final[list[dict[str, object]]] = [
+    {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX},
+    {"type": "string", "pattern": _POSITIVE_NUMERIC_STRING_PATTERN},
+]
 Amount = Annotated[
     float,
     PlainValidator(_parse_amount),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX},
-                {"type": "string", "pattern": _POSITIVE_NUMERIC_STRING_PATTERN},
-            ]
-        }
-    ),
+    WithJsonSchema({"anyOf": _AMOUNT_JSON_SCHEMA}),
 ]
-Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
+#: The same amount in the reporting currency, as the source system booked it: required
+#: (by the decoder) when ``currency`` is not the reporting currency, ignored when it is.
+ReportingAmount = Annotated[
+    float | None,
+    PlainValidator(_parse_optional_amount),
+    WithJsonSchema({"anyOf": [*_AMOUNT_JSON_SCHEMA, {"type": "null"}]}),
+]
+Currency = Annotated[str, WithJsonSchema({"type": "string", "pattern": CURRENCY_PATTERN})]
 Timestamp = Annotated[
     datetime,
     PlainValidator(_parse_occurred_at),
@@ -251,6 +263,8 @@ class InvoiceReceived(EventBase):
     currency: Currency
     department: Dimension
     vendor_id: EntityId
+    #: ``amount`` in the reporting currency; after ``decode``, set only for a foreign currency.
+    reporting_amount: ReportingAmount = None
 
 
 class InvoiceApproved(EventBase):
@@ -293,6 +307,8 @@ class InvoiceIssued(EventBase):
     currency: Currency
     department: Dimension
     customer_id: EntityId
+    #: ``amount`` in the reporting currency; after ``decode``, set only for a foreign currency.
+    reporting_amount: ReportingAmount = None
 
 
 class PaymentReceived(EventBase):
@@ -370,6 +386,8 @@ class TrainingCompleted(EventBase):
     department: Dimension
     cost: Amount
     currency: Currency
+    #: ``cost`` in the reporting currency; after ``decode``, set only for a foreign currency.
+    reporting_amount: ReportingAmount = None
 
 
 # ---- topic "incidents" ------------------------------------------------------------------
@@ -442,6 +460,9 @@ class ServiceUp(EventBase):
     type: Literal["service.up"]
     service: Dimension
 
+
+#: The events with a ``currency`` (and an optional ``reporting_amount``).
+PricedEvent = InvoiceReceived | InvoiceIssued | TrainingCompleted
 
 #: Any event of the contract, discriminated by ``type``. Match on the classes to dispatch.
 Event = Annotated[

@@ -22,8 +22,10 @@ INDEX_FILE: Final = "index.json"
 
 #: What the decoder checks and the exported schemas cannot (or do not) express.
 DECODER_STRICTER: Final[tuple[str, ...]] = (
-    "currency must equal the configured reporting currency (KPI_CURRENCY, default USD); "
-    "a different one is dead-lettered with reason 'currency'",
+    "currency must be the configured reporting currency (KPI_CURRENCY, default USD), or "
+    "another ISO 4217 code on an event that has reporting_amount (the amount or cost in the "
+    "reporting currency, ignored in the reporting currency); otherwise the reason is "
+    "'currency', also for a currency string that is not three letters A-Z",
     "a type is only accepted on its own topic (see 'topic'); elsewhere the reason is "
     "'unknown_type'",
     "ids must be printable in the sense of Python's str.isprintable (the schema only excludes "

@@ -17,6 +17,9 @@ for the local days of a business time zone).
 Messages are keyed like the real producers (SPEC message keys) and placed on partition
 ``zlib.crc32(key) % n``; offsets increase per partition from 0.  Event times are multiples
 of 0.25 s and amounts multiples of 0.25, so every sum the KPIs need is exact in floats.
+A quarter of the invoices and trainings are in a foreign currency, with a
+``reporting_amount`` booked at a rate of m/128: then the conversion of every payment
+(``reporting * paid / amount``) is exact in floats too.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ DEPARTMENTS = ("finance", "hr", "it-ops")
 SERVICES = ("api", "billing", "web")
 QUEUES = ("desk", "access", "hardware")
 CURRENCY = "USD"
+FOREIGN_CURRENCIES = ("EUR", "GBP", "JPY")
 BASE_TIME = 1_700_000_000  # 2023-11-14T22:13:20Z
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,6 +152,26 @@ class _Builder:
             return int(x)
         return x
 
+    def _money(self, quarters: int, field: str = "amount") -> dict[str, Any]:
+        """``field`` (amount or cost), ``currency`` and, if foreign, ``reporting_amount``."""
+        money: dict[str, Any] = {field: self._amount(quarters)}
+        draw = self.rnd.random()
+        if draw < 0.25:
+            rate = self.rnd.randint(16, 512) / 128  # 0.125 .. 4, exact
+            money["currency"] = self.rnd.choice(FOREIGN_CURRENCIES)
+            money["reporting_amount"] = self._exact(quarters / 4 * rate)
+        else:
+            money["currency"] = CURRENCY
+            if draw > 0.95:  # ignored in the reporting currency
+                money["reporting_amount"] = self._exact(self.rnd.randint(1, 9) / 4)
+        return money
+
+    def _exact(self, x: float) -> Any:
+        """``x`` as a JSON number or a numeric string that parses back to exactly ``x``."""
+        if self.rnd.random() < 0.3:
+            return repr(x)
+        return int(x) if x == int(x) else x
+
     def _payload(self, etype: str, t: float, **fields: Any) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "event_id": self._next("ev"),
@@ -188,8 +212,7 @@ class _Builder:
             inv,
             "invoice.received",
             invoice_id=inv,
-            amount=self._amount(q),
-            currency=CURRENCY,
+            **self._money(q),
             department=self.rnd.choice(DEPARTMENTS),
             vendor_id=f"v-{self.rnd.randint(1, 20)}",
         )
@@ -227,8 +250,7 @@ class _Builder:
             inv,
             "invoice.issued",
             invoice_id=inv,
-            amount=self._amount(q),
-            currency=CURRENCY,
+            **self._money(q),
             department=self.rnd.choice(DEPARTMENTS),
             customer_id=f"c-{self.rnd.randint(1, 20)}",
         )
@@ -295,8 +317,7 @@ class _Builder:
             training_id=trn,
             employee_id=emp,
             department=self.rnd.choice(DEPARTMENTS),
-            cost=self._amount(self._amount_q(4, 20_000)),
-            currency=CURRENCY,
+            **self._money(self._amount_q(4, 20_000), "cost"),
         )
 
     def incident_open(self) -> None:
@@ -387,15 +408,18 @@ class _Builder:
         elif variant == 3:  # score out of range
             survey["score"] = self.rnd.choice([11, -1, "7", 7.5])
             self._send("hiring", resp, survey)
-        elif variant == 4:  # negative / zero / huge / non-numeric amount
+        elif variant == 4:  # negative / zero / huge / non-numeric amount or reporting amount
             inv = self._next("inv")
-            amount = self.rnd.choice([-10, 0, "-5.00", 2e12, "abc", None])
+            bad = self.rnd.choice([-10, 0, "-5.00", 2e12, "abc", None])
+            money: dict[str, Any] = {"amount": bad, "currency": CURRENCY}
+            if bad is not None and self.rnd.random() < 0.3:
+                currency = self.rnd.choice([CURRENCY, "EUR"])
+                money = {"amount": 10, "currency": currency, "reporting_amount": bad}
             doc = self._payload(
                 "invoice.received",
                 self.t,
                 invoice_id=inv,
-                amount=amount,
-                currency=CURRENCY,
+                **money,
                 department=dept,
                 vendor_id="v-1",
             )
@@ -434,6 +458,14 @@ class _Builder:
 
     def fault_currency(self) -> None:
         dept = self.rnd.choice(DEPARTMENTS)
+        # A foreign currency without (or with a null) reporting_amount, or not a code at all.
+        currency: str = "EUR"
+        extra: dict[str, Any] = {}
+        variant = self.rnd.randrange(4)
+        if variant == 1:
+            extra = {"reporting_amount": None}
+        elif variant == 2:
+            currency, extra = self.rnd.choice(["eur", "EURO", "E1R", ""]), {"reporting_amount": 5}
         if self.rnd.random() < 0.5:
             inv = self._next("inv")
             etype = self.rnd.choice(["invoice.received", "invoice.issued"])
@@ -444,9 +476,10 @@ class _Builder:
                 etype,
                 invoice_id=inv,
                 amount=self._amount(self._amount_q()),
-                currency="EUR",
+                currency=currency,
                 department=dept,
                 **party,
+                **extra,
             )
         else:
             trn = self._next("trn")
@@ -458,7 +491,8 @@ class _Builder:
                 employee_id="emp-x",
                 department=dept,
                 cost=100,
-                currency="EUR",
+                currency=currency,
+                **extra,
             )
 
     def fault_unknown_entity(self) -> None:

@@ -23,6 +23,9 @@ evaluate the same ones; tests should still compare with a relative tolerance):
 * enps: ``(promoters / n - detractors / n) * 100``
 * system_uptime: ``1 - downtime / (end - start)``; roll-up ``sum(values by service name) / n``
 * training_cost: ``sum(cost)``;  security_incidents: ``float(n)``
+* money of an event in a foreign currency: its ``reporting_amount``; a payment of a foreign
+  invoice: ``settled(paid after) - settled(paid before)``, ``settled(p) = reporting * p /
+  amount``, or ``reporting`` once ``amount - p <= 1e-6`` (paid in full)
 """
 
 from __future__ import annotations
@@ -140,7 +143,8 @@ class HistoryRecord(NamedTuple):
 _ID = "id"  # 1-128 printable characters, a JSON string
 _DIM = "dim"  # ^[a-z0-9][a-z0-9_-]{0,62}$ and not "all"
 _AMOUNT = "amount"  # JSON number or numeric string, finite, > 0, <= 1e12
-_CURRENCY = "currency"  # ISO 4217 shape: three upper-case letters
+_OPTIONAL_AMOUNT = "optional amount"  # an amount, absent or JSON null
+_CURRENCY = "currency"  # a JSON string; its shape (ISO 4217) is the "currency" check
 _TEXT = "text"  # any JSON string
 _BOOL = "bool"  # JSON true/false
 _SCORE = "score"  # JSON integer 0..10
@@ -158,6 +162,7 @@ EVENT_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "currency": _CURRENCY,
             "department": _DIM,
             "vendor_id": _ID,
+            "reporting_amount": _OPTIONAL_AMOUNT,
         },
     ),
     "invoice.approved": ("invoices", {"invoice_id": _ID}),
@@ -171,6 +176,7 @@ EVENT_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "currency": _CURRENCY,
             "department": _DIM,
             "customer_id": _ID,
+            "reporting_amount": _OPTIONAL_AMOUNT,
         },
     ),
     "payment.received": ("invoices", {"invoice_id": _ID, "amount": _AMOUNT}),
@@ -187,6 +193,7 @@ EVENT_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "department": _DIM,
             "cost": _AMOUNT,
             "currency": _CURRENCY,
+            "reporting_amount": _OPTIONAL_AMOUNT,
         },
     ),
     "incident.opened": (
@@ -272,8 +279,13 @@ def _check_field(kind: Any, value: object) -> tuple[bool, object]:
     if kind == _AMOUNT:
         x = parse_amount(value)
         return x is not None, x
+    if kind == _OPTIONAL_AMOUNT:
+        if value is None:
+            return True, None
+        x = parse_amount(value)
+        return x is not None, x
     if kind == _CURRENCY:
-        return isinstance(value, str) and bool(_CURRENCY_RE.fullmatch(value)), value
+        return isinstance(value, str), value
     if kind == _TEXT:
         return isinstance(value, str), value
     if kind == _BOOL:
@@ -317,16 +329,21 @@ def validate(topic: str, value: bytes, *, currency: str, now: float) -> Event | 
     etopic, spec = EVENT_TYPES[etype]
     fields: dict[str, Any] = {}
     for name, kind in spec.items():
-        if name not in doc:
+        if name not in doc and kind != _OPTIONAL_AMOUNT:
             return "schema"
-        ok, norm = _check_field(kind, doc[name])
+        ok, norm = _check_field(kind, doc.get(name))
         if not ok:
             return "schema"
         fields[name] = norm
     if etopic != topic:
         return "unknown_type"
-    if "currency" in fields and fields["currency"] != currency:
-        return "currency"
+    if "currency" in fields:
+        # Money in another currency counts by the source's own conversion, required then;
+        # in the reporting currency that conversion is ignored.
+        if fields["currency"] == currency:
+            fields["reporting_amount"] = None
+        elif not _CURRENCY_RE.fullmatch(fields["currency"]) or fields["reporting_amount"] is None:
+            return "currency"
     if t > now + FUTURE_TOLERANCE:
         return "future"
     return Event(etype, event_id, t, fields)
@@ -362,6 +379,31 @@ class _Partition:
     entities: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
+def _booked(inv: dict[str, Any]) -> float:
+    """An invoice's amount in the reporting currency."""
+    return float(inv["amount"] if inv["reporting"] is None else inv["reporting"])
+
+
+def _settled(inv: dict[str, Any], paid: float) -> float:
+    """How much of a foreign invoice's booked reporting amount ``paid`` (its currency) settles.
+
+    At the booked rate, ``reporting * paid / amount``; all of it once the invoice is paid in
+    full (what is left is at most the overpay tolerance), so no balance remains.
+    """
+    if inv["amount"] - paid <= OVERPAY_EPSILON:
+        return float(inv["reporting"])
+    return float(inv["reporting"] * paid / inv["amount"])
+
+
+def _pay(inv: dict[str, Any], amount: float) -> float:
+    """Record a payment of ``amount`` (the invoice's currency); its value in the reporting one."""
+    before = inv["paid"]
+    inv["paid"] += amount
+    if inv["reporting"] is None:
+        return amount
+    return _settled(inv, inv["paid"]) - _settled(inv, before)
+
+
 def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, int]) -> str | None:
     """Check 8 and the application: the dead-letter reason, or None after applying ``ev``."""
     f, t, typ = ev.fields, ev.t, ev.type
@@ -393,14 +435,16 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             "kind": "ap" if ap else "ar",
             "t": t,
             "amount": f["amount"],
+            "reporting": f["reporting_amount"],  # None: in the reporting currency
             "department": f["department"],
             "status": "received" if ap else "issued",
             "paid": 0.0,
         }
+        booked = f["amount"] if f["reporting_amount"] is None else f["reporting_amount"]
         if ap:
-            facts.add("ap_turnover", f["department"], t, "received", f["amount"])
+            facts.add("ap_turnover", f["department"], t, "received", booked)
         else:
-            facts.add("dso", f["department"], t, "issued", f["amount"])
+            facts.add("dso", f["department"], t, "issued", booked)
         return None
 
     if typ in ("invoice.approved", "invoice.rejected", "invoice.paid", "payment.received"):
@@ -413,10 +457,10 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         if typ == "payment.received":
             if inv["kind"] != "ar" or inv["paid"] + f["amount"] > inv["amount"] + OVERPAY_EPSILON:
                 return "invalid_transition"
-            inv["paid"] += f["amount"]
+            x = _pay(inv, f["amount"])
             if inv["amount"] - inv["paid"] <= OVERPAY_EPSILON:
                 inv["done"] = t
-            facts.add("dso", dept, t, "payment", f["amount"])
+            facts.add("dso", dept, t, "payment", x)
             return None
         if inv["kind"] != "ap":
             return "invalid_transition"
@@ -425,10 +469,10 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
                 return "invalid_transition"
             if inv["paid"] + f["amount"] > inv["amount"] + OVERPAY_EPSILON:
                 return "invalid_transition"
-            inv["paid"] += f["amount"]
+            x = _pay(inv, f["amount"])
             if inv["amount"] - inv["paid"] <= OVERPAY_EPSILON:
                 inv["done"] = t
-            facts.add("ap_turnover", dept, t, "paid", f["amount"])
+            facts.add("ap_turnover", dept, t, "paid", x)
             return None
         if inv["status"] != "received":
             return "invalid_transition"
@@ -439,7 +483,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         facts.add("invoice_error_rate", dept, t, decision, 1.0 if decision == "rejected" else 0.0)
         if decision == "rejected":
             inv["done"] = t
-            facts.add("ap_turnover", dept, t, "rejected", inv["amount"])
+            facts.add("ap_turnover", dept, t, "rejected", _booked(inv))
         return None
 
     if typ == "requisition.opened":
@@ -482,7 +526,8 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         facts.add("enps", f["department"], t, "survey", float(f["score"]))
         return None
     if typ == "training.completed":
-        facts.add("training_cost", f["department"], t, "training", f["cost"])
+        cost = f["cost"] if f["reporting_amount"] is None else f["reporting_amount"]
+        facts.add("training_cost", f["department"], t, "training", cost)
         return None
 
     if typ == "incident.opened":

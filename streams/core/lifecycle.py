@@ -5,7 +5,13 @@ employees, incidents and tickets. It checks the event against its entity (raisin
 ``InvalidEvent`` with ``unknown_entity`` or ``invalid_transition``), updates the entity in
 the partition state and returns the ``Fact`` the KPIs fed by the event measure from
 (``streams/kpis/``). Events without an entity (surveys, trainings, service status) only
-yield their scope.
+yield their scope (and a training its cost).
+
+Money in a ``Fact`` is in the reporting currency. A foreign invoice (one whose decoded event
+had a ``reporting_amount``) keeps that booked amount as ``r`` beside its own ``a`` and
+``paid``; an invoice without ``r`` (every reporting-currency invoice, and any state written
+before currencies existed) is in the reporting currency. Limits are checked in the
+invoice's own currency.
 """
 
 from __future__ import annotations
@@ -115,14 +121,19 @@ def apply_event(state: PartitionState, event: Any, t: float) -> Fact:
 def _invoice_received(state: PartitionState, e: ev.InvoiceReceived, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     department = intern(e.department)
-    _start_new(
-        state,
-        key,
-        "invoice",
-        e.invoice_id,
-        {"k": "ap", "s": "received", "a": e.amount, "d": department, "t": t, "paid": 0.0},
-    )
-    return Fact(e.department, 0.0, e.amount)
+    invoice: dict[str, Any] = {
+        "k": "ap",
+        "s": "received",
+        "a": e.amount,
+        "d": department,
+        "t": t,
+        "paid": 0.0,
+    }
+    booked = e.reporting_amount
+    if booked is not None:
+        invoice["r"] = booked
+    _start_new(state, key, "invoice", e.invoice_id, invoice)
+    return Fact(e.department, 0.0, e.amount if booked is None else booked)
 
 
 def _decision(state: PartitionState, e: ev.InvoiceApproved | ev.InvoiceRejected, t: float) -> Fact:
@@ -140,7 +151,8 @@ def _decision(state: PartitionState, e: ev.InvoiceApproved | ev.InvoiceRejected,
     inv["s"] = "rejected" if rejected else "approved"
     if rejected:
         _complete(state, key, inv, t)
-    return Fact(inv["d"], duration, inv["a"])
+    booked = inv.get("r")
+    return Fact(inv["d"], duration, inv["a"] if booked is None else booked)
 
 
 def _payment(
@@ -164,10 +176,29 @@ def _payment(
         msg = f"invoice {e.invoice_id!r}: payment {e.amount} exceeds outstanding {outstanding}"
         raise _invalid(msg)
     inv = _edit(state, key)
-    inv["paid"] += e.amount
-    if inv["a"] - inv["paid"] <= AMOUNT_TOLERANCE:
+    paid_before = inv["paid"]
+    paid = paid_before + e.amount
+    inv["paid"] = paid
+    if inv["a"] - paid <= AMOUNT_TOLERANCE:
         _complete(state, key, inv, t)  # paid in full
-    return Fact(inv["d"], duration, inv["a"])
+    booked = inv.get("r")
+    if booked is None:
+        return Fact(inv["d"], duration, e.amount)
+    # A foreign invoice: the payment is what it adds to the paid share of the booked amount.
+    amount = inv["a"]
+    converted = _paid_reporting(booked, amount, paid) - _paid_reporting(booked, amount, paid_before)
+    return Fact(inv["d"], duration, converted)
+
+
+def _paid_reporting(booked: float, amount: float, paid: float) -> float:
+    """How much of a foreign invoice is paid, in the reporting currency, at its booked rate.
+
+    All of ``booked`` once the invoice is paid in full, so that its payments move AR or AP
+    by exactly what the invoice added (docs/KPIS.md, "Foreign currencies").
+    """
+    if amount - paid <= AMOUNT_TOLERANCE:
+        return booked
+    return booked * paid / amount
 
 
 def _invoice_paid(state: PartitionState, e: ev.InvoicePaid, t: float) -> Fact:
@@ -181,14 +212,12 @@ def _payment_received(state: PartitionState, e: ev.PaymentReceived, t: float) ->
 def _invoice_issued(state: PartitionState, e: ev.InvoiceIssued, t: float) -> Fact:
     key = keys.entity(keys.INVOICE, e.invoice_id)
     department = intern(e.department)
-    _start_new(
-        state,
-        key,
-        "invoice",
-        e.invoice_id,
-        {"k": "ar", "a": e.amount, "d": department, "t": t, "paid": 0.0},
-    )
-    return Fact(e.department, 0.0, e.amount)
+    invoice: dict[str, Any] = {"k": "ar", "a": e.amount, "d": department, "t": t, "paid": 0.0}
+    booked = e.reporting_amount
+    if booked is not None:
+        invoice["r"] = booked
+    _start_new(state, key, "invoice", e.invoice_id, invoice)
+    return Fact(e.department, 0.0, e.amount if booked is None else booked)
 
 
 # -- hiring ------------------------------------------------------------------------------
@@ -220,10 +249,13 @@ def _employee_left(state: PartitionState, e: ev.EmployeeLeft, t: float) -> Fact:
     return Fact(emp["d"], duration, 0.0)
 
 
-def _no_entity(
-    state: PartitionState, e: ev.SurveySubmitted | ev.TrainingCompleted, t: float
-) -> Fact:
+def _survey_submitted(state: PartitionState, e: ev.SurveySubmitted, t: float) -> Fact:
     return Fact(e.department, 0.0, 0.0)
+
+
+def _training_completed(state: PartitionState, e: ev.TrainingCompleted, t: float) -> Fact:
+    booked = e.reporting_amount
+    return Fact(e.department, 0.0, e.cost if booked is None else booked)
 
 
 # -- incidents ---------------------------------------------------------------------------
@@ -281,8 +313,8 @@ _HANDLERS: dict[str, Callable[[PartitionState, Any, float], Fact]] = {
     "offer.accepted": _offer_accepted,
     "employee.hired": _employee_hired,
     "employee.left": _employee_left,
-    "survey.submitted": _no_entity,
-    "training.completed": _no_entity,
+    "survey.submitted": _survey_submitted,
+    "training.completed": _training_completed,
     "incident.opened": _incident_opened,
     "incident.acknowledged": _incident_acknowledged,
     "incident.resolved": _incident_resolved,

@@ -256,7 +256,6 @@ class Panes:
                             st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
                         st.delete(key)
 
-
     def _kept_until(self, kpi: str, kind: int, windows: tuple[Window, ...], start: int) -> int:
         """When a pane may go: the end of the last window (of those reading it) holding it."""
         until = self._until.setdefault((kpi, kind), {})

@@ -15,5 +15,7 @@ class Fact:
         #: For an event that moves an entity on: event time minus the entity's start event
         #: time (never negative). 0.0 for a start event or an event without an entity.
         self.since_start_s = since_start_s
-        #: For invoice events: the invoice's amount (a rejection carries none). Else 0.0.
+        #: The money the event moves, in the reporting currency: an invoice's amount for its
+        #: start event and decision (a rejection carries none of its own), a payment's
+        #: amount converted at its invoice's booked rate, a training's cost. Else 0.0.
         self.amount = amount

@@ -1,4 +1,8 @@
-"""Finance KPIs (accounts payable and receivable): processing time, error rate, DSO, AP turnover."""
+"""Finance KPIs (accounts payable and receivable): processing time, error rate, DSO, AP turnover.
+
+Money comes from the ``Fact`` (the reporting currency: foreign invoices and their payments
+are converted by the lifecycle), never from the event's own ``amount``.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +38,9 @@ def _rejected(_e: InvoiceRejected, _fact: Fact) -> Delta | None:
     return (1.0, 1.0), 0.0
 
 
-def _ap_received(e: InvoiceReceived, _fact: Fact) -> Delta | None:
+def _ap_received(_e: InvoiceReceived, fact: Fact) -> Delta | None:
     # Purchases, and the invoice's amount is owed from now on.
-    return (e.amount, 1.0), e.amount
+    return (fact.amount, 1.0), fact.amount
 
 
 def _ap_rejected(_e: InvoiceRejected, fact: Fact) -> Delta | None:
@@ -44,17 +48,17 @@ def _ap_rejected(_e: InvoiceRejected, fact: Fact) -> Delta | None:
     return (0.0, 1.0), -fact.amount
 
 
-def _ap_paid(e: InvoicePaid, _fact: Fact) -> Delta | None:
-    return (0.0, 1.0), -e.amount
+def _ap_paid(_e: InvoicePaid, fact: Fact) -> Delta | None:
+    return (0.0, 1.0), -fact.amount
 
 
-def _ar_issued(e: InvoiceIssued, _fact: Fact) -> Delta | None:
+def _ar_issued(_e: InvoiceIssued, fact: Fact) -> Delta | None:
     # Credit sales, and the amount is receivable from now on.
-    return (e.amount, 1.0), e.amount
+    return (fact.amount, 1.0), fact.amount
 
 
-def _ar_paid(e: PaymentReceived, _fact: Fact) -> Delta | None:
-    return (0.0, 1.0), -e.amount
+def _ar_paid(_e: PaymentReceived, fact: Fact) -> Delta | None:
+    return (0.0, 1.0), -fact.amount
 
 
 def _dso(parts: Sequence[float], _ar_start: float, ar_end: float, days: float) -> float | None:

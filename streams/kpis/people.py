@@ -44,8 +44,8 @@ def _promoter_or_detractor(e: SurveySubmitted, _fact: Fact) -> Delta | None:
     return (promoter, detractor, 1.0), 0.0
 
 
-def _cost(e: TrainingCompleted, _fact: Fact) -> Delta | None:
-    return (e.cost, 1.0), 0.0
+def _cost(_e: TrainingCompleted, fact: Fact) -> Delta | None:
+    return (fact.amount, 1.0), 0.0  # the cost in the reporting currency
 
 
 def _enps(parts: Sequence[float], _b0: float, _b1: float, _days: float) -> float | None:

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.eventgen import event_logs, log_now, random_log
+from tests.eventgen import FOREIGN_CURRENCIES, event_logs, log_now, random_log
 from tests.reference import (
     DAY,
     EVENT_TYPES,
@@ -214,6 +214,37 @@ def test_dso_with_partial_payments() -> None:
     assert h[("dso", "1d", "all")][T0] == pytest.approx((100 / 150, 4))
     # 30d window [T0 - 29d, T0 + 1d): same events, window_days 30 -> finance 0.5 * 30 = 15
     assert h[("dso", "30d", "finance")][T0 - 29 * DAY] == (15.0, 3)
+
+
+def test_foreign_invoices_count_their_reporting_amount_and_payments_the_booked_rate() -> None:
+    log = Log()
+    # EUR 1,000 booked at USD 1,080; paid EUR 400 (H1) and EUR 600 (H2).
+    log.add("invoices", "invoice.issued", T0 + 100, invoice_id="E", amount=1000, currency="EUR",
+            reporting_amount="1080", department="finance", customer_id="c1")  # fmt: skip
+    log.add("invoices", "payment.received", T0 + 3700, invoice_id="E", amount=400)
+    over = log.add("invoices", "payment.received", T0 + 7300, invoice_id="E", amount=601)
+    log.add("invoices", "payment.received", T0 + 7400, invoice_id="E", amount=600)
+    # A USD invoice with a reporting_amount: ignored, it counts with its amount.
+    ar_doc = {"invoice_id": "U", "amount": 100, "currency": "USD", "reporting_amount": 7}
+    log.add("invoices", "invoice.issued", T0 + 7500, department="finance", customer_id="c",
+            **ar_doc)  # fmt: skip
+    # A GBP training of 100 that cost USD 127.5.
+    log.add("hiring", "training.completed", T0 + 100, training_id="t", employee_id="e",
+            department="hr", cost=100, currency="GBP", reporting_amount=127.5)  # fmt: skip
+    log.flush(T0 + 2 * DAY + HOUR)
+    res = log.run()
+    # 601 is above the EUR 600 outstanding (not compared with USD 648)
+    assert res.dead_letters == [(*over, "invalid_transition")]
+    h = res.history
+    # H0: AR 1,080 of credit sales 1,080 -> 1/24 day
+    assert h[("dso", "1h", "finance")][T0] == (1 / 24, 1)
+    # H1: the EUR 400 is 400/1000 of USD 1,080 = 432: AR 648, no credit sales
+    assert h[("dso", "1h", "finance")][T0 + HOUR] == (None, 1)
+    # H2: EUR 600 settles the remaining 648, then USD 100 issued: AR 100 / 100 -> 1/24
+    assert h[("dso", "1h", "finance")][T0 + 2 * HOUR] == (1 / 24, 2)
+    # D0: AR_end 100, credit sales 1,180 -> 100 / 1180 days
+    assert h[("dso", "1d", "finance")][T0] == (100 / 1180, 4)
+    assert h[("training_cost", "1h", "hr")][T0] == (127.5, 1)
 
 
 def test_ap_turnover_balances_across_windows_and_30d_rolling() -> None:
@@ -980,6 +1011,23 @@ def _dead_letter_cases() -> list[tuple[str, str, bytes]]:
         ),
         ("currency", "invoices", doc("invoice.received", **{**inv, "currency": "EUR"})),
         (
+            "currency",
+            "invoices",
+            doc("invoice.received", **{**inv, "currency": "EUR", "reporting_amount": None}),
+        ),
+        (
+            "currency",
+            "invoices",
+            doc("invoice.received", **{**inv, "currency": "eur", "reporting_amount": 5}),
+        ),
+        ("schema", "invoices", doc("invoice.received", **{**inv, "currency": 978})),
+        (
+            "schema",
+            "invoices",
+            doc("invoice.received", **{**inv, "currency": "EUR", "reporting_amount": -5}),
+        ),
+        ("schema", "invoices", doc("invoice.received", **{**inv, "reporting_amount": "ten"})),
+        (
             "future",
             "hiring",
             orjson.dumps({**base, "occurred_at": iso(NOW + 301), "type": "survey.submitted", **sv}),
@@ -1128,6 +1176,7 @@ def test_random_log_covers_every_type_and_reason() -> None:
     now = log_now(start, 4)
     res = compute(messages, partitions=parts, now=now)
     types = collections.Counter()
+    foreign: set[str] = set()  # invoices in another currency, with their conversion
     for m in messages:
         try:
             doc = orjson.loads(m.value)
@@ -1135,6 +1184,8 @@ def test_random_log_covers_every_type_and_reason() -> None:
             continue
         if isinstance(doc, dict):
             types[doc.get("type")] += 1
+            if doc.get("currency") in FOREIGN_CURRENCIES and "reporting_amount" in doc:
+                foreign.add(doc.get("invoice_id", "training"))
             key = next(
                 (
                     doc[f]
@@ -1157,6 +1208,14 @@ def test_random_log_covers_every_type_and_reason() -> None:
             if isinstance(key, str) and doc.get("type") in EVENT_TYPES:
                 assert m.partition == zlib.crc32(key.encode()) % parts[m.topic]
     assert set(EVENT_TYPES) <= set(types)
+    assert len(foreign) > 100
+    # ... and their payments, in the invoice's currency
+    paid = {
+        orjson.loads(m.value)["invoice_id"]
+        for m in messages
+        if b'"invoice.paid"' in m.value or b'"payment.received"' in m.value
+    }
+    assert len(paid & foreign) > 50
     assert set(reasons(res)) == {
         "invalid_json",
         "schema",

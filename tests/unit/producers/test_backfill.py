@@ -169,6 +169,29 @@ def test_csv_amounts(amount: str, expected: object) -> None:
     assert fields["amount"] == expected
 
 
+def test_csv_reporting_amount_column(app: typer.Typer, tmp_path: Path) -> None:
+    # One column for all rows: a number for foreign money, empty (not given) otherwise.
+    path = tmp_path / "invoices.csv"
+    path.write_text(
+        "event_id,type,occurred_at,invoice_id,amount,currency,reporting_amount,department,"
+        "customer_id\n"
+        f"i1,invoice.issued,{T0},AR-1,1000,EUR,1080.50,sales,C-1\n"
+        f"i2,invoice.issued,{T0},AR-2,99.5,USD,,sales,C-1\n"
+        f"p1,payment.received,{T0},AR-1,400,,,,\n"
+        f"i3,invoice.issued,{T0},AR-3,10,GBP,,sales,C-1\n"
+        f"i4,invoice.issued,{T0},AR-4,10,GBP,ten,sales,C-1\n"
+    )
+    rows = list(read_rows(path, FileFormat.csv))
+    assert rows[0].fields is not None and rows[0].fields["reporting_amount"] == 1080.5
+    assert rows[1].fields is not None and "reporting_amount" not in rows[1].fields
+    result = CliRunner().invoke(app, ["publish", str(path), "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    assert [orjson.loads(value)["event_id"] for _, _, value in sent()] == ["i1", "i2", "p1"]
+    assert orjson.loads(sent()[0][2])["reporting_amount"] == 1080.5
+    assert f"{path}:5: currency: currency GBP is not the reporting currency USD" in result.stderr
+    assert f"{path}:6: schema: reporting_amount: not a number" in result.stderr
+
+
 def test_csv_record_with_too_many_cells_is_invalid(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text(f"event_id,type,occurred_at,service\nd1,service.down,{T0},erp,extra\n")

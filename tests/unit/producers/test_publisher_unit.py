@@ -251,6 +251,9 @@ def test_simulate_pacing_follows_simulated_time(app: typer.Typer) -> None:
         (["--invalid", "0.1", "--invalid-reasons", "schema,late"], "late"),
         (["--late", "2"], "--late"),
         (["--count", "0"], "--count"),
+        (["--currencies", "EUR,eur"], "--currencies"),
+        (["--currencies", "EUR,USD"], "reporting currency"),
+        (["--timezone", "Mars/Olympus"], "--timezone"),
     ],
 )
 def test_simulate_rejects_bad_arguments(app: typer.Typer, args: list[str], message: str) -> None:
@@ -259,3 +262,33 @@ def test_simulate_rejects_bad_arguments(app: typer.Typer, args: list[str], messa
     assert message in result.output
     assert "Traceback" not in result.output
     assert FakePublisher.sent == []
+
+
+def test_simulate_books_foreign_currencies(app: typer.Typer) -> None:
+    args = ["simulate", "--count", "3000", "--start", "20d", "--speed", "0", "--rate", "0"]
+    result = CliRunner().invoke(app, [*args, "--domains", "invoices", "--currencies", "EUR, GBP"])
+    assert result.exit_code == 0, result.output
+    priced = [p for _, _, p in FakePublisher.sent if "currency" in p]
+    foreign = [p for p in priced if p["currency"] != "USD"]
+    assert {p["currency"] for p in foreign} == {"EUR", "GBP"}
+    assert all(p["reporting_amount"] > 0 for p in foreign)
+    assert len(foreign) < len(priced)
+
+
+def test_simulate_office_hours_follow_kpi_timezone_unless_given(
+    app: typer.Typer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones: list[str] = []
+    real = cli.CompanySimulator
+
+    def simulator(*args: Any, **kwargs: Any) -> cli.CompanySimulator:
+        zones.append(kwargs["timezone"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "CompanySimulator", simulator)
+    args = ["simulate", "--count", "5", "--start", "1d", "--speed", "0", "--rate", "0"]
+    env = {"KPI_TIMEZONE": "Asia/Kolkata"}
+    for extra in ([], ["--timezone", "America/New_York"]):
+        result = CliRunner().invoke(app, [*args, *extra], env=env)
+        assert result.exit_code == 0, result.output
+    assert zones == ["Asia/Kolkata", "America/New_York"]

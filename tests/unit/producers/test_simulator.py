@@ -207,7 +207,9 @@ class Checker:
         if kind not in TYPES[topic]:
             return "unknown_type"
         if "currency" in spec and payload["currency"] != self.currency:
-            return "currency"
+            # Foreign money counts with the source's conversion, without it not at all.
+            if not field_ok("amount", payload.get("reporting_amount")):
+                return "currency"
         if occurred > self.wall + 300:
             return "future"
         if event_id in self.applied_ids:
@@ -349,8 +351,10 @@ def test_clean_stream_is_valid_json_in_publication_order() -> None:
     assert times[-1] is not None and times[-1] <= START + days * DAY
 
 
-def test_payments_settle_invoices_exactly_without_overpaying() -> None:
-    sim, emissions = run(seed=4, days=150, domains=["invoices"])
+@pytest.mark.parametrize("currencies", [(), ("EUR", "GBP", "JPY")])
+def test_payments_settle_invoices_exactly_without_overpaying(currencies: tuple[str, ...]) -> None:
+    # Foreign invoices are paid in their own currency: the same holds in it.
+    sim, emissions = run(seed=4, days=150, domains=["invoices"], currencies=currencies)
     amount: dict[str, float] = {}
     paid: Counter[str] = Counter()
     for e in emissions:
@@ -656,3 +660,126 @@ def test_future_faults_are_ahead_of_the_wall_clock_when_the_simulated_clock_lags
     times = [datetime.fromisoformat(p["occurred_at"]).timestamp() for p in future]
     assert sim.injected["future"] > 0
     assert len([t for t in times if t > wall + 300]) == sim.injected["future"]
+
+
+# -- currencies and time zones -------------------------------------------------------------
+
+
+def local_day(event: dict[str, Any], offset_s: float = 0.0) -> int:
+    return int((parse_time(event["occurred_at"]) + offset_s) // DAY)  # type: ignore[operator]
+
+
+def test_foreign_invoices_are_booked_at_a_daily_rate_and_paid_in_their_currency() -> None:
+    days = 40
+    sim, emissions = run(seed=9, days=days, currencies=["EUR", "GBP"])
+    checker = checked(sim, emissions, wall=START + days * DAY)
+    assert checker.outcomes == Counter(applied=len(emissions))  # all valid, all applied
+    events = [e.payload for e in emissions]
+    assert all(isinstance(p, dict) for p in events)
+    priced = [p for p in events if "currency" in p]  # type: ignore[operator]
+    foreign = [p for p in priced if p["currency"] != "USD"]  # type: ignore[index]
+    assert {p["currency"] for p in foreign} == {"EUR", "GBP"}  # type: ignore[index]
+    assert {p["type"] for p in foreign} == {  # type: ignore[index]
+        "invoice.received",
+        "invoice.issued",
+        "training.completed",
+    }
+    assert 0.2 <= len(foreign) / len(priced) <= 0.4
+    assert all("reporting_amount" not in p for p in priced if p["currency"] == "USD")  # type: ignore[index]
+    # One rate per currency and day (within the rounding of cents), moving from day to day.
+    rates: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for p in foreign:
+        assert isinstance(p, dict)
+        money = p.get("amount", p.get("cost"))
+        assert round(p["reporting_amount"], 2) == p["reporting_amount"] > 0
+        if money >= 100:
+            rates[p["currency"], local_day(p)].append(p["reporting_amount"] / money)
+    for day_rates in rates.values():
+        assert max(day_rates) / min(day_rates) < 1.001
+    eur = [statistics.mean(r) for (c, _), r in sorted(rates.items()) if c == "EUR"]
+    assert 0.9 < min(eur) and max(eur) < 1.3  # about 1.08 USD per EUR
+    assert len({round(r, 4) for r in eur}) > 10  # a new rate most days
+    # Payments are in the invoice's currency (test_payments_settle_invoices_exactly...).
+    owed = {p["invoice_id"] for p in foreign if "invoice_id" in p}  # type: ignore[index]
+    payments = [
+        p
+        for p in events
+        if p["type"] in ("invoice.paid", "payment.received") and p["invoice_id"] in owed  # type: ignore[index]
+    ]
+    assert len(payments) > 100
+    assert not any("currency" in p or "reporting_amount" in p for p in payments)  # type: ignore[operator]
+
+
+def test_currencies_leave_the_rest_of_the_company_unchanged() -> None:
+    _, plain = run(seed=9, days=20)
+    _, mixed = run(seed=9, days=20, currencies=["JPY", "GBP"])
+
+    def shape(e: Emission) -> tuple[str, str, str, str]:
+        assert isinstance(e.payload, dict)
+        return e.topic, e.key, e.payload["event_id"], e.payload["occurred_at"]
+
+    assert [shape(e) for e in mixed] == [shape(e) for e in plain]
+    same = sum(a.payload == b.payload for a, b in zip(plain, mixed, strict=True))
+    assert 0.7 < same / len(plain) < 1  # all but the foreign money and its payments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"currencies": ["eur"]}, "not an ISO 4217"),
+        ({"currencies": ["EURO"]}, "not an ISO 4217"),
+        ({"currencies": ["EUR", "USD"]}, "reporting currency"),
+        ({"currencies": ["GBP"], "currency": "GBP"}, "reporting currency"),
+        ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"timezone": ""}, "unknown time zone"),
+    ],
+)
+def test_currency_and_zone_arguments_are_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        CompanySimulator(1, START, clock=lambda: START, **kwargs)
+
+
+def office_and_night(events: list[dict[str, Any]], offset_s: float) -> tuple[float, float]:
+    """Mean arrivals per weekday office hour (9-17) and night hour (0-6), at ``offset_s``."""
+    per_hour = Counter(
+        hour_of_week(parse_time(e["occurred_at"]) + offset_s)  # type: ignore[operator]
+        for e in by_type(events, "invoice.received", "ticket.opened", "survey.submitted")
+    )
+    office = statistics.mean(per_hour[d * 24 + h] for d in range(5) for h in range(9, 17))
+    night = statistics.mean(per_hour[d * 24 + h] for d in range(5) for h in range(0, 6))
+    return office, night
+
+
+def test_office_hours_follow_the_time_zone() -> None:
+    # New York in January is UTC-5: its office hours are 14:00-22:00 UTC.
+    new_york = -5 * 3600.0
+    _, zoned = run(seed=21, days=28, timezone="America/New_York")
+    _, utc = run(seed=21, days=28)
+    zoned_events = [e.payload for e in zoned if isinstance(e.payload, dict)]
+    utc_events = [e.payload for e in utc if isinstance(e.payload, dict)]
+    office, night = office_and_night(zoned_events, new_york)
+    assert office > 10 * night
+    # Without the zone, New York's night (05:00-11:00 UTC) is a UTC morning at the office.
+    office, night = office_and_night(utc_events, new_york)
+    assert office < 3 * night
+
+
+def test_office_hours_follow_daylight_saving_time() -> None:
+    # Berlin moves from UTC+1 to UTC+2 on 2026-03-29: the morning peak moves an hour in UTC.
+    start = 1_773_532_800.0  # 2026-03-15T00:00:00Z
+    days = 28
+    sim = CompanySimulator(3, start, clock=lambda: start + days * DAY, timezone="Europe/Berlin")
+    events = [e.payload for e in sim if isinstance(e.payload, dict)]
+    change = 1_774_746_000.0  # 2026-03-29T01:00:00Z
+    winter = [e for e in events if parse_time(e["occurred_at"]) < change]  # type: ignore[operator]
+    summer = [e for e in events if parse_time(e["occurred_at"]) >= change]  # type: ignore[operator]
+    for part, offset_s in ((winter, 3600.0), (summer, 7200.0)):
+        # On weekdays the office opens at 07:00 local (intensity 0.25 after 0.03 at night):
+        # an offset off by the hour would see the same night level in both hours.
+        per_hour = Counter(
+            hour_of_week(parse_time(e["occurred_at"]) + offset_s)  # type: ignore[operator]
+            for e in by_type(part, "invoice.received", "ticket.opened", "survey.submitted")
+        )
+        night = sum(per_hour[d * 24 + 6] for d in range(5))
+        opening = sum(per_hour[d * 24 + 7] for d in range(5))
+        assert opening > 4 * max(night, 1)

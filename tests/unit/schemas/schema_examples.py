@@ -127,7 +127,10 @@ json_values = st.recursive(
     max_leaves=12,
 )
 field_names = st.sampled_from(
-    sorted({f for body in VALID.values() for f in body} | {"event_id", "type", "occurred_at"})
+    sorted(
+        {f for body in VALID.values() for f in body}
+        | {"event_id", "type", "occurred_at", "reporting_amount"}
+    )
 ) | st.text(max_size=8)
 
 

@@ -50,11 +50,15 @@ def validators(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Draft20201
     return validators
 
 
-def simulated(count: int, faults: Faults | None = None) -> list[dict[str, Any]]:
+def simulated(
+    count: int, faults: Faults | None = None, currencies: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     # A fifth of the activity, so that a few thousand events span a month (after the initial
     # workforce's hires): enough for the slow lifecycles (payments, offers) to show up.
     clock = START + 365 * 86400
-    sim = CompanySimulator(11, START, clock=lambda: clock, faults=faults, scale=0.2)
+    sim = CompanySimulator(
+        11, START, clock=lambda: clock, faults=faults, scale=0.2, currencies=currencies
+    )
     events: list[dict[str, Any]] = []
     for emission in sim:
         if isinstance(emission.payload, dict):
@@ -140,3 +144,19 @@ def test_exported_schemas_reject_broken_simulated_events(
     assert not validators["invoice.received"].is_valid({**received, **change})
     without_amount = {k: v for k, v in received.items() if k != "amount"}
     assert not validators["invoice.received"].is_valid(without_amount)
+
+
+def test_exported_schemas_show_and_accept_reporting_amounts(
+    validators: dict[str, Draft202012Validator],
+) -> None:
+    foreign = 0
+    for event in simulated(4000, currencies=("EUR", "CHF")):
+        schema = validators[event["type"]].schema
+        assert ("reporting_amount" in schema["properties"]) == ("currency" in event)
+        errors = list(validators[event["type"]].iter_errors(event))
+        assert not errors, (event, [e.message for e in errors])
+        decoded = decode(orjson.dumps(event), topic=TOPIC_OF_TYPE[event["type"]], currency="USD")
+        if "reporting_amount" in event:
+            foreign += 1
+            assert getattr(decoded, "reporting_amount", None) == event["reporting_amount"]
+    assert foreign > 100

@@ -19,6 +19,7 @@ DIMENSION_FIELDS = {
     (t, f) for t, body in VALID.items() for f in body if f in {"department", "service", "queue"}
 }
 AMOUNT_FIELDS = {(t, f) for t, body in VALID.items() for f in body if f in {"amount", "cost"}}
+PRICED_TYPES = sorted(t for t, body in VALID.items() if "currency" in body)
 
 
 def decode_ok(body: object, *, topic: str | None = None, currency: str = "USD") -> Any:
@@ -36,10 +37,11 @@ def reason_of(data: bytes | object, *, topic: str = "invoices", currency: str = 
     return info.value.reason
 
 
-def field_error(event_type: str, field: str, value: object) -> InvalidEvent:
+def field_error(event_type: str, field: str, value: object, **others: object) -> InvalidEvent:
     """The error for ``example(event_type)`` with ``field`` set to ``value`` (must be schema)."""
+    body = example(event_type, **others, **{field: value})
     with pytest.raises(InvalidEvent) as info:
-        decode(raw(example(event_type, **{field: value})), topic=TOPICS[event_type], currency="USD")
+        decode(raw(body), topic=TOPICS[event_type], currency="USD")
     assert info.value.reason == "schema", info.value
     assert info.value.detail.startswith(f"{field}: "), info.value.detail
     return info.value
@@ -239,24 +241,24 @@ def test_bad_ids_are_schema(event_type: str, field: str, value: object) -> None:
     field_error(event_type, field, value)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (1, 1.0),
-        (0.01, 0.01),
-        (1e12, 1e12),
-        (1000000000000, 1e12),
-        ("12.50", 12.5),
-        ("1e3", 1000.0),
-        ("1E-2", 0.01),
-        ("0.5", 0.5),
-        ("1000000000000", 1e12),
-        ("+5", 5.0),
-        ("01", 1.0),
-        ("1.", 1.0),
-        (".5", 0.5),
-    ],
-)
+GOOD_AMOUNTS = [
+    (1, 1.0),
+    (0.01, 0.01),
+    (1e12, 1e12),
+    (1000000000000, 1e12),
+    ("12.50", 12.5),
+    ("1e3", 1000.0),
+    ("1E-2", 0.01),
+    ("0.5", 0.5),
+    ("1000000000000", 1e12),
+    ("+5", 5.0),
+    ("01", 1.0),
+    ("1.", 1.0),
+    (".5", 0.5),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), GOOD_AMOUNTS)
 @pytest.mark.parametrize(("event_type", "field"), sorted(AMOUNT_FIELDS))
 def test_good_amounts(event_type: str, field: str, value: object, expected: float) -> None:
     amount = getattr(decode_ok(example(event_type, **{field: value})), field)
@@ -264,44 +266,44 @@ def test_good_amounts(event_type: str, field: str, value: object, expected: floa
     assert amount == expected
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        0,
-        0.0,
-        -1,
-        -0.5,
-        1000000000001,
-        1.0000001e12,
-        18446744073709551615,  # the largest int orjson keeps as int
-        True,
-        False,
-        None,
-        [],
-        {},
-        "0",
-        "-5",
-        "-0",
-        "+-5",
-        "5e",
-        ".",
-        "1.2.3",
-        "1e+",
-        " 5",
-        "5 ",
-        "1_000",
-        "0x10",
-        "",
-        "NaN",
-        "nan",
-        "inf",
-        "Infinity",
-        "1e400",  # parses to inf
-        "1e-400",  # parses to 0.0
-        "1e13",
-        "\u0661",  # Arabic-Indic one
-    ],
-)
+BAD_AMOUNTS = [
+    0,
+    0.0,
+    -1,
+    -0.5,
+    1000000000001,
+    1.0000001e12,
+    18446744073709551615,  # the largest int orjson keeps as int
+    True,
+    False,
+    None,
+    [],
+    {},
+    "0",
+    "-5",
+    "-0",
+    "+-5",
+    "5e",
+    ".",
+    "1.2.3",
+    "1e+",
+    " 5",
+    "5 ",
+    "1_000",
+    "0x10",
+    "",
+    "NaN",
+    "nan",
+    "inf",
+    "Infinity",
+    "1e400",  # parses to inf
+    "1e-400",  # parses to 0.0
+    "1e13",
+    "\u0661",  # Arabic-Indic one
+]
+
+
+@pytest.mark.parametrize("value", BAD_AMOUNTS)
 @pytest.mark.parametrize(("event_type", "field"), sorted(AMOUNT_FIELDS))
 def test_bad_amounts_are_schema(event_type: str, field: str, value: object) -> None:
     field_error(event_type, field, value)
@@ -355,10 +357,19 @@ def test_enumerations_are_exact_lowercase(
         field_error(event_type, field, value)
 
 
-@pytest.mark.parametrize("value", ["usd", "US", "USDX", "U5D", 840, None, ""])
-@pytest.mark.parametrize("event_type", ["invoice.received", "invoice.issued", "training.completed"])
-def test_currency_not_iso4217_shaped_is_schema(event_type: str, value: object) -> None:
+@pytest.mark.parametrize("value", [840, None, ["USD"]])
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_currency_not_a_string_is_schema(event_type: str, value: object) -> None:
     field_error(event_type, "currency", value)
+
+
+@pytest.mark.parametrize("value", ["usd", "US", "USDX", "U5D", "", "ÄBC", "USD\n"])
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_currency_that_is_not_a_code_is_currency(event_type: str, value: str) -> None:
+    # SPEC section 1: "currency (not a code; ...)", with or without a conversion.
+    for extra in ({}, {"reporting_amount": 10}):
+        body = example(event_type, currency=value, **extra)
+        assert reason_of(body, topic=TOPICS[event_type]) == "currency"
 
 
 @pytest.mark.parametrize("value", [1, None, ["x"], {"code": 1}])
@@ -403,14 +414,61 @@ def test_schema_comes_before_unknown_type() -> None:
     assert reason_of(without("invoice.approved", "event_id") | {"type": "nope"}) == "schema"
 
 
-@pytest.mark.parametrize("event_type", ["invoice.received", "invoice.issued", "training.completed"])
-def test_other_currency_is_currency(event_type: str) -> None:
-    assert reason_of(example(event_type, currency="EUR"), topic=TOPICS[event_type]) == "currency"
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_other_currency_without_reporting_amount_is_currency(event_type: str) -> None:
+    topic = TOPICS[event_type]
+    assert reason_of(example(event_type, currency="EUR"), topic=topic) == "currency"
+    # JSON null is a reporting_amount not given.
+    body = example(event_type, currency="EUR", reporting_amount=None)
+    assert reason_of(body, topic=topic) == "currency"
+
+
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_other_currency_with_reporting_amount_decodes_with_it(event_type: str) -> None:
+    event = decode_ok(example(event_type, currency="EUR", reporting_amount="1080.25"))
+    assert (event.currency, event.reporting_amount) == ("EUR", 1080.25)
+    # Another reporting currency: the same event is in it, and USD is the foreign one.
+    assert decode_ok(example(event_type, reporting_amount=5), currency="EUR").reporting_amount == 5
+
+
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_reporting_amount_in_the_reporting_currency_is_ignored(event_type: str) -> None:
+    plain = decode_ok(example(event_type))
+    for given in (1.5, "99", None):
+        event = decode_ok(example(event_type, reporting_amount=given))
+        assert event.reporting_amount is None
+        assert event == plain
+
+
+@pytest.mark.parametrize("value", [v for v in BAD_AMOUNTS if v is not None])
+@pytest.mark.parametrize("currency", ["USD", "EUR"])
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_bad_reporting_amount_is_schema_in_any_currency(
+    event_type: str, currency: str, value: object
+) -> None:
+    # Same rules as amount, and checked like every field (before the currency check).
+    field_error(event_type, "reporting_amount", value, currency=currency)  # reporting: USD
+
+
+@pytest.mark.parametrize(("value", "expected"), GOOD_AMOUNTS)
+@pytest.mark.parametrize("event_type", PRICED_TYPES)
+def test_good_reporting_amounts(event_type: str, value: object, expected: float) -> None:
+    event = decode_ok(example(event_type, currency="GBP", reporting_amount=value))
+    assert type(event.reporting_amount) is float
+    assert event.reporting_amount == expected
+
+
+def test_reporting_amount_of_other_types_is_an_ignored_extra_field() -> None:
+    event = decode_ok(example("invoice.paid", reporting_amount="not a number"))
+    assert not hasattr(event, "reporting_amount")
 
 
 def test_currency_comes_after_schema_and_unknown_type() -> None:
     assert reason_of(example("invoice.received", currency="EUR", amount=0)) == "schema"
     assert reason_of(example("invoice.received", currency="EUR"), topic="hiring") == "unknown_type"
+    assert reason_of(example("invoice.received", currency="eur"), topic="hiring") == "unknown_type"
+    bad_conversion = example("invoice.received", currency="eur", reporting_amount=-1)
+    assert reason_of(bad_conversion) == "schema"
 
 
 def test_an_unknown_topic_is_a_programming_error() -> None:

@@ -118,6 +118,10 @@ BROKEN = [
     ("training.completed", "cost", "inf"),
     ("invoice.received", "currency", "usd"),
     ("invoice.received", "currency", "USDX"),
+    ("invoice.issued", "currency", 840),
+    ("invoice.received", "reporting_amount", 0),
+    ("invoice.issued", "reporting_amount", "-5"),
+    ("training.completed", "reporting_amount", True),
     ("survey.submitted", "score", 11),
     ("survey.submitted", "score", -1),
     ("survey.submitted", "score", True),
@@ -140,12 +144,31 @@ def test_broken_events_are_rejected_by_schema_and_decoder(
     assert not validators[event_type].is_valid(body)
     with pytest.raises(InvalidEvent) as info:
         decode(orjson.dumps(body), topic=TOPICS[event_type], currency="USD")
-    assert info.value.reason in {"schema", "unknown_type"}
+    # A string that is not a currency code is the reason "currency" (SPEC section 1).
+    if field == "currency" and isinstance(value, str):
+        assert info.value.reason == "currency"
+    else:
+        assert info.value.reason in {"schema", "unknown_type"}
+
+
+@pytest.mark.parametrize("event_type", [t for t in CONTRACT_TYPES if "currency" in VALID[t]])
+def test_priced_types_have_an_optional_reporting_amount(
+    validators: dict[str, Draft202012Validator], event_type: str
+) -> None:
+    schema = validators[event_type].schema
+    assert "reporting_amount" in schema["properties"]
+    assert "reporting_amount" not in schema["required"]
+    for value in (1080.5, "1080.50", None):
+        body = example(event_type, currency="EUR", reporting_amount=value)
+        assert accepts(validators, body)
+    foreign = example(event_type, currency="EUR", reporting_amount="1080.50")
+    assert decode(orjson.dumps(foreign), topic=TOPICS[event_type], currency="USD")
 
 
 # What DECODER_STRICTER documents: the schema accepts it, the decoder does not.
 STRICTER_IN_DECODER = [
     (example("invoice.received", currency="EUR"), "invoices", "currency"),
+    (example("training.completed", currency="EUR", reporting_amount=None), "hiring", "currency"),
     (example("ticket.opened"), "invoices", "unknown_type"),
     (example("invoice.approved", invoice_id="a\u200bb"), "invoices", "schema"),
     (example("service.up", occurred_at="2023-02-29T12:00:00Z"), "incidents", "schema"),
