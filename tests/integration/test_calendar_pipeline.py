@@ -3,10 +3,11 @@
 A three-week log in Europe/Berlin with the fiscal year from April (the 2026-03-29 clock
 change, the month, fiscal quarter and fiscal year end of March 31) and a two-week log in
 Asia/Kolkata (+05:30; the year end 2020/2021 and ISO week 2020-W53) go through
-``kpi worker``. Redis history equals tests/reference.py for every closed window of every
-KPI, window and scope (window end, label and count exactly, value within 1e-9 relative),
-with one member per window, and the dead-letter topic holds exactly the reference's dead
-letters, each once.
+``kpi worker``; both carry invoices in EUR and GBP with their ``reporting_amount``
+(tests/eventgen.py books a quarter of them in a foreign currency). Redis history equals
+tests/reference.py for every closed window of every KPI, window and scope (window end,
+label and count exactly, value within 1e-9 relative), with one member per window, and the
+dead-letter topic holds exactly the reference's dead letters, each once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -58,6 +60,19 @@ def calendar_log(
 
 def closed_labels(log: LiveLog, window: str) -> set[str]:
     return {span.label for span in log.expected.spans[window].values()}
+
+
+def applied_invoice_currencies(log: LiveLog) -> set[str]:
+    """The currencies of the issued and received invoices the reference applied."""
+    refused = {(t, p, o) for t, p, o, _ in log.expected.dead_letters}
+    currencies = set()
+    for m in log.messages:
+        if (m.topic, m.partition, m.offset) in refused:
+            continue
+        doc = orjson.loads(m.value)
+        if doc.get("type") in ("invoice.issued", "invoice.received"):
+            currencies.add(doc["currency"])
+    return currencies
 
 
 @pytest.mark.parametrize(
@@ -114,6 +129,7 @@ def test_calendar_log_through_the_worker_equals_reference(
     for window, wanted in labels.items():
         assert wanted <= closed_labels(log, window), window
     assert {"future", "late", "schema", "currency"} <= {d[3] for d in log.expected.dead_letters}
+    assert {"USD", "EUR", "GBP"} <= applied_invoice_currencies(log)
 
     worker = Worker(settings, tmp_path / "worker.log").start()
     try:
