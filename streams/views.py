@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -99,7 +100,9 @@ async def print_all(settings: Settings, window: str | None = None, watch_s: floa
     if window is not None:
         _check_window(window)
     if not watch_s:
-        Console().print(await all_table(settings, window))
+        # Into a pipe or file rich would assume 80 columns and cut the KPI names: no wrapping.
+        width = None if sys.stdout.isatty() else 240
+        Console(width=width).print(await all_table(settings, window))
         return
     with Live(await all_table(settings, window), refresh_per_second=4, screen=False) as live:
         while True:
@@ -130,7 +133,7 @@ async def all_table(settings: Settings, window: str | None = None) -> Table:
             "under each value its window's label; *: the window the target is judged on"
         ),
     )
-    table.add_column("KPI")
+    table.add_column("KPI", no_wrap=True, min_width=max(len(k.name) for k in CATALOG))
     for w in windows:
         table.add_column(w, justify="right")
     table.add_column("target", justify="right")

@@ -131,21 +131,32 @@ class Window:
         first_day = cal.date_at(start)
         days = float((last_day - first_day).days + 1)
         if self.pane == DAY:
-            panes = tuple(
-                dict.fromkeys(cal.day_start(add_days(first_day, i)) for i in range(int(days)))
-            )
+            panes = self._walk(start, end)
             if self.name == "1w":
                 year, week, _ = first_day.isocalendar()
                 return start, panes, days, f"{year}-W{week:02d}"
             return start, panes, days, last_day.isoformat()
         first, months = self._period(first_day)
-        panes = tuple(cal.day_start(add_months(first, i)) for i in range(months))
+        panes = self._walk(start, end)
         if self.name == "1mo":
             label = f"{first.year}-{first.month:02d}"
         else:
             name = cal.fiscal_year_name(cal.fiscal_year_first(first))
             label = name if self.name == "1y" else f"{name}-Q{_quarter(cal, first)}"
         return start, panes, days, label
+
+    def _walk(self, start: int, end: int) -> tuple[int, ...]:
+        """The starts of the panes between two boundaries, walked pane by pane.
+
+        Not by dates: where a clock change repeats midnight (America/Havana, 2025-11-02)
+        two day panes have the same date.
+        """
+        panes = []
+        at = start
+        while at < end:
+            panes.append(at)
+            at = self.calendar.pane(self.pane, at)[1]
+        return tuple(panes)
 
     def start_of(self, end: int) -> int:
         """The start of the window ending at ``end``."""

@@ -207,3 +207,18 @@ def test_a_version_1_state_counts_as_utc_and_loses_its_own_30d_panes() -> None:
         _engine("Asia/Kolkata").assign(state)
     _engine().assign(state)
     assert sorted(state.data) == sorted([day, "b|dso|1d|finance", "k|calendar"])
+
+
+def test_a_repeated_midnight_leaves_no_day_pane_out_of_the_longer_windows() -> None:
+    # America/Havana, 2025-11-02: 01:00 CDT (UTC-4) -> 00:00 CST (UTC-5) at 05:00 UTC, so
+    # the clock reads midnight at 04:00 and at 05:00 UTC: two day panes dated the 2nd.
+    cal = Calendar("America/Havana")
+    ws = calendar_windows(cal)
+    first = cal.bounds(DAY_S, at("2025-11-02T04:30:00+00:00"))
+    assert first == (at("2025-11-02T04:00:00+00:00"), at("2025-11-02T05:00:00+00:00"))
+    week_end = ws["1w"].first_window_end_after(first[0])
+    assert first[0] in ws["1w"].pane_starts(week_end)
+    assert ws["1d"].pane_starts(first[1]) == (first[0],)
+    month_end = ws["1mo"].first_window_end_after(first[0])
+    assert len(ws["1y"].pane_starts(ws["1y"].first_window_end_after(first[0]))) == 12
+    assert ws["1mo"].label(month_end) == "2025-11"
