@@ -81,10 +81,9 @@ class Window:
         month = d.replace(day=1)
         if self.name == "1mo":
             return month, 1
-        fy = self.calendar.fiscal_year_first(d)
+        fy, since = _into_fiscal_year(self.calendar, month)
         if self.name == "1y":
             return fy, 12
-        since = (month.year - fy.year) * 12 + month.month - fy.month
         return add_months(fy, since - since % 3), 3
 
     def first_window_end_after(self, t: float) -> int:
@@ -128,21 +127,20 @@ class Window:
         last_day = cal.date_at(cal.bounds(DAY_S, end - 1)[0])
         if self.name == "1h":
             return start, (start,), 1 / 24, cal.local(start).strftime("%Y-%m-%dT%H")
-        first_day = cal.date_at(start)
-        days = float((last_day - first_day).days + 1)
-        if self.pane == DAY:
-            panes = self._walk(start, end)
-            if self.name == "1w":
-                year, week, _ = first_day.isocalendar()
-                return start, panes, days, f"{year}-W{week:02d}"
-            return start, panes, days, last_day.isoformat()
-        first, months = self._period(first_day)
+        first = cal.date_at(start)
+        days = float((last_day - first).days + 1)
         panes = self._walk(start, end)
-        if self.name == "1mo":
+        if self.name == "1w":
+            year, week, _ = first.isocalendar()
+            label = f"{year}-W{week:02d}"
+        elif self.pane == DAY:
+            label = last_day.isoformat()
+        elif self.name == "1mo":
             label = f"{first.year}-{first.month:02d}"
         else:
-            name = cal.fiscal_year_name(cal.fiscal_year_first(first))
-            label = name if self.name == "1y" else f"{name}-Q{_quarter(cal, first)}"
+            fy, since = _into_fiscal_year(cal, first)
+            name = cal.fiscal_year_name(fy)
+            label = name if self.name == "1y" else f"{name}-Q{since // 3 + 1}"
         return start, panes, days, label
 
     def _walk(self, start: int, end: int) -> tuple[int, ...]:
@@ -182,10 +180,10 @@ class Window:
         return self._bounds_at(pane_start)[1]
 
 
-def _quarter(calendar: Calendar, first: date) -> int:
-    """1-4: the fiscal quarter starting on ``first``."""
-    fy = calendar.fiscal_year_first(first)
-    return ((first.year - fy.year) * 12 + first.month - fy.month) // 3 + 1
+def _into_fiscal_year(calendar: Calendar, d: date) -> tuple[date, int]:
+    """The first day of the fiscal year holding ``d``, and the months from it to ``d``'s."""
+    fy = calendar.fiscal_year_first(d)
+    return fy, (d.year - fy.year) * 12 + d.month - fy.month
 
 
 def calendar_windows(calendar: Calendar) -> dict[str, Window]:
