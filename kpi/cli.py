@@ -123,7 +123,9 @@ def main() -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "settings"
-        typer.echo(f"kpi: error: bad setting KPI_{where.upper()}: {first['msg']}", err=True)
+        # pydantic words a validator's own ValueError "Value error, <its message>".
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        typer.echo(f"kpi: error: bad setting KPI_{where.upper()}: {reason}", err=True)
         sys.exit(2)
     except KpiError as exc:
         typer.echo(f"kpi: error: {exc}", err=True)

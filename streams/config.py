@@ -18,6 +18,13 @@ from pydantic_settings import (
 )
 
 from schemas.errors import ConfigurationError
+from streams.kpis.sla import (
+    DEFAULT_INCIDENT_SLA,
+    DEFAULT_TICKET_SLA,
+    INCIDENT_SEVERITIES,
+    TICKET_PRIORITIES,
+    parse_slas,
+)
 
 #: Names of the input topics, before the prefix is applied (SPEC section 1).
 INPUT_TOPICS: tuple[str, ...] = ("invoices", "hiring", "incidents")
@@ -106,6 +113,9 @@ class Settings(BaseSettings):
     #: The first month of the fiscal year (``1q``, ``1y``).
     fiscal_year_start: int = Field(default=1, ge=1, le=12)
     grace_seconds: int = Field(default=3600, ge=0)
+    #: Resolution SLAs by ticket priority and incident severity (``streams/kpis/sla.py``).
+    ticket_sla: str = DEFAULT_TICKET_SLA
+    incident_sla: str = DEFAULT_INCIDENT_SLA
     partitions: int = Field(default=8, ge=1, le=1024)
     web_port: int = Field(default=6066, ge=0, le=65535)
     #: The address the worker's HTTP server binds (``0.0.0.0`` for every interface, as
@@ -168,6 +178,26 @@ class Settings(BaseSettings):
             msg = f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)"
             raise ValueError(msg)
         return value
+
+    @field_validator("ticket_sla")
+    @classmethod
+    def _ticket_sla(cls, value: str) -> str:
+        parse_slas(value, TICKET_PRIORITIES, DEFAULT_TICKET_SLA)
+        return value
+
+    @field_validator("incident_sla")
+    @classmethod
+    def _incident_sla(cls, value: str) -> str:
+        parse_slas(value, INCIDENT_SEVERITIES, DEFAULT_INCIDENT_SLA)
+        return value
+
+    def ticket_slas(self) -> dict[str, float]:
+        """Seconds allowed to resolve a ticket, per priority."""
+        return parse_slas(self.ticket_sla, TICKET_PRIORITIES, DEFAULT_TICKET_SLA)
+
+    def incident_slas(self) -> dict[str, float]:
+        """Seconds allowed to resolve an incident, per severity."""
+        return parse_slas(self.incident_sla, INCIDENT_SEVERITIES, DEFAULT_INCIDENT_SLA)
 
     @field_validator("replication_factor")
     @classmethod

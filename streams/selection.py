@@ -8,10 +8,11 @@ from schemas.errors import ConfigurationError
 from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.kpis.base import WINDOWS, Kpi
+from streams.kpis.it import with_slas
 
 
 def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
-    """The catalog, restricted by ``KPI_ONLY_KPIS`` / ``KPI_ONLY_WINDOWS`` when set."""
+    """The catalog with the settings' SLAs, restricted by ``KPI_ONLY_KPIS`` / ``KPI_ONLY_WINDOWS``."""
     names = {n.strip() for n in settings.only_kpis.split(",") if n.strip()}
     windows = tuple(w.strip() for w in settings.only_windows.split(",") if w.strip())
     unknown = names - {k.name for k in CATALOG}
@@ -26,7 +27,7 @@ def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
         )
         raise ConfigurationError(msg)
     chosen = []
-    for kpi in CATALOG:
+    for kpi in with_slas(CATALOG, settings.ticket_slas(), settings.incident_slas()):
         if names and kpi.name not in names:
             continue
         if windows:

@@ -152,7 +152,7 @@ def _decision(state: PartitionState, e: ev.InvoiceApproved | ev.InvoiceRejected,
     if rejected:
         _complete(state, key, inv, t)
     booked = inv.get("r")
-    return Fact(inv["d"], duration, inv["a"] if booked is None else booked)
+    return Fact(inv["d"], duration, inv["a"] if booked is None else booked, e.invoice_id)
 
 
 def _payment(
@@ -234,7 +234,7 @@ def _offer_accepted(state: PartitionState, e: ev.OfferAccepted, t: float) -> Fac
     req, duration = _finish(
         state, key, "requisition", e.requisition_id, t, "filled", "was already filled"
     )
-    return Fact(req["d"], duration, 0.0)
+    return Fact(req["d"], duration, 0.0, e.requisition_id)
 
 
 def _employee_hired(state: PartitionState, e: ev.EmployeeHired, t: float) -> Fact:
@@ -263,7 +263,8 @@ def _training_completed(state: PartitionState, e: ev.TrainingCompleted, t: float
 
 def _incident_opened(state: PartitionState, e: ev.IncidentOpened, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
-    _start_new(state, key, "incident", e.incident_id, {"svc": intern(e.service), "t": t})
+    incident = {"svc": intern(e.service), "sev": intern(e.severity), "t": t}
+    _start_new(state, key, "incident", e.incident_id, incident)
     return Fact(e.service, 0.0, 0.0)
 
 
@@ -277,25 +278,26 @@ def _incident_acknowledged(state: PartitionState, e: ev.IncidentAcknowledged, t:
     duration = _not_before_start(inc, t, "incident", e.incident_id)
     inc = _edit(state, key)
     inc["ack"] = True
-    return Fact(inc["svc"], duration, 0.0)
+    return Fact(inc["svc"], duration, 0.0, e.incident_id, inc.get("sev", ""))
 
 
 def _incident_resolved(state: PartitionState, e: ev.IncidentResolved, t: float) -> Fact:
     key = keys.entity(keys.INCIDENT, e.incident_id)
     inc, duration = _finish(state, key, "incident", e.incident_id, t, "res", "was already resolved")
-    return Fact(inc["svc"], duration, 0.0)
+    return Fact(inc["svc"], duration, 0.0, e.incident_id, inc.get("sev", ""))
 
 
 def _ticket_opened(state: PartitionState, e: ev.TicketOpened, t: float) -> Fact:
     key = keys.entity(keys.TICKET, e.ticket_id)
-    _start_new(state, key, "ticket", e.ticket_id, {"q": intern(e.queue), "t": t})
+    ticket = {"q": intern(e.queue), "pr": intern(e.priority), "t": t}
+    _start_new(state, key, "ticket", e.ticket_id, ticket)
     return Fact(e.queue, 0.0, 0.0)
 
 
 def _ticket_resolved(state: PartitionState, e: ev.TicketResolved, t: float) -> Fact:
     key = keys.entity(keys.TICKET, e.ticket_id)
     tkt, duration = _finish(state, key, "ticket", e.ticket_id, t, "res", "was already resolved")
-    return Fact(tkt["q"], duration, 0.0)
+    return Fact(tkt["q"], duration, 0.0, e.ticket_id, tkt.get("pr", ""))
 
 
 def _service_status(state: PartitionState, e: ev.ServiceDown | ev.ServiceUp, t: float) -> Fact:

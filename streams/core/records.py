@@ -42,6 +42,13 @@ class WindowValue:
     value: float | None
     count: int
     final: bool
+    #: For a duration KPI (``Kpi.distribution``): the percentiles of its durations (None
+    #: without any), and its worst entities, ``(id, seconds)`` longest first (then by id).
+    #: None / None for other KPIs.
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    worst: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(slots=True)

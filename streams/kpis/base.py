@@ -109,6 +109,10 @@ class Kpi:
     windows: tuple[str, ...] = WINDOWS
     description: str = ""
     kind: Kind = "panes"
+    #: A duration KPI: each window and scope also keeps the distribution of its durations
+    #: (percentiles ``p50``/``p90``/``p99`` from a sketch) and its ten worst entities
+    #: (``streams/core/distributions.py``, SPEC section 2 "Distributions").
+    distribution: bool = False
     #: Presentation (``streams/kpis/units.py``): whether a ``ratio`` is a share of a whole
     #: (a percentage in Grafana), and the decimals a terminal shows of a ratio.
     share: bool = True

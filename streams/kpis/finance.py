@@ -79,6 +79,7 @@ INVOICE_PROCESSING_TIME = Kpi(
     DURATION_PARTS,
     (Feed(InvoiceApproved, duration), Feed(InvoiceRejected, duration)),
     mean,
+    distribution=True,
     description="Mean of (approved or rejected) - received, AP invoices decided in the window.",
 )
 

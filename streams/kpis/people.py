@@ -66,6 +66,7 @@ TIME_TO_HIRE = Kpi(
     DURATION_PARTS,
     (Feed(OfferAccepted, duration),),
     mean,
+    distribution=True,
     description="Mean of offer accepted - requisition opened, for requisitions filled.",
 )
 
