@@ -12,7 +12,7 @@ from streams.kpis.it import with_slas
 
 
 def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
-    """The catalog with the settings' SLAs, restricted by ``KPI_ONLY_KPIS`` / ``KPI_ONLY_WINDOWS``."""
+    """The catalog with the settings' SLAs, restricted by ``KPI_ONLY_KPIS``/``_WINDOWS``."""
     names = {n.strip() for n in settings.only_kpis.split(",") if n.strip()}
     windows = tuple(w.strip() for w in settings.only_windows.split(",") if w.strip())
     unknown = names - {k.name for k in CATALOG}

@@ -146,7 +146,6 @@ SECURITY_INCIDENTS = Kpi(
 )
 
 
-
 def within_sla(slas: Mapping[str, float]) -> Callable[[object, Fact], Delta | None]:
     """Measure: 1 hit when the resolution took at most its class's SLA, of 1 resolution.
 

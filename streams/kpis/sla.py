@@ -1,4 +1,4 @@
-"""Resolution SLAs by ticket priority and incident severity (``KPI_TICKET_SLA``, ``KPI_INCIDENT_SLA``).
+"""Resolution SLAs: ``KPI_TICKET_SLA`` by ticket priority, ``KPI_INCIDENT_SLA`` by severity.
 
 A setting is a comma-separated list of ``<class>=<duration>``, the duration a number with
 a unit (``s``, ``m``, ``h``, ``d``): ``p1=4h,p2=8h,p3=24h,p4=72h``. A class the setting does
