@@ -35,9 +35,7 @@ from streams.kpis.fact import Fact
 Decoder = Callable[[bytes, str, str], Any]
 #: A KPI an event type feeds: its name, whether it is a timeline KPI, its measure, and
 #: whether it keeps a distribution of its durations.
-_Feeding = tuple[
-    str, bool, Callable[[Any, Fact], "tuple[tuple[float, ...], float] | None"], bool
-]
+_Feeding = tuple[str, bool, Callable[[Any, Fact], "tuple[tuple[float, ...], float] | None"], bool]
 
 _default_decoder: Decoder = decode_message
 

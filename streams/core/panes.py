@@ -73,9 +73,7 @@ class Panes:
         self._targets: dict[tuple[str, str, int], tuple[_Target, ...]] = {}
         #: Duration KPIs: (kpi, pane kind name, scope) -> partition -> pane start -> the
         #: pane's distribution (beside its pane, created and pruned with it).
-        self.dists: dict[tuple[str, str, str], dict[int, dict[int, DistPane]]] = defaultdict(
-            dict
-        )
+        self.dists: dict[tuple[str, str, str], dict[int, dict[int, DistPane]]] = defaultdict(dict)
         self._dist_targets: dict[tuple[str, str, int], tuple[_DistTarget, ...]] = {}
         # (kpi, window, scope) -> the aggregates of the windows read lately (never replaced,
         # only emptied: the targets above hold them).
