@@ -20,6 +20,7 @@ from streams.redis_keys import RedisKeys
 from streams.sinks import redis_sink
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink, history_member
+from tests.cli import run_kpi_in
 from tests.integration.chaos import redis_server
 from tests.integration.helpers import day_label, hour_label
 
@@ -312,6 +313,47 @@ def test_duration_kpis_add_percentiles_and_worst_and_the_others_stay_as_in_v1(
     r.flushdb()
     write(kpi_env, batch, keys=RedisKeys("eu:kpi"))
     assert content(r) == {"eu:" + key: value for key, value in got.items()}
+
+
+def test_kpi_get_and_why_read_what_the_sink_wrote(
+    kpi_env: Settings, kpi_process_env: dict[str, str]
+) -> None:
+    """The reader side, as a user runs it, against the real layout."""
+    write(kpi_env, {"closed": TICKETS_CLOSED, "current": TICKETS_CURRENT})
+
+    def kpi(*args: str) -> tuple[int, list[str], str]:
+        done = run_kpi_in(kpi_process_env, *args)
+        return done.returncode, done.stdout.splitlines(), done.stderr
+
+    code, out, err = kpi(
+        "get", "ticket_resolution_time", "-w", "1h", "-s", "desk", "--history", "1"
+    )
+    assert code == 0, err
+    assert out[0].startswith(
+        "ticket_resolution_time 1h desk: 1.0 min (p50 1.0 min, p90 1.0 min, p99 1.0 min) ["
+    )
+    assert out[1].endswith("(3 events) (p50 1.0 min, p90 2.0 h, p99 2.0 h)")
+    code, out, err = kpi("why", "ticket_resolution_time", "-w", "1h", "-s", "desk")
+    assert code == 0, err
+    assert out[1:] == ["  1  T-1  1.0 min  60.0 s", "  2  T-2  1.0 min  60.0 s"]
+    code, out, err = kpi(
+        "why", "ticket_resolution_time", "-w", "1h", "-s", "desk", "--label", hour_label(T0)
+    )
+    assert code == 0, err
+    assert out[0].endswith("final, 3 events]: the 3 longest")
+    assert out[1:] == [
+        "  1  T-7    2.0 h  7200.5 s",
+        "  2  T-1  1.0 min  60.0 s",
+        "  3  T-2  1.0 min  60.0 s",
+    ]
+    # A window without any measurement: one line, exit 1.
+    code, out, err = kpi("why", "ticket_resolution_time", "-w", "1h")
+    assert (code, len(out), err) == (1, 1, "")
+    assert out[0].endswith("0 events]: nothing measured, no worst entities")
+    # No value yet, as `kpi get`: exit 2, one line.
+    code, out, err = kpi("why", "ticket_resolution_time", "-w", "1d")
+    assert code == 2 and out == []
+    assert err.startswith("kpi: error: no value yet for ticket_resolution_time 1d all in ")
 
 
 def test_the_script_is_loaded_again_after_redis_forgot_it(
