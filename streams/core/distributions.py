@@ -18,7 +18,7 @@ partitions, as the parts do; both do:
   ten longest of its panes, so merging the panes' lists and keeping ten is exact.
 
 A pane's distribution is the state key ``q|<kpi>|<kind>|<scope>|<start>`` (beside the pane
-``p|...``) holding ``[zeros, lo, counts, worst]``: the count of zero durations, the index of
+``p|...``; the roll-up ``all`` has none, its windows merge every scope's) holding ``[zeros, lo, counts, worst]``: the count of zero durations, the index of
 the first bucket, the dense bucket counts from there, and the worst as one flat list
 ``[seconds, id, seconds, id, ...]``. Dense counts serialise small and update with one index;
 a pane's durations spread over a few hundred buckets at most (a minute to a month is 540).
