@@ -233,18 +233,21 @@ class Closing:
     ) -> None:
         for scope in sorted(self.panes.scopes[kpi.name]):
             for end in self.panes.window_ends(kpi, spec, scope, after, upto):
-                closed = self._read(kpi, spec, scope, end, True)
-                if kpi.distribution:
-                    self.panes.release(kpi, spec, scope, end)
+                closed = self._read(kpi, spec, scope, end, True, closing=True)
                 if closed.count > 0:
                     result.closed.append(closed)
 
-    def _read(self, kpi: Kpi, spec: Window, scope: str, end: int, final: bool) -> WindowValue:
-        """The window ending at ``end`` of a KPI kept in panes, read from them."""
+    def _read(
+        self, kpi: Kpi, spec: Window, scope: str, end: int, final: bool, *, closing: bool = False
+    ) -> WindowValue:
+        """The window ending at ``end`` of a KPI kept in panes, read from them.
+
+        ``closing``: read for the last time, to be written to history.
+        """
         value, count = self.panes.value(kpi, spec, scope, end)
         if not kpi.distribution:
             return _window_value(kpi, spec, scope, end, value, count, final)
-        p50, p90, p99, worst = self.panes.distribution(kpi, spec, scope, end)
+        p50, p90, p99, worst = self.panes.distribution(kpi, spec, scope, end, closing=closing)
         return WindowValue(
             kpi.name,
             spec.name,

@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 #: The sketch's relative accuracy (SPEC section 2 allows 1%).
-ALPHA = 0.0099
-GAMMA = (1.0 + ALPHA) / (1.0 - ALPHA)
-_INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
+ALPHA: Final = 0.0099
+GAMMA: Final = (1.0 + ALPHA) / (1.0 - ALPHA)
+_INV_LOG_GAMMA: Final = 1.0 / math.log(GAMMA)
 #: The percentiles reported, in hundredths (``p50``, ``p90``, ``p99``).
-PERCENTS = (50, 90, 99)
+PERCENTS: Final = (50, 90, 99)
 #: How many of the longest measurements a window lists.
-WORST_N = 10
+WORST_N: Final = 10
 
 #: A pane's distribution, as kept in the state: ``[zeros, lo, counts, worst]``.
 Dist = list[Any]
@@ -82,7 +82,8 @@ def add(dist: Dist, seconds: float, index: int, entity: str) -> None:
             if 0 <= pos < size:
                 counts[pos] += 1
             elif pos >= size:
-                counts.extend([0] * (pos - size))
+                for _ in range(pos - size):
+                    counts.append(0)
                 counts.append(1)
             else:
                 counts[0:0] = [0] * (-pos)
@@ -196,8 +197,8 @@ def _worst(dists: Sequence[Dist]) -> tuple[tuple[str, float], ...]:
 
 #: Buckets summed at a time (at C speed) when a percentile's rank is looked for; an
 #: ``Aggregate`` keeps the count of each block of as many.
-_BLOCK_BITS = 5
-_BLOCK = 1 << _BLOCK_BITS
+_BLOCK_BITS: Final = 5
+_BLOCK: Final = 1 << _BLOCK_BITS
 
 
 class Aggregate:

@@ -242,23 +242,28 @@ class Panes:
         parts, b0, b1 = self._parts(kpi, spec, scope, end)
         return kpi.read(parts, b0, b1, spec.days(end)), int(parts[-1])
 
-    def distribution(self, kpi: Kpi, spec: Window, scope: str, end: int) -> Summary:
-        """Percentiles and worst entities of the window ending at ``end`` (duration KPIs)."""
+    def distribution(
+        self, kpi: Kpi, spec: Window, scope: str, end: int, *, closing: bool = False
+    ) -> Summary:
+        """Percentiles and worst entities of the window ending at ``end`` (duration KPIs).
+
+        ``closing``: the window is read for the last time (closed and written), so its
+        aggregate goes, and none is built for it.
+        """
         aggregates = self._aggregates[(kpi.name, spec.name, scope)]
-        for aggregate in aggregates:
+        for i, aggregate in enumerate(aggregates):
             if aggregate.end == end:
+                if closing:
+                    del aggregates[i]
                 return aggregate.summary()
-        aggregate = Aggregate(spec.start_of(end), end, self._window_dists(kpi, spec, scope, end))
+        dists = self._window_dists(kpi, spec, scope, end)
+        if closing:
+            return distributions.summarize(dists)
+        aggregate = Aggregate(spec.start_of(end), end, dists)
         if len(aggregates) >= _MAX_AGGREGATES:
             del aggregates[0]
         aggregates.append(aggregate)
         return aggregate.summary()
-
-    def release(self, kpi: Kpi, spec: Window, scope: str, end: int) -> None:
-        """The window ending at ``end`` is closed and written: its aggregate is not needed."""
-        aggregates = self._aggregates.get((kpi.name, spec.name, scope))
-        if aggregates:
-            aggregates[:] = [a for a in aggregates if a.end != end]
 
     def distribution_from_panes(self, kpi: Kpi, spec: Window, scope: str, end: int) -> Summary:
         """``distribution`` merged from the panes again, without aggregates (for tests)."""
