@@ -34,6 +34,11 @@ Key = tuple[str, str, str]
 #: A history as a test collects it: (kpi, window, scope) -> {window start: record}.
 Windows = dict[Key, dict[int, HistoryRecord]]
 
+#: ``KPI_TICKET_SLA`` / ``KPI_INCIDENT_SLA`` tighter than the defaults, for the fixed
+#: multi-day logs: their resolutions fall on both sides of them.
+TIGHT_TICKET_SLA = "p1=30m,p2=2h,p3=6h,p4=1d"
+TIGHT_INCIDENT_SLA = "sev1=1h,sev3=8h"
+
 VALUE_REL_TOL = 1e-9
 VALUE_ABS_TOL = 1e-12
 #: SPEC section 2, "Distributions": a reported percentile's bound around the exact x_k.
@@ -162,3 +167,25 @@ def collect(closed: list[WindowValue], *, once: bool = True) -> Windows:
             assert windows[wv.start] == record, f"two versions: {windows[wv.start]} {wv}"
         windows[wv.start] = record
     return out
+
+
+def assert_rich(expected: RefResult) -> None:
+    """The log exercises what the distributions can get wrong: windows with more than ten
+    durations (so the worst list is cut), durations of 0, ties in seconds among a worst list
+    (the id decides), and SLA attainments strictly between 0 and 1."""
+    dists = [d for per_key in expected.distributions.values() for d in per_key.values()]
+    sizes = [
+        expected.history[key][start][1]
+        for key, per in expected.distributions.items()
+        for start in per
+    ]
+    assert sum(n > 10 for n in sizes) > 20
+    assert any(d.p50 == 0.0 for d in dists)
+    assert any(s == t for d in dists for (_, s), (_, t) in zip(d.worst, d.worst[1:], strict=False))
+    attainments = [
+        v
+        for (kpi, _w, _s), per_start in expected.history.items()
+        if kpi.endswith("_sla_attainment")
+        for v, _n in per_start.values()
+    ]
+    assert any(v is not None and 0.0 < v < 1.0 for v in attainments)

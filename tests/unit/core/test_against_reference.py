@@ -189,24 +189,9 @@ def test_engine_equals_reference_in_business_calendars_across_crashes(
 
 
 #: Tighter SLAs than the defaults, for the fixed logs: their resolutions fall on both sides.
-TIGHT = Conditions(ticket_sla="p1=30m,p2=2h,p3=6h,p4=1d", incident_sla="sev1=1h,sev3=8h")
-
-
-def assert_rich_distributions(expected: reference.RefResult) -> None:
-    """The log exercises what the distributions can get wrong: windows with more than ten
-    durations (so the worst list is cut), durations of 0, ties in seconds among a worst list
-    (the id decides), and SLA attainments strictly between 0 and 1."""
-    dists = [d for per_key in expected.distributions.values() for d in per_key.values()]
-    assert sum(len(d.worst) == 10 for d in dists) > 20
-    assert any(d.p50 == 0.0 for d in dists)
-    assert any(s == t for d in dists for (_, s), (_, t) in zip(d.worst, d.worst[1:], strict=False))
-    attainments = [
-        v
-        for (kpi, _w, _s), per_start in expected.history.items()
-        if kpi.endswith("_sla_attainment")
-        for v, _n in per_start.values()
-    ]
-    assert any(v is not None and 0.0 < v < 1.0 for v in attainments)
+TIGHT = Conditions(
+    ticket_sla=comparison.TIGHT_TICKET_SLA, incident_sla=comparison.TIGHT_INCIDENT_SLA
+)
 
 
 def test_multi_day_log_equals_reference() -> None:
@@ -214,7 +199,7 @@ def test_multi_day_log_equals_reference() -> None:
     start = 1_700_000_000.0
     messages = random_log(seed=11, n_events=4000, days=6, partitions=partitions, start=start)
     expected = compare(messages, partitions, log_now(start, 6), seed=5, conditions=TIGHT)
-    assert_rich_distributions(expected)
+    comparison.assert_rich(expected)
 
 
 def test_batch_boundaries_do_not_change_a_single_bit() -> None:
