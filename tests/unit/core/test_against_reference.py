@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -296,3 +297,34 @@ def test_month_log_in_a_business_calendar_equals_reference(
     # the log does close the windows it is meant to cross
     labels = {s.label for spans in expected.spans.values() for s in spans.values()}
     assert closed <= labels
+
+
+def test_a_resolution_exactly_at_its_sla_is_within_and_a_quarter_second_more_is_not() -> None:
+    # p1 = 4h by default, 30m under TIGHT; sev2 = 8h under both. Ticket a takes 4h, b 30m,
+    # c and d a quarter of a second more; the incident exactly 8h. Default: a, b, d within
+    # (3 of 4); TIGHT: b only (1 of 4).
+    t0 = 1_700_006_400  # a UTC midnight
+    events: list[tuple[float, dict[str, object]]] = []
+    for tid, seconds in (("a", 4 * 3600), ("b", 1800), ("c", 4 * 3600 + 0.25), ("d", 1800.25)):
+        events.append(
+            (t0, {"type": "ticket.opened", "ticket_id": tid, "queue": "desk", "priority": "p1"})
+        )
+        events.append((t0 + seconds, {"type": "ticket.resolved", "ticket_id": tid}))
+    opened = {"incident_id": "i", "service": "api", "severity": "sev2", "category": "other"}
+    events.append((t0, {"type": "incident.opened", **opened}))
+    events.append((t0 + 8 * 3600, {"type": "incident.resolved", "incident_id": "i"}))
+    flush = t0 + 2 * 86400
+    events.append(
+        (flush, {"type": "ticket.opened", "ticket_id": "z", "queue": "q", "priority": "p4"})
+    )
+    messages = []
+    for offset, (t, fields) in enumerate(sorted(events, key=lambda e: e[0])):
+        stamp = datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+        doc = {"event_id": f"e{offset}", "occurred_at": stamp, **fields}
+        messages.append(reference.Message("incidents", 0, offset, orjson.dumps(doc)))
+    partitions = {"invoices": 1, "hiring": 1, "incidents": 1}
+    for conditions, desk in ((Conditions(), 3 / 4), (TIGHT, 1 / 4)):
+        expected = compare(messages, partitions, flush + 600, seed=1, conditions=conditions)
+        sla = expected.history
+        assert sla[("ticket_sla_attainment", "1d", "desk")] == {t0: (desk, 4)}
+        assert sla[("incident_sla_attainment", "1d", "api")] == {t0: (1.0, 1)}
