@@ -84,6 +84,33 @@ def watch(
     asyncio.run(print_all(Settings(), window=window, watch_s=interval))
 
 
+@app.command()
+def why(
+    name: str = typer.Argument(..., help="A duration KPI, e.g. ticket_resolution_time."),
+    window: str = typer.Option(
+        DEFAULT_WINDOW, "--window", "-w", help=f"{_WINDOWS_HELP}; default {DEFAULT_WINDOW}."
+    ),
+    scope: str = typer.Option("all", "--scope", "-s", help="A dimension value, or all."),
+    label: str | None = typer.Option(
+        None,
+        "--label",
+        "-l",
+        help="A closed window by its label (2026-03-08, 2026-W10, 2026-03...), from the "
+        "history; default: the newest window.",
+    ),
+) -> None:
+    """The worst entities behind a duration KPI: its ten longest measurements, longest first.
+
+    Exit 1 (one line) when the window has none; exit 2 on errors (no value yet, no such
+    closed window, a KPI without durations).
+    """
+    from streams.config import Settings
+    from streams.views import print_worst
+
+    if not asyncio.run(print_worst(Settings(), name, window, scope, label)):
+        raise Exit(1)
+
+
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
     from producers import backfill

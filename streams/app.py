@@ -46,7 +46,7 @@ from streams.runtime import Runtime
 from streams.selection import selected_catalog
 from streams.sinks import make_sinks
 from streams.sinks.metrics import Metrics
-from streams.sinks.redis_sink import format_value
+from streams.sinks.redis_sink import format_value, worst_json
 from streams.watchdog import Steps, Watchdog
 
 log = logging.getLogger(__name__)
@@ -265,8 +265,12 @@ def create_app(
 
 
 def kpi_json(wv: WindowValue) -> dict[str, Any]:
-    """One newest window as ``/kpis`` lists it (docs/CONTRACT.md, section 5)."""
-    return {
+    """One newest window as ``/kpis`` lists it (docs/CONTRACT.md, section 5).
+
+    A duration KPI's (``worst`` not None) adds ``p50``, ``p90``, ``p99`` (null when
+    undefined) and ``worst`` (``[{"id", "seconds"}]``), as its Redis hash does.
+    """
+    record: dict[str, Any] = {
         "name": wv.kpi,
         "window": wv.window,
         "scope": wv.scope,
@@ -278,6 +282,10 @@ def kpi_json(wv: WindowValue) -> dict[str, Any]:
         "count": wv.count,
         "final": wv.final,
     }
+    if wv.worst is not None:
+        record["p50"], record["p90"], record["p99"] = wv.p50, wv.p90, wv.p99
+        record["worst"] = worst_json(wv.worst)
+    return record
 
 
 def worker_health(worker: WorkerParts) -> dict[str, Any]:

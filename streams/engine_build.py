@@ -30,6 +30,7 @@ from types import ModuleType
 COMPILED_MODULES = (
     "streams.core.calendar",
     "streams.core.closing",
+    "streams.core.distributions",
     "streams.core.engine",
     "streams.core.judge",
     "streams.core.keys",

@@ -3,6 +3,7 @@
 async with KpiReader("redis://localhost:6379/0") as kpis:
     now = await kpis.current("dso", "1mo", "all")          # KpiValue or None (.label)
     past = await kpis.history("dso", "1d", "sales", since=t0)
+    slow = await kpis.current("ticket_resolution_time", "1d")   # .p90, .worst
     async for change in kpis.follow_changes():            # resumes after disconnects
         ...
 
@@ -39,6 +40,13 @@ class KpiValue:
     #: The window's name in the business calendar (``2026-03``, ``FY2027-Q1``...); empty
     #: when a version 1 worker wrote it.
     label: str = ""
+    #: A duration KPI's percentiles (None when the window has no duration) and its worst
+    #: entities, ``(id, seconds)`` longest first (empty without any). All None for the
+    #: other KPIs, and when a version 1 worker wrote it.
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    worst: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,10 @@ class KpiChange:
     window_start: datetime
     window_end: datetime
     final: bool
+    #: A duration KPI's percentiles (None when undefined, and for the other KPIs).
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
 
 
 def _float(text: str) -> float | None:
@@ -63,10 +75,18 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def _worst(entries: list[dict[str, Any]] | None) -> tuple[tuple[str, float], ...] | None:
+    """``[{"id", "seconds"}]`` as ``(id, seconds)`` pairs; None when not written."""
+    if entries is None:
+        return None
+    return tuple((str(e["id"]), float(e["seconds"])) for e in entries)
+
+
 def _newest(name: str, window: str, scope: str, h: dict[str, str]) -> KpiValue | None:
     """A newest-window hash as a ``KpiValue``; None when there is none."""
     if not h:
         return None
+    worst = h.get("worst")
     return KpiValue(
         name,
         window,
@@ -78,6 +98,10 @@ def _newest(name: str, window: str, scope: str, h: dict[str, str]) -> KpiValue |
         h.get("final") == "1",
         _time(h["updated_at"]) if h.get("updated_at") else None,
         h.get("label", ""),
+        _float(h.get("p50", "")),
+        _float(h.get("p90", "")),
+        _float(h.get("p99", "")),
+        None if worst is None else _worst(orjson.loads(worst)),
     )
 
 
@@ -166,6 +190,10 @@ class KpiReader:
                     int(doc["count"]),
                     True,
                     label=doc.get("label", ""),
+                    p50=doc.get("p50"),
+                    p90=doc.get("p90"),
+                    p99=doc.get("p99"),
+                    worst=_worst(doc.get("worst")),
                 )
             )
         return out
@@ -193,4 +221,7 @@ class KpiReader:
                         _time(f["window_start"]),
                         _time(f["window_end"]),
                         f.get("final") == "1",
+                        _float(f.get("p50", "")),
+                        _float(f.get("p90", "")),
+                        _float(f.get("p99", "")),
                     )

@@ -1,4 +1,4 @@
-"""Terminal views of the KPIs read from Redis: ``kpi get`` and its ``--all`` table."""
+"""Terminal views of the KPIs read from Redis: ``kpi get``, its ``--all`` table, ``kpi why``."""
 
 from __future__ import annotations
 
@@ -67,17 +67,37 @@ async def _reading(settings: Settings) -> AsyncIterator[KpiReader]:
         raise UnavailableError(msg) from None
 
 
+def _percentiles(kpi: Kpi, value: KpiValue, currency: str) -> str:
+    """`` (p50 1.0 h, p90 5.0 h, p99 9.0 h)`` for a duration KPI's value; else empty."""
+    if value.worst is None:  # not a duration KPI, or written by a version 1 worker
+        return ""
+    shown = ", ".join(
+        f"{q} {units.value_text(kpi, v, currency)}"
+        for q, v in (("p50", value.p50), ("p90", value.p90), ("p99", value.p99))
+    )
+    return f" ({shown})"
+
+
+def _no_value(settings: Settings, name: str, window: str, scope: str) -> ConfigurationError:
+    msg = f"no value yet for {name} {window} {scope} in {shown_url(settings.redis_url)}"
+    return ConfigurationError(msg)
+
+
 async def print_one(settings: Settings, name: str, window: str, scope: str, history: int) -> None:
-    """``kpi get NAME``: one value, optionally with recent history."""
+    """``kpi get NAME``: one value, optionally with recent history.
+
+    A duration KPI's percentiles are shown next to its mean.
+    """
     kpi = _check(name, window)
+    currency = settings.currency
     async with _reading(settings) as reader:
         current = await reader.current(name, window, scope)
         if current is None:
-            msg = f"no value yet for {name} {window} {scope} in {shown_url(settings.redis_url)}"
-            raise ConfigurationError(msg)
+            raise _no_value(settings, name, window, scope)
         state = "final" if current.final else "open"
         print(
-            f"{name} {window} {scope}: {units.value_text(kpi, current.value, settings.currency)} "
+            f"{name} {window} {scope}: {units.value_text(kpi, current.value, currency)}"
+            f"{_percentiles(kpi, current, currency)} "
             f"[{_span(current)}, {state}, {current.count} events; target "
             f"{kpi.target.direction.replace('_', ' ')} "
             f"{units.value_text(kpi, kpi.target.value, settings.currency)}, judged on "
@@ -88,7 +108,7 @@ async def print_one(settings: Settings, name: str, window: str, scope: str, hist
                 print(
                     f"  {past.label or '-':<13}  {past.window_start:%Y-%m-%d %H:%M} UTC  "
                     f"{units.value_text(kpi, past.value, settings.currency):>14}  "
-                    f"({past.count} events)"
+                    f"({past.count} events){_percentiles(kpi, past, currency)}"
                 )
 
 
@@ -111,7 +131,10 @@ async def print_all(settings: Settings, window: str | None = None, watch_s: floa
 
 
 def _cell(kpi: Kpi, value: KpiValue | None, currency: str) -> str:
-    """A table cell: the value coloured against the target, the window's label below it."""
+    """A table cell: the value coloured against the target, the window's label below it.
+
+    A duration KPI's cell adds its p90 below that (``p90 5.0 h``: no wider than a label).
+    """
     v = value.value if value else None
     ok = meets(kpi, v)
     text = units.value_text(kpi, v, currency)
@@ -119,6 +142,8 @@ def _cell(kpi: Kpi, value: KpiValue | None, currency: str) -> str:
         text = f"[{'green' if ok else 'red'}]{text}[/]"
     if value is not None and value.label:
         text += f"\n[dim]{value.label}[/]"
+    if value is not None and value.worst is not None:
+        text += f"\n[dim]p90 {units.value_text(kpi, value.p90, currency)}[/]"
     return text
 
 
@@ -130,7 +155,8 @@ async def all_table(settings: Settings, window: str | None = None) -> Table:
         title=f"backoffice KPIs (scope all) from {shown_url(settings.redis_url)} at {stamp} UTC",
         caption=(
             "green: meets its target, red: misses it, -: undefined (no data in the window); "
-            "under each value its window's label; *: the window the target is judged on"
+            "under each value its window's label (and for a duration its 90th percentile, "
+            "p90); *: the window the target is judged on"
         ),
     )
     table.add_column("KPI", no_wrap=True, min_width=max(len(k.name) for k in CATALOG))
@@ -155,3 +181,54 @@ async def all_table(settings: Settings, window: str | None = None) -> Table:
             f"{goal} {units.value_text(kpi, kpi.target.value, settings.currency)}",
         )
     return table
+
+
+#: The entities ``kpi why`` lists (SPEC section 2: "the 10 longest").
+WORST_ROWS = 10
+
+
+async def print_worst(
+    settings: Settings, name: str, window: str, scope: str, label: str | None = None
+) -> bool:
+    """``kpi why NAME``: the worst entities of a window, longest first; False if none.
+
+    The newest window, or the closed window ``label`` (from the history). An unknown KPI
+    or window, a KPI without a distribution, no value yet (as ``kpi get``) and a closed
+    window not in the history are errors (``ConfigurationError``).
+    """
+    kpi = _check(name, window)
+    if not kpi.distribution:
+        durations = ", ".join(k.name for k in CATALOG if k.distribution)
+        msg = f"{name} has no worst entities: only the duration KPIs do ({durations})"
+        raise ConfigurationError(msg)
+    async with _reading(settings) as reader:
+        if label is None:
+            found = await reader.current(name, window, scope)
+            if found is None:
+                raise _no_value(settings, name, window, scope)
+        else:
+            history = await reader.history(name, window, scope)
+            found = next((past for past in reversed(history) if past.label == label), None)
+            if found is None:
+                newest = ", ".join(past.label for past in history[-3:] if past.label)
+                msg = (
+                    f"no closed window {label!r} of {name} {window} {scope} in "
+                    f"{shown_url(settings.redis_url)}"
+                    + (f"; the newest closed: {newest}" if newest else "")
+                )
+                raise ConfigurationError(msg)
+    state = "final" if found.final else "open"
+    where = f"{name} {window} {scope} [{_span(found)}, {state}, {found.count} events]"
+    worst = found.worst or ()
+    if not worst:
+        # A version 1 worker's window (no ``worst``) reads the same: nothing to list.
+        print(f"{where}: nothing measured, no worst entities")
+        return False
+    print(f"{where}: the {min(len(worst), WORST_ROWS)} longest")
+    rows = worst[:WORST_ROWS]
+    id_width = max(len("id"), *(len(entity) for entity, _ in rows))
+    texts = [units.value_text(kpi, seconds, settings.currency) for _, seconds in rows]
+    text_width = max(len(t) for t in texts)
+    for rank, ((entity, seconds), text) in enumerate(zip(rows, texts, strict=True), start=1):
+        print(f"{rank:>3}  {entity:<{id_width}}  {text:>{text_width}}  {seconds!r} s")
+    return True

@@ -28,6 +28,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from streams.catalog import CATALOG
 from streams.kpis import units
 from streams.kpis.base import ROLLUP, Dimension, Kpi
+from streams.sinks.metrics import QUANTILES, quantile_metric
 
 #: The uid ``ops/grafana/provisioning/datasources/prometheus.yml`` gives the datasource;
 #: a fixed uid (not a name) keeps the dashboards valid whatever the datasource is called.
@@ -137,6 +138,24 @@ def _selector(kpi: Kpi, scope: str, *, regex: bool = False) -> str:
     return f'{kpi.metric}{{window="$window", {dim}="{scope}"}}'
 
 
+def _quantile_selector(kpi: Kpi, quantile: str) -> str:
+    """A duration KPI's roll-up percentile: ``..._quantile_seconds{quantile="0.9", ...}``."""
+    return (
+        f'{quantile_metric(kpi)}{{quantile="{quantile}", window="$window", '
+        f'{kpi.dimension}="{ROLLUP}"}}'
+    )
+
+
+def _percentile_queries(kpi: Kpi) -> list[tuple[str, str]]:
+    """``(expr, legend)`` of the roll-up's p50, p90 and p99 (a duration KPI's)."""
+    return [(_quantile_selector(kpi, q), f"p{float(q) * 100:g}") for q in QUANTILES]
+
+
+def _is_sla(kpi: Kpi) -> bool:
+    """An SLA attainment KPI (``*_sla_attainment``): the team dashboard's SLA panel."""
+    return kpi.name.endswith("_sla_attainment")
+
+
 def _window_variable() -> builders.CustomVariable:
     """The window selector: readable names ("fiscal quarter") for the ``window`` label values.
 
@@ -222,19 +241,31 @@ def _kpi_stat(kpi: Kpi, currency: str, width: int) -> stat.Panel:
 
 
 def _kpi_trend(kpi: Kpi, currency: str, width: int, *, by_dimension: bool) -> timeseries.Panel:
-    """The newest window's value over time; the target is the dashed threshold line."""
+    """The newest window's value over time; the target is the dashed threshold line.
+
+    The roll-up's trend of a duration KPI has its percentiles next to the mean.
+    """
     if by_dimension:
         expr, legend = _selector(kpi, f"${kpi.dimension}", regex=True), f"{{{{{kpi.dimension}}}}}"
         title = f"{kpi.title} by {kpi.dimension}"
+        percentiles = []
     else:
         expr, legend, title = _selector(kpi, ROLLUP), kpi.title, f"{kpi.title}: trend"
-    return (
+        percentiles = _percentile_queries(kpi) if kpi.distribution else []
+    description = (
+        "The gauge holds the newest window, so a line restarts when a window closes; "
+        "closed windows are in Redis (kpi get NAME --history N)."
+    )
+    if percentiles:
+        legend = "mean"
+        description += (
+            " p50, p90 and p99: the percentiles of the same durations (within 1%); "
+            "kpi why NAME lists the longest."
+        )
+    panel = (
         timeseries.Panel()
         .title(title)
-        .description(
-            "The gauge holds the newest window, so a line restarts when a window closes; "
-            "closed windows are in Redis (kpi get NAME --history N)."
-        )
+        .description(description)
         .datasource(DATASOURCE)
         .with_target(_query(expr, legend=legend))
         .unit(units.grafana_unit(kpi, currency))
@@ -242,6 +273,78 @@ def _kpi_trend(kpi: Kpi, currency: str, width: int, *, by_dimension: bool) -> ti
         .thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(
                 common.GraphThresholdsStyleMode.DASHED
+            )
+        )
+        .height(8)
+        .span(width)
+    )
+    for i, (q_expr, q_legend) in enumerate(percentiles, start=1):
+        panel.with_target(_query(q_expr, legend=q_legend, ref_id=chr(ord("A") + i)))
+    return panel
+
+
+def _kpi_percentiles(kpi: Kpi, currency: str, width: int) -> timeseries.Panel:
+    """A duration KPI's roll-up: the mean and the p50-p99 band around it."""
+    scope = f"all {kpi.dimension}s"
+    panel = (
+        timeseries.Panel()
+        .title(f"{kpi.title}: mean and percentiles ({scope})")
+        .description(
+            f"Mean, p50, p90 and p99 of the durations of the newest window over {scope} "
+            "(percentiles within 1% relative error). The band from p50 up to p99 is shaded; "
+            f"kpi why {kpi.name} lists the ten longest."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(_selector(kpi, ROLLUP), legend="mean"))
+        .unit(units.grafana_unit(kpi, currency))
+        .thresholds(_thresholds(threshold_steps(kpi)))
+        .thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(
+                common.GraphThresholdsStyleMode.DASHED
+            )
+        )
+        .height(8)
+        .span(width)
+    )
+    queries = _percentile_queries(kpi)
+    for i, (expr, legend) in enumerate(queries, start=1):
+        panel.with_target(_query(expr, legend=legend, ref_id=chr(ord("A") + i)))
+    # The band: p99 filled down to p50 (Grafana's "fill below to" override).
+    p50, p99 = queries[0][1], queries[-1][1]
+    panel.override_by_name(
+        p99,
+        [
+            model.DynamicConfigValue(id_val="custom.fillBelowTo", value=p50),
+            model.DynamicConfigValue(id_val="custom.fillOpacity", value=15),
+        ],
+    )
+    return panel
+
+
+def _sla_panel(kpi: Kpi, currency: str, width: int) -> timeseries.Panel:
+    """An SLA attainment over time: the roll-up and each scope, against the target."""
+    dim = kpi.dimension
+    judged = units.WINDOW_TITLES[kpi.target.window]
+    return (
+        timeseries.Panel()
+        .title(f"{kpi.title} ({units.target_badge(kpi, currency)})")
+        .description(
+            f"{kpi.description} The shaded area below the target misses it; the target is "
+            f"judged (and alerted on) on the {judged} window ({kpi.target.window}). "
+            f"Goal: {kpi.target.goal}."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(_selector(kpi, ROLLUP), legend=f"all {dim}s"))
+        .with_target(
+            _query(_selector(kpi, f"${dim}", regex=True), legend=f"{{{{{dim}}}}}", ref_id="B")
+        )
+        .unit(units.grafana_unit(kpi, currency))
+        .min(0)
+        .max(1)
+        .thresholds(_thresholds(threshold_steps(kpi)))
+        .thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(
+                common.GraphThresholdsStyleMode.LINE_AND_AREA
             )
         )
         .height(8)
@@ -344,10 +447,17 @@ def _domain_dashboard(domain: Domain, currency: str) -> builders.Dashboard:
     board.with_row(builders.Row(f"Roll-up over all {dims}"))
     for kpi, width in zip(kpis, _widths(len(kpis)), strict=True):
         board.with_panel(_kpi_stat(kpi, currency, width))
+    slas = [k for k in kpis if _is_sla(k)]
+    if slas:
+        board.with_row(builders.Row("SLA attainment"))
+        for kpi, width in zip(slas, _widths(len(slas)), strict=True):
+            board.with_panel(_sla_panel(kpi, currency, width))
     for kpi in kpis:
         board.with_row(builders.Row(f"{kpi.title} by {kpi.dimension}"))
         board.with_panel(_kpi_bars(kpi, currency, 8))
         board.with_panel(_kpi_trend(kpi, currency, 16, by_dimension=True))
+        if kpi.distribution:
+            board.with_panel(_kpi_percentiles(kpi, currency, _GRID_WIDTH))
     return board
 
 

@@ -223,10 +223,7 @@ class Closing:
                 became_final = closed_from < end <= close_to
                 for scope in sorted(self.panes.scopes[kpi.name]):
                     if anchor_moved or became_final or (kpi.name, scope) in touched:
-                        value, count = self.panes.value(kpi, spec, scope, end)
-                        result.current.append(
-                            _window_value(kpi, spec, scope, end, value, count, end <= close_to)
-                        )
+                        result.current.append(self._read(kpi, spec, scope, end, end <= close_to))
         if moved:
             view.closed_upto = close_to
         view.newest_anchor = newest_wm
@@ -236,9 +233,33 @@ class Closing:
     ) -> None:
         for scope in sorted(self.panes.scopes[kpi.name]):
             for end in self.panes.window_ends(kpi, spec, scope, after, upto):
-                value, count = self.panes.value(kpi, spec, scope, end)
-                if count > 0:
-                    result.closed.append(_window_value(kpi, spec, scope, end, value, count, True))
+                closed = self._read(kpi, spec, scope, end, True)
+                if kpi.distribution:
+                    self.panes.release(kpi, spec, scope, end)
+                if closed.count > 0:
+                    result.closed.append(closed)
+
+    def _read(self, kpi: Kpi, spec: Window, scope: str, end: int, final: bool) -> WindowValue:
+        """The window ending at ``end`` of a KPI kept in panes, read from them."""
+        value, count = self.panes.value(kpi, spec, scope, end)
+        if not kpi.distribution:
+            return _window_value(kpi, spec, scope, end, value, count, final)
+        p50, p90, p99, worst = self.panes.distribution(kpi, spec, scope, end)
+        return WindowValue(
+            kpi.name,
+            spec.name,
+            scope,
+            spec.start_of(end),
+            end,
+            spec.label(end),
+            value,
+            count,
+            final,
+            p50,
+            p90,
+            p99,
+            worst,
+        )
 
     def _close_timeline(
         self, kpi: Kpi, spec: Window, after: float, upto: float, result: BatchResult

@@ -33,8 +33,9 @@ from streams.kpis.base import ROLLUP, Kpi
 from streams.kpis.fact import Fact
 
 Decoder = Callable[[bytes, str, str], Any]
-#: A KPI an event type feeds: its name, whether it is a timeline KPI, and its measure.
-_Feeding = tuple[str, bool, Callable[[Any, Fact], "tuple[tuple[float, ...], float] | None"]]
+#: A KPI an event type feeds: its name, whether it is a timeline KPI, its measure, and
+#: whether it keeps a distribution of its durations.
+_Feeding = tuple[str, bool, Callable[[Any, Fact], "tuple[tuple[float, ...], float] | None"], bool]
 
 _default_decoder: Decoder = decode_message
 
@@ -72,7 +73,7 @@ class Engine:
         for kpi in catalog:
             for feed in kpi.feeds:
                 self._feeds.setdefault(feed.event, []).append(
-                    (kpi.name, kpi.kind == "timeline", feed.measure)
+                    (kpi.name, kpi.kind == "timeline", feed.measure, kpi.distribution)
                 )
         self._partitions = Partitions(dict(partitions))
         #: The partitions whose state this engine owns.
@@ -288,7 +289,9 @@ class Engine:
         # cost more than the rest of the bookkeeping of an applied event.
         applied: dict[tuple[str, str], int] = {}
         judge = self._judge
-        contribute = self._panes.contribute
+        # Called on the typed local: a native call (a bound method would go through Python's
+        # calling convention, ~0.1 µs a call).
+        panes = self._panes
         feeds = self._feeds
         no_feeds: list[_Feeding] = []
         # The wall clock is read once per batch (as before), so are the settings.
@@ -343,7 +346,7 @@ class Engine:
                 st.watermark = t
             counted = (msg.topic, event.type)
             applied[counted] = applied.get(counted, 0) + 1
-            for kpi, timeline, measure in feeds.get(type(event), no_feeds):
+            for kpi, timeline, measure, distribution in feeds.get(type(event), no_feeds):
                 delta = measure(event, fact)
                 if delta is None:
                     continue
@@ -351,7 +354,9 @@ class Engine:
                     self._timelines.record(st, fact.scope, t, delta[0][0] == 1.0, msg.offset)
                     timelines_touched = True
                     continue
-                contribute(st, kpi, fact.scope, t, delta[0], delta[1])
+                panes.contribute(st, kpi, fact.scope, t, delta[0], delta[1])
+                if distribution:
+                    panes.distribute(st, kpi, fact.scope, t, fact.since_start_s, fact.entity)
                 touched.add((kpi, fact.scope))
                 touched.add((kpi, ROLLUP))
         result.applied.update(applied)

@@ -9,6 +9,7 @@ key                                     value
 ``e|<entity kind>|<id>``                an entity's lifecycle (invoice, requisition ...)
 ``p|<kpi>|<window>|<scope>|<start>``    a pane: the KPI's parts (and balance change)
 ``b|<kpi>|<window>|<scope>``            balance base: the folded balance of pruned panes
+``q|<kpi>|<window>|<scope>|<start>``    a pane's distribution (duration KPIs: sketch, worst)
 ``s|<service>``                         a service's status timeline (``uptime``)
 ``d|<commit seq>|<offset>``             a group of applied event ids (duplicates)
 ``c|<dimension>``                       the dimension values admitted (cardinality)
@@ -24,6 +25,7 @@ from typing import Final
 ENTITY: Final = "e|"
 PANE: Final = "p|"
 BALANCE: Final = "b|"
+DISTRIBUTION: Final = "q|"
 TIMELINE: Final = "s|"
 APPLIED: Final = "d|"
 ADMITTED: Final = "c|"
@@ -47,7 +49,7 @@ def kind(key: str) -> str:
 def is_view(key: str) -> bool:
     """Whether windows are read from this key (what a replica of a partition keeps)."""
     prefix = key[:2]
-    return prefix == PANE or prefix == BALANCE or prefix == TIMELINE
+    return prefix == PANE or prefix == BALANCE or prefix == TIMELINE or prefix == DISTRIBUTION
 
 
 def entity(entity_kind: str, entity_id: str) -> str:
@@ -60,13 +62,18 @@ def pane_prefix(kpi: str, window: str, scope: str) -> str:
     return f"p|{kpi}|{window}|{scope}|"
 
 
+def distribution_prefix(kpi: str, window: str, scope: str) -> str:
+    """Every distribution key of one KPI, window and scope: this plus the pane start."""
+    return f"q|{kpi}|{window}|{scope}|"
+
+
 def window_of(key: str) -> str:
     """The window (pane kind) named in a pane or balance key."""
     return key.split("|")[2]
 
 
 def parse_pane(key: str) -> tuple[str, str, str, int]:
-    """``(kpi, window, scope, pane start)`` of a pane key."""
+    """``(kpi, window, scope, pane start)`` of a pane (or a pane's distribution) key."""
     _, kpi, window, scope, start = key.split("|")
     return kpi, window, scope, int(start)
 

@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from streams.core import keys
+from streams.core import distributions, keys
 from streams.core.calendar import Calendar
+from streams.core.distributions import Aggregate, Dist, Summary
 from streams.core.state import Partitions, PartitionState
 from streams.core.windows import PANE_NAMES, Window
 from streams.kpis.base import ROLLUP, Kpi
@@ -28,6 +29,14 @@ Pane = tuple[str, list[float]]
 #: Pane kind, vector width, has a balance, and (scope, key prefix, the partition's panes)
 #: for the scope and the roll-up: what ``contribute`` needs per pane kind.
 _Target = tuple[int, int, bool, tuple[tuple[str, str, dict[int, Pane]], ...]]
+#: A pane's distribution in the index: its state key and its value (``distributions``).
+DistPane = tuple[str, Dist]
+#: Pane kind and, for the scope and the roll-up: the key prefix, the partition's
+#: distributions, and the aggregates of each window reading the kind.
+_DistTarget = tuple[int, tuple[tuple[str, dict[int, DistPane], tuple[list[Aggregate], ...]], ...]]
+#: At most this many aggregates per KPI, window and scope: the newest window's and those
+#: still to close (``_MAX_AGGREGATES - 1`` of them within the grace period is plenty).
+_MAX_AGGREGATES = 4
 
 
 class Panes:
@@ -62,6 +71,13 @@ class Panes:
         self.scopes: dict[str, set[str]] = defaultdict(set)
         # (kpi, scope, partition) -> where a contribution goes, per window spec.
         self._targets: dict[tuple[str, str, int], tuple[_Target, ...]] = {}
+        #: Duration KPIs: (kpi, pane kind name, scope) -> partition -> pane start -> the
+        #: pane's distribution (beside its pane, created and pruned with it).
+        self.dists: dict[tuple[str, str, str], dict[int, dict[int, DistPane]]] = defaultdict(dict)
+        self._dist_targets: dict[tuple[str, str, int], tuple[_DistTarget, ...]] = {}
+        # (kpi, window, scope) -> the aggregates of the windows read lately (never replaced,
+        # only emptied: the targets above hold them).
+        self._aggregates: dict[tuple[str, str, str], list[Aggregate]] = defaultdict(list)
 
     def index(self, partition: int, key: str, value: Any) -> tuple[str, str] | None:
         """Keep the index in step with one pane or balance key (``value`` None: gone).
@@ -69,11 +85,15 @@ class Panes:
         Returns the (kpi, scope) of a pane or balance key, None for other keys.
         """
         kind = keys.kind(key)
-        if kind == keys.PANE:
+        if kind == keys.PANE or kind == keys.DISTRIBUTION:
             kpi, window, scope, start = keys.parse_pane(key)
             if window not in PANE_NAMES:
                 return None  # version 1's own 30d panes: see ``obsolete``
-            panes = self.by_window[(kpi, window, scope)]
+            if kind == keys.PANE:
+                panes = self.by_window[(kpi, window, scope)]
+            else:
+                panes = self.dists[(kpi, window, scope)]
+                self._drop_aggregates(kpi, window, scope, start)
             if value is not None:
                 panes.setdefault(partition, {})[start] = (key, value)
                 self.scopes[kpi].add(scope)
@@ -137,6 +157,67 @@ class Panes:
                 if has_balance:
                     vec[-1] += balance
 
+    def distribute(
+        self, st: PartitionState, kpi: str, scope: str, t: float, seconds: float, entity: str
+    ) -> None:
+        """Add one duration (of ``entity``) to its pane's distribution of every kind."""
+        targets = self._dist_targets.get((kpi, scope, st.partition))
+        if targets is None:
+            targets = self._dist_targets[(kpi, scope, st.partition)] = self._distribution_targets(
+                kpi, scope, st.partition
+            )
+        index = distributions.bucket(seconds) if seconds > 0.0 else 0
+        for kind, scoped in targets:
+            last = self._last[kind]
+            if last[0] <= t < last[1]:
+                pane = int(last[0])
+            else:
+                pane, end = self.calendar.pane(kind, t)
+                last[0] = pane
+                last[1] = end
+            for prefix, dists, aggregates in scoped:
+                entry = dists.get(pane)
+                if entry is None:
+                    key = prefix + str(pane)
+                    dist = distributions.new()
+                    st.put(key, dist)
+                    dists[pane] = (key, dist)
+                else:
+                    dist = st.edit(entry[0])
+                distributions.add(dist, seconds, index, entity)
+                for of_window in aggregates:
+                    for aggregate in of_window:
+                        if aggregate.start <= pane < aggregate.end:
+                            aggregate.add(seconds, index, entity)
+
+    def _distribution_targets(
+        self, kpi_name: str, scope: str, partition: int
+    ) -> tuple[_DistTarget, ...]:
+        return tuple(
+            (
+                kind,
+                tuple(
+                    (
+                        keys.distribution_prefix(kpi_name, PANE_NAMES[kind], s),
+                        self.dists[(kpi_name, PANE_NAMES[kind], s)].setdefault(partition, {}),
+                        tuple(self._aggregates[(kpi_name, w.name, s)] for w in windows),
+                    )
+                    for s in (scope, ROLLUP)
+                ),
+            )
+            for kind, windows in self.kinds[kpi_name].items()
+        )
+
+    def _drop_aggregates(self, kpi: str, pane_kind: str, scope: str, start: int) -> None:
+        """A pane's distribution changed other than by ``distribute``: rebuild what read it."""
+        kinds = self.kinds.get(kpi)
+        if kinds is None:
+            return
+        for w in kinds.get(PANE_NAMES.index(pane_kind), ()):
+            aggregates = self._aggregates.get((kpi, w.name, scope))
+            if aggregates:
+                aggregates[:] = [a for a in aggregates if not a.start <= start < a.end]
+
     def _pane_targets(self, kpi_name: str, scope: str, partition: int) -> tuple[_Target, ...]:
         kpi = self.catalog[kpi_name]
         has_balance = kpi.balance is not None
@@ -161,6 +242,44 @@ class Panes:
         """The value and event count of the window ending at ``end``."""
         parts, b0, b1 = self._parts(kpi, spec, scope, end)
         return kpi.read(parts, b0, b1, spec.days(end)), int(parts[-1])
+
+    def distribution(self, kpi: Kpi, spec: Window, scope: str, end: int) -> Summary:
+        """Percentiles and worst entities of the window ending at ``end`` (duration KPIs)."""
+        aggregates = self._aggregates[(kpi.name, spec.name, scope)]
+        for aggregate in aggregates:
+            if aggregate.end == end:
+                return aggregate.summary()
+        aggregate = Aggregate(spec.start_of(end), end, self._window_dists(kpi, spec, scope, end))
+        if len(aggregates) >= _MAX_AGGREGATES:
+            del aggregates[0]
+        aggregates.append(aggregate)
+        return aggregate.summary()
+
+    def release(self, kpi: Kpi, spec: Window, scope: str, end: int) -> None:
+        """The window ending at ``end`` is closed and written: its aggregate is not needed."""
+        aggregates = self._aggregates.get((kpi.name, spec.name, scope))
+        if aggregates:
+            aggregates[:] = [a for a in aggregates if a.end != end]
+
+    def distribution_from_panes(self, kpi: Kpi, spec: Window, scope: str, end: int) -> Summary:
+        """``distribution`` merged from the panes again, without aggregates (for tests)."""
+        return distributions.summarize(self._window_dists(kpi, spec, scope, end))
+
+    def _window_dists(self, kpi: Kpi, spec: Window, scope: str, end: int) -> list[Dist]:
+        """The distributions of the panes of the window ending at ``end``."""
+        by_partition = self.dists.get((kpi.name, spec.pane_name, scope))
+        if not by_partition:
+            return []
+        starts = spec.pane_starts(end)
+        found: list[Dist] = []
+        for p in range(self.partitions.n_partitions[kpi.topic]):
+            of_partition = by_partition.get(p)
+            if of_partition:
+                for start in starts:
+                    entry = of_partition.get(start)
+                    if entry is not None:
+                        found.append(entry[1])
+        return found
 
     def _parts(
         self, kpi: Kpi, spec: Window, scope: str, end: int
@@ -255,6 +374,11 @@ class Panes:
                             base_key = keys.balance(kpi.name, name, scope)
                             st.put(base_key, st.data.get(base_key, 0.0) + vec[-1])
                         st.delete(key)
+                        if kpi.distribution:
+                            dist = self.dists[(kpi.name, name, scope)].get(p, {}).pop(start, None)
+                            if dist is not None:
+                                st.delete(dist[0])
+                                self._drop_aggregates(kpi.name, name, scope, start)
 
     def _kept_until(self, kpi: str, kind: int, windows: tuple[Window, ...], start: int) -> int:
         """When a pane may go: the end of the last window (of those reading it) holding it."""

@@ -60,8 +60,10 @@ class Target:
     catalog entry names it. Chosen per KPI: ``1d`` (the current business day) is stable
     enough, unlike ``1h``, and a miss clears once the next day starts without the problem;
     ``30d`` (rolling) for KPIs read against a balance (a flow over a stock means nothing on
-    a day that has just begun, and their targets are monthly figures) and for a ``for_``
-    longer than a few hours, which could hardly (a day: never) elapse within one day.
+    a day that has just begun, and their targets are monthly figures), for a ``for_``
+    longer than a few hours, which could hardly (a day: never) elapse within one day, and
+    for a share of rare events (incident SLA attainment: one miss in a service's three
+    incidents of a day reads 67%).
     """
 
     value: float

@@ -72,6 +72,16 @@ class BatchHistogram(Collector):
         yield HistogramMetricFamily(self.name, self.documentation)
 
 
+#: The ``quantile`` label values of the duration KPIs' percentile gauges, in the order of
+#: ``WindowValue.p50``, ``p90``, ``p99``.
+QUANTILES: tuple[str, ...] = ("0.5", "0.9", "0.99")
+
+
+def quantile_metric(kpi: Kpi) -> str:
+    """The percentile gauge family of a duration KPI (SPEC section 4)."""
+    return f"backoffice_{kpi.name}_quantile_seconds"
+
+
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
@@ -89,6 +99,18 @@ class Metrics:
                 registry=registry,
             )
             for k in catalog
+        }
+        #: The duration KPIs' percentiles (``Kpi.distribution``), newest window only.
+        self.quantiles: dict[str, Gauge] = {
+            k.name: Gauge(
+                quantile_metric(k),
+                f"{k.title}: percentiles (quantile 0.5, 0.9, 0.99) of the durations of the "
+                "newest window, within 1% relative error.",
+                ["quantile", "window", k.dimension],
+                registry=registry,
+            )
+            for k in catalog
+            if k.distribution
         }
         self.target = Gauge(
             "backoffice_kpi_target",

@@ -2,16 +2,19 @@
 
 The gauges are declared with the other metrics (``streams/sinks/metrics.py``), so they are
 exposed on every scrape, not only on change; this sink sets them from each batch's newest
-values. An undefined value has no sample, and the series of KPIs the worker stopped leading
-are removed (their new leader exports them).
+values, and the duration KPIs' percentile gauges (``quantile`` 0.5, 0.9, 0.99) likewise. An
+undefined value has no sample, and the series of KPIs the worker stopped leading are
+removed (their new leader exports them).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from prometheus_client import Gauge
+
 from streams.sinks.base import SinkBatch
-from streams.sinks.metrics import Metrics
+from streams.sinks.metrics import QUANTILES, Metrics
 
 
 class PrometheusSink:
@@ -21,8 +24,10 @@ class PrometheusSink:
 
     def __init__(self, metrics: Metrics) -> None:
         self._gauges = metrics.kpi
+        self._quantiles = metrics.quantiles
         # KPI -> the (window, scope) series set for it (or set and since removed: removing
-        # a missing series again is harmless).
+        # a missing series again is harmless). A duration KPI's percentile series are the
+        # same (window, scope) pairs, once per quantile.
         self._series: dict[str, set[tuple[str, str]]] = defaultdict(set)
 
     async def start(self) -> None:
@@ -32,21 +37,35 @@ class PrometheusSink:
         """Forget the KPIs no longer led, then set the gauges of the batch's newest windows."""
         for kpi in batch.retired:
             gauge = self._gauges[kpi]
+            quantiles = self._quantiles.get(kpi)
             for labels in self._series.pop(kpi, ()):
-                try:
-                    gauge.remove(*labels)
-                except KeyError:
-                    pass
+                _remove(gauge, *labels)
+                if quantiles is not None:
+                    for q in QUANTILES:
+                        _remove(quantiles, q, *labels)
         for wv in batch.current:
             gauge = self._gauges[wv.kpi]
             if wv.value is None:
-                try:
-                    gauge.remove(wv.window, wv.scope)
-                except KeyError:
-                    pass
+                _remove(gauge, wv.window, wv.scope)
             else:
                 gauge.labels(wv.window, wv.scope).set(wv.value)
                 self._series[wv.kpi].add((wv.window, wv.scope))
+            quantiles = self._quantiles.get(wv.kpi)
+            if quantiles is not None:
+                for q, seconds in zip(QUANTILES, (wv.p50, wv.p90, wv.p99), strict=True):
+                    if seconds is None:
+                        _remove(quantiles, q, wv.window, wv.scope)
+                    else:
+                        quantiles.labels(q, wv.window, wv.scope).set(seconds)
+                        self._series[wv.kpi].add((wv.window, wv.scope))
 
     async def close(self) -> None:
         """Nothing to release: the registry is served until the process ends."""
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    """Remove a series; one that is not there (never set, or removed before) is fine."""
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass

@@ -48,16 +48,21 @@ MAX_ARGS = 200_000
 #: How often the sink checks whether Redis lost the product's keys (seconds).
 LOSS_CHECK_S = 1.0
 
-#: KEYS: the change feed, the history keys of the closed windows, the hashes that changed.
-#: ARGV: history_keep, changes maxlen, updated_at, the number of history keys, then per
-#: history key (score, member), then per hash (value, window_start, window_end, label,
-#: count, final, name, window, scope). Commands run in key order, as the pipeline did. The
-#: change feed keeps version 1's fields (SPEC section 3): no label.
+#: KEYS: the change feed, the history keys of the closed windows, the hashes that changed
+#: (those of the other KPIs first, then those of the duration KPIs).
+#: ARGV: history_keep, changes maxlen, updated_at, the number of history keys, the number
+#: of other KPIs' hashes, then per history key (score, member), then per hash (value,
+#: window_start, window_end, label, count, final, name, window, scope), plus for a duration
+#: KPI's hash (p50, p90, p99, worst). Commands run in key order, as the pipeline did. The
+#: change feed keeps version 1's fields (SPEC section 3): no label; a duration KPI's entry
+#: adds the percentiles (not ``worst``: up to ten ids per entry would make the capped feed
+#: hold far fewer changes; a consumer reads them from the hash).
 WRITE_BATCH = """
 local keep = tonumber(ARGV[1])
 local changes, maxlen, updated_at = KEYS[1], ARGV[2], ARGV[3]
 local last_history = 1 + tonumber(ARGV[4])
-local i = 5
+local last_plain = last_history + tonumber(ARGV[5])
+local i = 6
 for k = 2, last_history do
   local key, score = KEYS[k], ARGV[i]
   redis.call('ZREMRANGEBYSCORE', key, score, score)
@@ -65,7 +70,7 @@ for k = 2, last_history do
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
   i = i + 2
 end
-for k = last_history + 1, #KEYS do
+for k = last_history + 1, last_plain do
   local value, ws, we, final = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   redis.call('HSET', KEYS[k], 'value', value, 'window_start', ws, 'window_end', we,
     'label', ARGV[i + 3], 'count', ARGV[i + 4], 'final', final, 'updated_at', updated_at)
@@ -74,8 +79,23 @@ for k = last_history + 1, #KEYS do
     'window_end', we, 'final', final)
   i = i + 9
 end
+for k = last_plain + 1, #KEYS do
+  local value, ws, we, final = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
+  local p50, p90, p99 = ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
+  redis.call('HSET', KEYS[k], 'value', value, 'window_start', ws, 'window_end', we,
+    'label', ARGV[i + 3], 'count', ARGV[i + 4], 'final', final, 'updated_at', updated_at,
+    'p50', p50, 'p90', p90, 'p99', p99, 'worst', ARGV[i + 12])
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'name', ARGV[i + 6],
+    'window', ARGV[i + 7], 'scope', ARGV[i + 8], 'value', value, 'window_start', ws,
+    'window_end', we, 'final', final, 'p50', p50, 'p90', p90, 'p99', p99)
+  i = i + 13
+end
 return 0
 """
+
+#: Arguments per closed window (score, member), per hash of a KPI without a distribution
+#: and per hash of a duration KPI (``WRITE_BATCH``).
+HISTORY_ARGS, PLAIN_ARGS, DISTRIBUTION_ARGS = 2, 9, 13
 
 #: One ``WRITE_BATCH`` call: its keys and its arguments.
 ScriptCall = tuple[list[str], list[str | bytes]]
@@ -86,24 +106,45 @@ def format_value(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def worst_json(worst: Sequence[tuple[str, float]]) -> list[dict[str, object]]:
+    """A window's worst entities as the contract spells them: ``[{"id", "seconds"}]``."""
+    return [{"id": entity, "seconds": seconds} for entity, seconds in worst]
+
+
 def history_member(wv: WindowValue) -> bytes:
     """The JSON member of a history sorted set; byte-identical for the same window.
 
-    ``{window_start, window_end, label, value, count}`` in this order (SPEC section 3).
+    ``{window_start, window_end, label, value, count}`` in this order (SPEC section 3); a
+    duration KPI's (``worst`` not None) adds ``p50, p90, p99`` (numbers or null) and
+    ``worst`` (``[{"id", "seconds"}]``).
     """
-    return orjson.dumps(
-        {
-            "window_start": rfc3339(wv.start),
-            "window_end": rfc3339(wv.end),
-            "label": wv.label,
-            "value": wv.value,
-            "count": wv.count,
-        }
-    )
+    member: dict[str, object] = {
+        "window_start": rfc3339(wv.start),
+        "window_end": rfc3339(wv.end),
+        "label": wv.label,
+        "value": wv.value,
+        "count": wv.count,
+    }
+    if wv.worst is not None:
+        member["p50"], member["p90"], member["p99"] = wv.p50, wv.p90, wv.p99
+        member["worst"] = worst_json(wv.worst)
+    return orjson.dumps(member)
 
 
-#: What a newest-window hash holds, as written: value text, start, end, label, count, final.
-Content = tuple[str, int, int, str, int, int]
+#: What a newest-window hash holds, as written: value text, start, end, label, count,
+#: final, then the distribution (p50, p90, p99, worst: all None for a KPI without one).
+Content = tuple[
+    str,
+    int,
+    int,
+    str,
+    int,
+    int,
+    float | None,
+    float | None,
+    float | None,
+    tuple[tuple[str, float], ...] | None,
+]
 
 
 class RedisSink:
@@ -241,7 +282,18 @@ class RedisSink:
         for wv in current:
             key = newest_key(wv.kpi, wv.window, wv.scope)
             newest.append((key, wv))
-            content = (format_value(wv.value), wv.start, wv.end, wv.label, wv.count, int(wv.final))
+            content: Content = (
+                format_value(wv.value),
+                wv.start,
+                wv.end,
+                wv.label,
+                wv.count,
+                int(wv.final),
+                wv.p50,
+                wv.p90,
+                wv.p99,
+                wv.worst,
+            )
             if self._last.get(key) != content:
                 changes.append((key, content, wv))
 
@@ -264,17 +316,20 @@ class RedisSink:
     ) -> list[ScriptCall]:
         """The batch as ``WRITE_BATCH`` calls of at most ``MAX_ARGS`` keys and arguments each.
 
-        Three per closed window (key, score, member), ten per changed hash.
+        Per closed window its key and ``HISTORY_ARGS``; per changed hash its key and
+        ``PLAIN_ARGS``, or ``DISTRIBUTION_ARGS`` for a duration KPI's (``worst`` not None).
         """
         history_key = self._keys.history
         history_keys = [history_key(wv.kpi, wv.window, wv.scope) for wv in closed]
         history_args: list[str | bytes] = []
         for wv in closed:
             history_args += (repr(float(wv.start)), history_member(wv))
-        hash_keys = [key for key, _content, _wv in changes]
-        hash_args: list[str | bytes] = []
-        for _key, (value, start, end, label, count, final), wv in changes:
-            hash_args += (
+        plain_keys: list[str] = []
+        plain_args: list[str | bytes] = []
+        dist_keys: list[str] = []
+        dist_args: list[str | bytes] = []
+        for key, (value, start, end, label, count, final, p50, p90, p99, worst), wv in changes:
+            args: list[str | bytes] = [
                 value,
                 rfc3339(start),
                 rfc3339(end),
@@ -284,16 +339,41 @@ class RedisSink:
                 wv.kpi,
                 wv.window,
                 wv.scope,
-            )
+            ]
+            if worst is None:
+                plain_keys.append(key)
+                plain_args += args
+            else:
+                # Only the duration KPIs pay for JSON here, once per changed hash.
+                dist_keys.append(key)
+                dist_args += args
+                dist_args += (
+                    format_value(p50),
+                    format_value(p90),
+                    format_value(p99),
+                    orjson.dumps(worst_json(worst)),
+                )
+        groups = (
+            (history_keys, history_args, HISTORY_ARGS),
+            (plain_keys, plain_args, PLAIN_ARGS),
+            (dist_keys, dist_args, DISTRIBUTION_ARGS),
+        )
         head: list[str | bytes] = [str(self.history_keep), str(CHANGES_MAXLEN), updated_at]
         calls: list[ScriptCall] = []
-        i = j = 0
+        done = [0, 0, 0]
         while True:  # at least one call
-            k = min(len(history_keys), i + MAX_ARGS // 3)
-            m = min(len(hash_keys), j + max(0, (MAX_ARGS - 3 * (k - i)) // 10))
-            keys = [self._keys.changes, *history_keys[i:k], *hash_keys[j:m]]
-            args = [*head, str(k - i), *history_args[2 * i : 2 * k], *hash_args[9 * j : 9 * m]]
-            calls.append((keys, args))
-            i, j = k, m
-            if i == len(history_keys) and j == len(hash_keys):
+            budget = MAX_ARGS
+            keys = [self._keys.changes]
+            taken: list[str] = []
+            body: list[str | bytes] = []
+            for g, (group_keys, group_args, per) in enumerate(groups):
+                first = done[g]
+                last = min(len(group_keys), first + max(0, budget // (per + 1)))
+                budget -= (per + 1) * (last - first)
+                keys += group_keys[first:last]
+                body += group_args[per * first : per * last]
+                taken.append(str(last - first))
+                done[g] = last
+            calls.append((keys, [*head, taken[0], taken[1], *body]))
+            if all(n == len(group[0]) for n, group in zip(done, groups, strict=True)):
                 return calls

@@ -27,6 +27,7 @@ import pytest
 
 from streams.catalog import CATALOG
 from streams.config import Settings
+from streams.sinks.metrics import quantile_metric
 from tests.eventgen import random_log
 from tests.integration.helpers import REPO, Worker, publish, wait_until
 from tooling import dashboards, rules
@@ -162,8 +163,11 @@ def test_rules_run_on_a_real_prometheus(kpi_env: Settings, tmp_path: Path) -> No
         with running_prometheus(binary, f"127.0.0.1:{kpi_env.web_port}", tmp_path) as prom:
             publish(kpi_env, [(m.topic, m.partition, m.value) for m in messages])
 
-            # Every KPI gauge family has samples in Prometheus (some window, some scope).
-            families = [k.metric for k in CATALOG]
+            # Every KPI gauge family has samples in Prometheus (some window, some scope), and
+            # so has every duration KPI's percentile family.
+            families = [k.metric for k in CATALOG] + [
+                quantile_metric(k) for k in CATALOG if k.distribution
+            ]
 
             def families_scraped() -> list[str]:
                 missing = [m for m in families if not query(prom, m)["data"]["result"]]

@@ -20,6 +20,7 @@ from streams.redis_keys import RedisKeys
 from streams.sinks import redis_sink
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink, history_member
+from tests.cli import run_kpi_in
 from tests.integration.chaos import redis_server
 from tests.integration.helpers import day_label, hour_label
 
@@ -200,10 +201,159 @@ def test_a_batch_split_into_several_calls_writes_the_same(
     r.flushdb()
     monkeypatch.setattr(redis_sink, "MAX_ARGS", 10)
     sink = make_sink(RedisConnection(kpi_env.redis_url))
-    changes = [(f"k{i}", ("", 0, 0, "", 0, 0), CURRENT[0]) for i in range(len(CURRENT))]
+    empty = ("", 0, 0, "", 0, 0, None, None, None, None)
+    changes = [(f"k{i}", empty, CURRENT[0]) for i in range(len(CURRENT))]
     assert len(sink._script_calls(CLOSED, changes, "t")) > 2
     write(kpi_env, batch)
     assert content(r) == whole
+
+
+def tickets(
+    scope: str, start: int, final: bool, worst: tuple[tuple[str, float], ...]
+) -> WindowValue:
+    """A duration KPI's window: its percentiles and worst entities (SPEC version 2)."""
+    seconds = [s for _id, s in worst]
+    return WindowValue(
+        "ticket_resolution_time",
+        "1h",
+        scope,
+        start,
+        start + HOUR,
+        hour_label(start),
+        sum(seconds) / len(seconds) if seconds else None,
+        len(seconds),
+        final,
+        p50=seconds[len(seconds) // 2] if seconds else None,
+        p90=seconds[0] if seconds else None,
+        p99=seconds[0] if seconds else None,
+        worst=worst,
+    )
+
+
+WORST = (("T-7", 7200.5), ("T-1", 60.0), ("T-2", 60.0))
+TICKETS_CLOSED = [tickets("desk", T0, True, WORST), tickets("all", T0, True, ())]
+TICKETS_CURRENT = [
+    tickets("desk", T0 + HOUR, False, WORST[1:]),
+    tickets("all", T0 + HOUR, False, ()),
+]
+
+
+def test_duration_kpis_add_percentiles_and_worst_and_the_others_stay_as_in_v1(
+    kpi_env: Settings, r: redis.Redis
+) -> None:
+    batch = {"closed": [*CLOSED, *TICKETS_CLOSED], "current": [*CURRENT, *TICKETS_CURRENT]}
+    write(kpi_env, batch)
+    got = content(r)
+    # The dso keys are exactly those of a batch without any duration KPI.
+    r.flushdb()
+    write(kpi_env, {"closed": CLOSED, "current": CURRENT})
+    alone = content(r)
+    assert {k: v for k, v in got.items() if "ticket" not in k and k != "kpi:changes"} == {
+        k: v for k, v in alone.items() if k != "kpi:changes"
+    }
+    assert got["kpi:changes"][: len(CURRENT)] == alone["kpi:changes"]
+
+    assert got["kpi:ticket_resolution_time:1h:desk"] == {
+        "value": repr(60.0),
+        "window_start": rfc3339(T0 + HOUR),
+        "window_end": rfc3339(T0 + 2 * HOUR),
+        "label": hour_label(T0 + HOUR),
+        "count": "2",
+        "final": "0",
+        "updated_at": rfc3339(T0 + 6 * HOUR),
+        "p50": "60.0",
+        "p90": "60.0",
+        "p99": "60.0",
+        "worst": '[{"id":"T-1","seconds":60.0},{"id":"T-2","seconds":60.0}]',
+    }
+    empty = got["kpi:ticket_resolution_time:1h:all"]
+    assert (empty["value"], empty["p50"], empty["p90"], empty["p99"], empty["worst"]) == (
+        "",
+        "",
+        "",
+        "",
+        "[]",
+    )
+    ((member, score),) = got["kpi:ticket_resolution_time:1h:desk:history"]
+    assert score == float(T0)
+    assert orjson.loads(member) == {
+        "window_start": rfc3339(T0),
+        "window_end": rfc3339(T0 + HOUR),
+        "label": hour_label(T0),
+        "value": (7200.5 + 120.0) / 3,
+        "count": 3,
+        "p50": 60.0,
+        "p90": 7200.5,
+        "p99": 7200.5,
+        "worst": [{"id": i, "seconds": s} for i, s in WORST],
+    }
+    ((member, _score),) = got["kpi:ticket_resolution_time:1h:all:history"]
+    assert orjson.loads(member)["worst"] == []
+    assert orjson.loads(member)["p50"] is None
+    assert got["kpi:changes"][len(CURRENT) :] == [
+        {
+            "name": "ticket_resolution_time",
+            "window": "1h",
+            "scope": w.scope,
+            "value": "" if w.value is None else repr(w.value),
+            "window_start": rfc3339(w.start),
+            "window_end": rfc3339(w.end),
+            "final": "0",
+            "p50": "" if w.p50 is None else repr(w.p50),
+            "p90": "" if w.p90 is None else repr(w.p90),
+            "p99": "" if w.p99 is None else repr(w.p99),
+        }
+        for w in TICKETS_CURRENT
+    ]
+    # Idempotent: the same batch again leaves the same keys (and no new change entries).
+    r.flushdb()
+    write(kpi_env, batch, batch)
+    assert content(r) == got
+    # Another prefix renames the keys and changes nothing else.
+    r.flushdb()
+    write(kpi_env, batch, keys=RedisKeys("eu:kpi"))
+    assert content(r) == {"eu:" + key: value for key, value in got.items()}
+
+
+def test_kpi_get_and_why_read_what_the_sink_wrote(
+    kpi_env: Settings, kpi_process_env: dict[str, str]
+) -> None:
+    """The reader side, as a user runs it, against the real layout."""
+    write(kpi_env, {"closed": TICKETS_CLOSED, "current": TICKETS_CURRENT})
+
+    def kpi(*args: str) -> tuple[int, list[str], str]:
+        done = run_kpi_in(kpi_process_env, *args)
+        return done.returncode, done.stdout.splitlines(), done.stderr
+
+    code, out, err = kpi(
+        "get", "ticket_resolution_time", "-w", "1h", "-s", "desk", "--history", "1"
+    )
+    assert code == 0, err
+    assert out[0].startswith(
+        "ticket_resolution_time 1h desk: 1.0 min (p50 1.0 min, p90 1.0 min, p99 1.0 min) ["
+    )
+    assert out[1].endswith("(3 events) (p50 1.0 min, p90 2.0 h, p99 2.0 h)")
+    code, out, err = kpi("why", "ticket_resolution_time", "-w", "1h", "-s", "desk")
+    assert code == 0, err
+    assert out[1:] == ["  1  T-1  1.0 min  60.0 s", "  2  T-2  1.0 min  60.0 s"]
+    code, out, err = kpi(
+        "why", "ticket_resolution_time", "-w", "1h", "-s", "desk", "--label", hour_label(T0)
+    )
+    assert code == 0, err
+    assert out[0].endswith("final, 3 events]: the 3 longest")
+    assert out[1:] == [
+        "  1  T-7    2.0 h  7200.5 s",
+        "  2  T-1  1.0 min  60.0 s",
+        "  3  T-2  1.0 min  60.0 s",
+    ]
+    # A window without any measurement: one line, exit 1.
+    code, out, err = kpi("why", "ticket_resolution_time", "-w", "1h")
+    assert (code, len(out), err) == (1, 1, "")
+    assert out[0].endswith("0 events]: nothing measured, no worst entities")
+    # No value yet, as `kpi get`: exit 2, one line.
+    code, out, err = kpi("why", "ticket_resolution_time", "-w", "1d")
+    assert code == 2 and out == []
+    assert err.startswith("kpi: error: no value yet for ticket_resolution_time 1d all in ")
 
 
 def test_the_script_is_loaded_again_after_redis_forgot_it(

@@ -87,6 +87,8 @@ REDIS_COMMANDS = [
     ("get", "--all"),
     ("get", "--all", "--watch", "1"),
     ("watch", "-n", "0.2"),
+    ("why", "ticket_resolution_time", "-w", "1d"),
+    ("why", "ticket_resolution_time", "--label", "2026-03-08"),
 ]
 STATUS = ("stack", "status")
 ROWS = [

@@ -330,3 +330,87 @@ def test_command_writes_then_check_passes_and_fails_on_drift(tmp_path: Path) -> 
     assert runner.invoke(cli(), ["dashboards", "--out", str(out)]).exit_code == 0
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES
     assert dashboards.drift(out) == []
+
+
+# -- percentiles and SLA attainment (SPEC version 2) ---------------------------------------
+
+DURATIONS = [k for k in CATALOG if k.distribution]
+
+
+def quantile_exprs(kpi: Kpi) -> list[str]:
+    return [
+        f'backoffice_{kpi.name}_quantile_seconds{{quantile="{q}", window="$window", '
+        f'{kpi.dimension}="all"}}'
+        for q in ("0.5", "0.9", "0.99")
+    ]
+
+
+@pytest.mark.parametrize("kpi", DURATIONS, ids=lambda k: k.name)
+def test_every_duration_kpi_shows_its_percentiles_next_to_the_mean(kpi: Kpi) -> None:
+    assert len(DURATIONS) == 5
+    mean = f'{kpi.metric}{{window="$window", {kpi.dimension}="all"}}'
+    domain = next(d for d in dashboards.DOMAINS if d.topic == kpi.topic)
+    for name in ("overview.json", f"{domain.key}.json"):
+        found = [p for p in panels(BOARDS[name]) if exprs(p) == [mean, *quantile_exprs(kpi)]]
+        assert len(found) == 1, (name, kpi.name)
+        panel = found[0]
+        legends = [t["legendFormat"] for t in panel["targets"]]
+        assert legends == ["mean", "p50", "p90", "p99"]
+        assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+    band = next(
+        p for p in panels(BOARDS[f"{domain.key}.json"]) if "mean and percentiles" in p["title"]
+        and kpi.metric in exprs(p)[0]
+    )  # fmt: skip
+    (override,) = band["fieldConfig"]["overrides"]
+    assert override["matcher"] == {"id": "byName", "options": "p99"}
+    assert {"id": "custom.fillBelowTo", "value": "p50"} in override["properties"]
+
+
+def test_no_other_kpi_has_percentile_queries() -> None:
+    text = json.dumps(BOARDS)
+    assert len(re.findall(r"backoffice_(\w+?)_quantile_seconds", text)) > 0
+    assert {m for m in re.findall(r"backoffice_(\w+?)_quantile_seconds", text)} == {
+        k.name for k in DURATIONS
+    }
+
+
+def sla_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    if not any(r["title"] == "SLA attainment" for r in rows):
+        return []
+    start = next(i for i, p in enumerate(board["panels"]) if p.get("title") == "SLA attainment")
+    after = board["panels"][start + 1 :]
+    end = next(i for i, p in enumerate(after) if p["type"] == "row")
+    return after[:end]
+
+
+def test_the_it_dashboard_has_an_sla_attainment_panel_per_sla_with_its_target() -> None:
+    found = sla_panels(BOARDS["it.json"])
+    by_metric = {exprs(p)[0].split("{")[0]: p for p in found}
+    assert set(by_metric) == {
+        "backoffice_ticket_sla_attainment_ratio",
+        "backoffice_incident_sla_attainment_ratio",
+    }
+    for kpi in (k for k in CATALOG if k.name.endswith("_sla_attainment")):
+        panel = by_metric[kpi.metric]
+        dim = kpi.dimension
+        assert exprs(panel) == [
+            f'{kpi.metric}{{window="$window", {dim}="all"}}',
+            f'{kpi.metric}{{window="$window", {dim}=~"${dim}", {dim}!="all"}}',
+        ]
+        assert f"({kpi.target.window})" in panel["description"]
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["unit"] == "percentunit"
+        steps = defaults["thresholds"]["steps"]
+        assert colour_at(steps, kpi.target.value) == "green"
+        assert colour_at(steps, kpi.target.value - 0.01) == "red"
+        assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+    assert [k.target.window for k in CATALOG if k.name.endswith("_sla_attainment")] == [
+        "1d",
+        "30d",
+    ]
+
+
+@pytest.mark.parametrize("name", ["finance.json", "hr.json", "overview.json", "operations.json"])
+def test_dashboards_without_slas_have_no_sla_row(name: str) -> None:
+    assert sla_panels(BOARDS[name]) == []

@@ -97,13 +97,16 @@ def test_every_kpi_has_miss_and_gap_recording_rules() -> None:
     assert recorded == expected
 
 
-def test_the_catalog_judges_balance_and_slow_kpis_on_30d_the_others_on_1d() -> None:
+def test_the_catalog_judges_balance_slow_and_sparse_kpis_on_30d_the_others_on_1d() -> None:
     windows = {k.name: k.target.window for k in CATALOG}
     monthly = {n for n, w in windows.items() if w == "30d"}
     balance = {"dso", "ap_turnover", "employee_turnover_rate"}
     # for: 1d, which could never elapse on a daily window that restarts at midnight.
     slow = {"time_to_hire", "employee_satisfaction", "enps", "training_cost"}
-    assert monthly == balance | slow
+    # A share of few events a day per scope: a service has a handful of incidents a day, so
+    # one miss in three reads 67% against 95%; SLAs are reported over a rolling month.
+    sparse = {"incident_sla_attainment"}
+    assert monthly == balance | slow | sparse
     assert set(windows.values()) == {"1d", "30d"}
     for kpi in CATALOG:
         assert rules.alert_window(kpi) == kpi.target.window

@@ -6,6 +6,7 @@ tests/integration/test_redis_acl.py (``kpi get`` as a least-privilege reader).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Any
 
@@ -198,3 +199,185 @@ def test_kpis_page_records_carry_the_label() -> None:
         "count": 118,
         "final": False,
     }
+
+
+# -- duration KPIs: percentiles next to the mean, and `kpi why` (SPEC version 2) -----------
+
+WORST = [{"id": f"T-{n:02d}", "seconds": 3600.0 * (12 - n)} for n in range(12)][:10]
+TICKETS = {
+    **newest("2026-03-08", "5400.0", "2026-03-07T23:00:00Z", "2026-03-08T23:00:00Z", "40"),
+    "p50": "1800.0",
+    "p90": "36000.0",
+    "p99": "43200.5",
+    "worst": orjson.dumps(WORST).decode(),
+}
+CLOSED_DAY = orjson.dumps(
+    {
+        "window_start": "2026-03-06T23:00:00Z",
+        "window_end": "2026-03-07T23:00:00Z",
+        "label": "2026-03-07",
+        "value": 90.0,
+        "count": 2,
+        "p50": 60.0,
+        "p90": 120.0,
+        "p99": 120.0,
+        "worst": [{"id": "T-b", "seconds": 120.0}, {"id": "T-a", "seconds": 60.0}],
+    }
+).decode()
+EMPTY_DAY = orjson.dumps(
+    {
+        "window_start": "2026-03-05T23:00:00Z",
+        "window_end": "2026-03-06T23:00:00Z",
+        "label": "2026-03-06",
+        "value": None,
+        "count": 0,
+        "p50": None,
+        "p90": None,
+        "p99": None,
+        "worst": [],
+    }
+).decode()
+
+
+@pytest.fixture
+def tickets(fake: FakeRedis) -> FakeRedis:
+    fake.hashes["kpi:ticket_resolution_time:1d:all"] = TICKETS
+    fake.zsets["kpi:ticket_resolution_time:1d:all:history"] = [EMPTY_DAY, CLOSED_DAY]
+    return fake
+
+
+async def test_kpi_get_shows_the_percentiles_next_to_the_mean(
+    tickets: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await views.print_one(Settings(), "ticket_resolution_time", "1d", "all", history=2)
+    first, *history = capsys.readouterr().out.splitlines()
+    assert first.startswith(
+        "ticket_resolution_time 1d all: 1.5 h (p50 30.0 min, p90 10.0 h, p99 12.0 h) [2026-03-08: "
+    )
+    assert history[1].endswith("(2 events) (p50 1.0 min, p90 2.0 min, p99 2.0 min)")
+    assert history[0].endswith("(0 events) (p50 -, p90 -, p99 -)")
+    # Other KPIs: as before, no percentiles.
+    await views.print_one(Settings(), "dso", "1mo", "all", history=0)
+    assert "p50" not in capsys.readouterr().out
+
+
+async def test_the_reader_reads_percentiles_and_worst_of_hash_and_history(
+    tickets: FakeRedis,
+) -> None:
+    async with views.KpiReader("redis://unused") as reader:
+        now = await reader.current("ticket_resolution_time", "1d")
+        past = await reader.history("ticket_resolution_time", "1d")
+        dso = await reader.current("dso", "1mo")
+    assert now is not None and (now.p50, now.p90, now.p99) == (1800.0, 36000.0, 43200.5)
+    assert now.worst == tuple((w["id"], w["seconds"]) for w in WORST)
+    assert [(p.p90, p.worst) for p in past] == [
+        (None, ()),
+        (120.0, (("T-b", 120.0), ("T-a", 60.0))),
+    ]
+    assert dso is not None and (dso.p50, dso.worst) == (None, None)
+
+
+async def test_the_table_shows_a_durations_p90_under_its_label(tickets: FakeRedis) -> None:
+    out = io.StringIO()
+    Console(file=out, width=240, color_system=None).print(await views.all_table(Settings()))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 240
+    row = next(i for i, line in enumerate(lines) if "│ ticket_resolution_time " in line)
+    day = WINDOWS.index("1d") + 1
+    cells = [[c.strip() for c in lines[row + k].split("│")[1:-1]] for k in range(3)]
+    assert [c[day] for c in cells] == ["*1.5 h", "2026-03-08", "p90 10.0 h"]
+    dso = next(i for i, line in enumerate(lines) if "│ dso " in line)
+    assert "p90" not in lines[dso + 2]
+
+
+async def test_kpi_why_lists_the_newest_windows_worst_longest_first(
+    tickets: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await views.print_worst(Settings(), "ticket_resolution_time", "1d", "all")
+    head, *rows = capsys.readouterr().out.splitlines()
+    assert head == (
+        "ticket_resolution_time 1d all [2026-03-08: 2026-03-07 23:00 .. 2026-03-08 23:00 UTC, "
+        "open, 40 events]: the 10 longest"
+    )
+    assert len(rows) == 10
+    assert rows[0] == "  1  T-00  12.0 h  43200.0 s"
+    assert rows[9] == " 10  T-09   3.0 h  10800.0 s"
+
+
+async def test_kpi_why_reads_a_closed_window_by_its_label(
+    tickets: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await views.print_worst(Settings(), "ticket_resolution_time", "1d", "all", "2026-03-07")
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  1  T-b  2.0 min  120.0 s",
+        "  2  T-a  1.0 min  60.0 s",
+    ]
+    # A closed window without any measurement: one line, and False (exit 1).
+    assert not await views.print_worst(
+        Settings(), "ticket_resolution_time", "1d", "all", "2026-03-06"
+    )
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.endswith("final, 0 events]: nothing measured, no worst entities")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("dso", "1mo", "all"), "dso has no worst entities: only the duration KPIs do ("),
+        (
+            ("ticket_resolution_time", "1d", "desk"),
+            "no value yet for ticket_resolution_time 1d desk in redis://",
+        ),
+        (
+            ("ticket_resolution_time", "1d", "all", "2026-03-01"),
+            "no closed window '2026-03-01' of ticket_resolution_time 1d all in "
+            "redis://unused; the newest closed: 2026-03-06, 2026-03-07",
+        ),
+    ],
+)
+async def test_kpi_why_errors(tickets: FakeRedis, args: tuple[Any, ...], message: str) -> None:
+    settings = Settings(redis_url="redis://unused")
+    with pytest.raises(views.ConfigurationError) as info:
+        await views.print_worst(settings, *args)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("why", "dso"), "dso has no worst entities: only the duration KPIs do ("),
+        (("why", "ticket_resolution_time", "-w", "2w"), "unknown window '2w' for "),
+        (("why", "nope"), "unknown KPI 'nope'; one of: "),
+    ],
+)
+def test_kpi_why_refuses_in_one_line_before_reading_redis(
+    tmp_path: Any, args: tuple[str, ...], message: str
+) -> None:
+    result = run_kpi(tmp_path, *args, KPI_REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"kpi: error: {message}")
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
+def test_kpis_page_records_of_a_duration_kpi_carry_percentiles_and_worst() -> None:
+    wv = WindowValue(
+        "ticket_resolution_time",
+        "1d",
+        "all",
+        T0,
+        T0 + 86400,
+        "2026-03-01",
+        90.0,
+        2,
+        False,
+        60.0,
+        120.0,
+        120.0,
+        (("T-b", 120.0), ("T-a", 60.0)),
+    )
+    record = kpi_json(wv)
+    assert list(record)[-4:] == ["p50", "p90", "p99", "worst"]
+    assert record["worst"] == [{"id": "T-b", "seconds": 120.0}, {"id": "T-a", "seconds": 60.0}]
+    assert (record["p50"], record["p90"], record["p99"]) == (60.0, 120.0, 120.0)
+    empty = kpi_json(dataclasses.replace(wv, value=None, p50=None, p90=None, p99=None, worst=()))
+    assert (empty["p50"], empty["worst"]) == (None, [])

@@ -72,3 +72,62 @@ async def test_every_calendar_window_is_a_series_and_new_windows_replace_old_one
     targets = _kpi_samples(registry, "backoffice_kpi_target")
     assert len(targets) == len(CATALOG) * len(WINDOWS)
     assert {t["window"] for t in targets if t["kpi"] == "dso"} == set(WINDOWS)
+
+
+TICKETS = next(k for k in CATALOG if k.name == "ticket_resolution_time")
+QUANTILE_METRIC = "backoffice_ticket_resolution_time_quantile_seconds"
+
+
+def tickets(scope: str, p50: float | None, p90: float | None, p99: float | None) -> WindowValue:
+    worst = () if p99 is None else (("T-1", p99),)
+    return WindowValue(
+        TICKETS.name, "1d", scope, 0, 86400, "1970-01-01", p50, 3, False, p50, p90, p99, worst
+    )
+
+
+def quantile(registry: CollectorRegistry, q: str, scope: str) -> float | None:
+    return registry.get_sample_value(
+        QUANTILE_METRIC, {"quantile": q, "window": "1d", "queue": scope}
+    )
+
+
+def test_every_duration_kpi_and_only_those_has_a_quantile_family() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    names = {f.name for f in registry.collect()}
+    durations = {
+        "invoice_processing_time",
+        "time_to_hire",
+        "incident_response_time",
+        "incident_resolution_time",
+        "ticket_resolution_time",
+    }
+    assert set(metrics.quantiles) == durations
+    for kpi in CATALOG:
+        assert (f"backoffice_{kpi.name}_quantile_seconds" in names) == (kpi.name in durations)
+    # The SLA attainments are KPI gauges like the others.
+    assert {
+        "backoffice_ticket_sla_attainment_ratio",
+        "backoffice_incident_sla_attainment_ratio",
+    } <= names
+
+
+async def test_quantile_gauges_follow_the_newest_window_and_go_with_the_kpi() -> None:
+    registry = CollectorRegistry()
+    sink = PrometheusSink(Metrics(registry))
+    await sink.write(SinkBatch(current=[tickets("desk", 60.0, 3600.0, 7200.5)]))
+    assert [quantile(registry, q, "desk") for q in ("0.5", "0.9", "0.99")] == [60.0, 3600.0, 7200.5]
+    series = _kpi_samples(registry, QUANTILE_METRIC)
+    assert all(set(s) == {"quantile", "window", "queue"} for s in series) and len(series) == 3
+    # A window without durations: no percentile samples (like an undefined value).
+    await sink.write(SinkBatch(current=[tickets("desk", None, None, None)]))
+    assert _kpi_samples(registry, QUANTILE_METRIC) == []
+    assert sample(registry, TICKETS.metric, "desk", "queue") is None
+    await sink.write(
+        SinkBatch(current=[tickets("desk", 1.0, 2.0, 3.0), tickets("all", 1.0, 2.0, 3.0)])
+    )
+    assert len(_kpi_samples(registry, QUANTILE_METRIC)) == 6
+    # No longer led: every percentile series goes with the KPI's own.
+    await sink.write(SinkBatch(retired=frozenset({TICKETS.name})))
+    assert _kpi_samples(registry, QUANTILE_METRIC) == []
+    assert _kpi_samples(registry, TICKETS.metric) == []
