@@ -187,4 +187,8 @@ def test_a_replica_applies_whole_commits_only() -> None:
     reader.replica_apply("invoices", 0, records[-1:])
     own = owner.states[("invoices", 0)]
     assert replica.watermark == own.watermark
-    assert replica.data == {k: v for k, v in own.data.items() if k[:2] in ("p|", "b|", "s|")}
+    # A replica keeps what a leader reads windows from: panes, balances, status and the
+    # panes' distributions (``q|``, the duration KPIs' sketches and worst lists).
+    kept = ("p|", "b|", "s|", "q|")
+    assert any(k.startswith("q|") for k in replica.data)
+    assert replica.data == {k: v for k, v in own.data.items() if k[:2] in kept}
