@@ -18,7 +18,7 @@ import redis
 from streams.config import Settings
 from tests.comparison import TIGHT_INCIDENT_SLA, TIGHT_TICKET_SLA, assert_rich, describe
 from tests.eventgen import log_now, random_log
-from tests.integration.chaos import reference_for, window_mismatches
+from tests.integration.chaos import live_start, reference_for, window_mismatches
 from tests.integration.helpers import Worker, publish, read_topic, wait_until
 
 DAYS = 5
@@ -58,10 +58,13 @@ def test_multi_day_log_equals_reference(kpi_env: Settings, tmp_path: Path) -> No
         "hiring": kpi_env.partitions,
         "incidents": kpi_env.partitions,
     }
-    start = recent_start()
-    messages = random_log(seed=3, n_events=3000, days=DAYS, partitions=partitions, start=start)
+    # live_start, not recent_start: from midnight to 01:02 UTC recent_start's log would end
+    # after now; live_start dates the "future" faults from the real clock instead.
     now = time.time()
-    assert log_now(start, DAYS) <= now
+    start = live_start(DAYS, now=now)
+    messages = random_log(
+        seed=3, n_events=3000, days=DAYS, partitions=partitions, start=start, now=now
+    )
     expected = reference_for(kpi_env, messages, partitions, now)
     assert sum(len(v) for v in expected.history.values()) > 1000
     assert_rich(expected)
