@@ -328,3 +328,41 @@ def test_a_resolution_exactly_at_its_sla_is_within_and_a_quarter_second_more_is_
         sla = expected.history
         assert sla[("ticket_sla_attainment", "1d", "desk")] == {t0: (desk, 4)}
         assert sla[("incident_sla_attainment", "1d", "api")] == {t0: (1.0, 1)}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tickets=st.lists(
+        st.tuples(
+            st.integers(0, 4 * 10**7),  # resolution time in quarter seconds: 0 .. 10^7 s
+            st.integers(0, 4 * 86399),  # resolved at this quarter second of the day
+            st.sampled_from(["desk", "access"]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_percentiles_of_any_durations_are_within_one_percent(
+    tickets: list[tuple[int, int, str]], seed: int
+) -> None:
+    # Resolution times from 0 to 115 days, at quarter seconds, resolved within one day: the
+    # sketch's buckets across their whole range, in one window per scope.
+    day = 1_700_006_400 + 200 * 86400  # a UTC midnight, 200 days after the first opening
+    events: list[tuple[float, int, dict[str, object]]] = []
+    for i, (quarters, at, queue) in enumerate(tickets):
+        resolved = day + at / 4
+        opened = {"type": "ticket.opened", "ticket_id": f"t{i:02d}", "queue": queue}
+        events.append((resolved - quarters / 4, 0, {**opened, "priority": "p2"}))
+        events.append((resolved, 1, {"type": "ticket.resolved", "ticket_id": f"t{i:02d}"}))
+    flush = day + 2 * 86400
+    events.append(
+        (flush, 0, {"type": "ticket.opened", "ticket_id": "z", "queue": "q", "priority": "p4"})
+    )
+    messages = []
+    for offset, (t, _, fields) in enumerate(sorted(events, key=lambda e: (e[0], e[1]))):
+        stamp = datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+        doc = {"event_id": f"e{offset}", "occurred_at": stamp, **fields}
+        messages.append(reference.Message("incidents", 0, offset, orjson.dumps(doc)))
+    expected = compare(messages, {"invoices": 1, "hiring": 1, "incidents": 1}, flush + 600, seed)
+    assert expected.distributions[("ticket_resolution_time", "1d", "all")]
