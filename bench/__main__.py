@@ -2,7 +2,7 @@
 
 See bench/README.md. In short: a dedicated local stack (own ports, own stack dir) is started,
 a fixed simulator workload is published (not timed), then, in rounds of ``BENCH_REPEAT``:
-the raw consumer (the limit), ``kpi worker`` with all fourteen KPIs, two such workers in one
+the raw consumer (the limit), ``kpi worker`` with all sixteen KPIs, two such workers in one
 consumer group (scale-out), ``kpi worker`` with only the invoice processing time KPI, and the
 same KPI in Quix Streams; then one profiled worker run (py-spy) and the latency run at half
 the product's throughput. The stack is stopped and its directory removed at the end, also on

@@ -3,7 +3,7 @@
 No Kafka, no Redis: a fixed simulated log (bench.workload, fixed seed) is cut into the
 batches a worker would see (8 partitions per topic by message key, batches of 2000) and fed
 to a fresh engine, timing ``process`` and the ``PartitionState.commit`` of the dirty
-states after each batch (what ``Runtime._commit_state`` does). Two catalogs: all fourteen
+states after each batch (what ``Runtime._commit_state`` does). Two catalogs: all sixteen
 KPIs on all topics, and the single-KPI mode (``invoice_processing_time``, ``1h``) on the
 invoices only, as ``python -m bench`` runs them. Prints the median of the runs in µs per
 input event, and a digest of everything the engine produced (window values, dead letters,

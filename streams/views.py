@@ -230,5 +230,6 @@ async def print_worst(
     texts = [units.value_text(kpi, seconds, settings.currency) for _, seconds in rows]
     text_width = max(len(t) for t in texts)
     for rank, ((entity, seconds), text) in enumerate(zip(rows, texts, strict=True), start=1):
-        print(f"{rank:>3}  {entity:<{id_width}}  {text:>{text_width}}  {seconds!r} s")
+        # To the millisecond, as event times are given (the exact value is in Redis).
+        print(f"{rank:>3}  {entity:<{id_width}}  {text:>{text_width}}  {seconds:.3f} s")
     return True

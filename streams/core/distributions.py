@@ -17,13 +17,14 @@ partitions, as the parts do; both do:
   descending, then id ascending (a total order); the ten longest of a window are among the
   ten longest of its panes, so merging the panes' lists and keeping ten is exact.
 
-A pane's distribution is the state key ``q|<kpi>|<kind>|<scope>|<start>`` (beside the pane
-``p|...``) holding ``[zeros, lo, counts, worst]``: the count of zero durations, the index of
-the first bucket, the dense bucket counts from there, and the worst as one flat list
+A pane's distribution is the state key ``q|<kpi>|<kind>|<scope>|<start>`` beside the pane
+``p|...`` (the roll-up ``all`` has none: its windows merge every scope's). It holds
+``[zeros, lo, counts, worst]``: the count of zero durations, the index of the first bucket,
+the dense bucket counts from there, and the worst as one flat list
 ``[seconds, id, seconds, id, ...]``. Dense counts serialise small and update with one index;
 a pane's durations spread over a few hundred buckets at most (a minute to a month is 540).
 Flat lists keep the garbage collector's work down: a list per worst entry made the
-collector scan ten more containers per pane, and it showed (docs/ARCHITECTURE.md).
+collector scan ten more containers per pane.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ Pane = tuple[str, list[float]]
 _Target = tuple[int, int, bool, tuple[tuple[str, str, dict[int, Pane]], ...]]
 #: A pane's distribution in the index: its state key and its value (``distributions``).
 DistPane = tuple[str, Dist]
-#: Pane kind and, for the scope and the roll-up: the key prefix, the partition's
-#: distributions, and the aggregates of each window reading the kind.
-_DistTarget = tuple[int, tuple[tuple[str, dict[int, DistPane], tuple[list[Aggregate], ...]], ...]]
+#: Pane kind, the scope's key prefix and its partition's distributions, and the aggregates
+#: of each window reading the kind, of the scope and of the roll-up.
+_DistTarget = tuple[int, str, dict[int, DistPane], tuple[list[Aggregate], ...]]
 #: At most this many aggregates per KPI, window and scope: the newest window's and those
 #: still to close (``_MAX_AGGREGATES - 1`` of them within the grace period is plenty).
 _MAX_AGGREGATES = 4
@@ -167,7 +167,7 @@ class Panes:
                 kpi, scope, st.partition
             )
         index = distributions.bucket(seconds) if seconds > 0.0 else 0
-        for kind, scoped in targets:
+        for kind, prefix, dists, aggregates in targets:
             last = self._last[kind]
             if last[0] <= t < last[1]:
                 pane = int(last[0])
@@ -175,20 +175,19 @@ class Panes:
                 pane, end = self.calendar.pane(kind, t)
                 last[0] = pane
                 last[1] = end
-            for prefix, dists, aggregates in scoped:
-                entry = dists.get(pane)
-                if entry is None:
-                    key = prefix + str(pane)
-                    dist = distributions.new()
-                    st.put(key, dist)
-                    dists[pane] = (key, dist)
-                else:
-                    dist = st.edit(entry[0])
-                distributions.add(dist, seconds, index, entity)
-                for of_window in aggregates:
-                    for aggregate in of_window:
-                        if aggregate.start <= pane < aggregate.end:
-                            aggregate.add(seconds, index, entity)
+            entry = dists.get(pane)
+            if entry is None:
+                key = prefix + str(pane)
+                dist = distributions.new()
+                st.put(key, dist)
+                dists[pane] = (key, dist)
+            else:
+                dist = st.edit(entry[0])
+            distributions.add(dist, seconds, index, entity)
+            for of_window in aggregates:
+                for aggregate in of_window:
+                    if aggregate.start <= pane < aggregate.end:
+                        aggregate.add(seconds, index, entity)
 
     def _distribution_targets(
         self, kpi_name: str, scope: str, partition: int
@@ -196,13 +195,12 @@ class Panes:
         return tuple(
             (
                 kind,
+                keys.distribution_prefix(kpi_name, PANE_NAMES[kind], scope),
+                self.dists[(kpi_name, PANE_NAMES[kind], scope)].setdefault(partition, {}),
                 tuple(
-                    (
-                        keys.distribution_prefix(kpi_name, PANE_NAMES[kind], s),
-                        self.dists[(kpi_name, PANE_NAMES[kind], s)].setdefault(partition, {}),
-                        tuple(self._aggregates[(kpi_name, w.name, s)] for w in windows),
-                    )
+                    self._aggregates[(kpi_name, w.name, s)]
                     for s in (scope, ROLLUP)
+                    for w in windows
                 ),
             )
             for kind, windows in self.kinds[kpi_name].items()
@@ -214,9 +212,10 @@ class Panes:
         if kinds is None:
             return
         for w in kinds.get(PANE_NAMES.index(pane_kind), ()):
-            aggregates = self._aggregates.get((kpi, w.name, scope))
-            if aggregates:
-                aggregates[:] = [a for a in aggregates if not a.start <= start < a.end]
+            for s in (scope, ROLLUP):
+                aggregates = self._aggregates.get((kpi, w.name, s))
+                if aggregates:
+                    aggregates[:] = [a for a in aggregates if not a.start <= start < a.end]
 
     def _pane_targets(self, kpi_name: str, scope: str, partition: int) -> tuple[_Target, ...]:
         kpi = self.catalog[kpi_name]
@@ -266,19 +265,26 @@ class Panes:
         return distributions.summarize(self._window_dists(kpi, spec, scope, end))
 
     def _window_dists(self, kpi: Kpi, spec: Window, scope: str, end: int) -> list[Dist]:
-        """The distributions of the panes of the window ending at ``end``."""
-        by_partition = self.dists.get((kpi.name, spec.pane_name, scope))
-        if not by_partition:
-            return []
+        """The distributions of the panes of the window ending at ``end``.
+
+        The roll-up keeps none of its own: its window reads every scope's (counts add and
+        ten-longest lists merge, exactly, across scopes as across partitions), which keeps
+        the densest sketches out of the state and its changelog.
+        """
+        scopes = [scope] if scope != ROLLUP else sorted(self.scopes[kpi.name] - {ROLLUP})
         starts = spec.pane_starts(end)
         found: list[Dist] = []
-        for p in range(self.partitions.n_partitions[kpi.topic]):
-            of_partition = by_partition.get(p)
-            if of_partition:
-                for start in starts:
-                    entry = of_partition.get(start)
-                    if entry is not None:
-                        found.append(entry[1])
+        for s in scopes:
+            by_partition = self.dists.get((kpi.name, spec.pane_name, s))
+            if not by_partition:
+                continue
+            for p in range(self.partitions.n_partitions[kpi.topic]):
+                of_partition = by_partition.get(p)
+                if of_partition:
+                    for start in starts:
+                        entry = of_partition.get(start)
+                        if entry is not None:
+                            found.append(entry[1])
         return found
 
     def _parts(

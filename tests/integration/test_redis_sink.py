@@ -335,16 +335,16 @@ def test_kpi_get_and_why_read_what_the_sink_wrote(
     assert out[1].endswith("(3 events) (p50 1.0 min, p90 2.0 h, p99 2.0 h)")
     code, out, err = kpi("why", "ticket_resolution_time", "-w", "1h", "-s", "desk")
     assert code == 0, err
-    assert out[1:] == ["  1  T-1  1.0 min  60.0 s", "  2  T-2  1.0 min  60.0 s"]
+    assert out[1:] == ["  1  T-1  1.0 min  60.000 s", "  2  T-2  1.0 min  60.000 s"]
     code, out, err = kpi(
         "why", "ticket_resolution_time", "-w", "1h", "-s", "desk", "--label", hour_label(T0)
     )
     assert code == 0, err
     assert out[0].endswith("final, 3 events]: the 3 longest")
     assert out[1:] == [
-        "  1  T-7    2.0 h  7200.5 s",
-        "  2  T-1  1.0 min  60.0 s",
-        "  3  T-2  1.0 min  60.0 s",
+        "  1  T-7    2.0 h  7200.500 s",
+        "  2  T-1  1.0 min  60.000 s",
+        "  3  T-2  1.0 min  60.000 s",
     ]
     # A window without any measurement: one line, exit 1.
     code, out, err = kpi("why", "ticket_resolution_time", "-w", "1h")

@@ -300,8 +300,8 @@ async def test_kpi_why_lists_the_newest_windows_worst_longest_first(
         "open, 40 events]: the 10 longest"
     )
     assert len(rows) == 10
-    assert rows[0] == "  1  T-00  12.0 h  43200.0 s"
-    assert rows[9] == " 10  T-09   3.0 h  10800.0 s"
+    assert rows[0] == "  1  T-00  12.0 h  43200.000 s"
+    assert rows[9] == " 10  T-09   3.0 h  10800.000 s"
 
 
 async def test_kpi_why_reads_a_closed_window_by_its_label(
@@ -309,8 +309,8 @@ async def test_kpi_why_reads_a_closed_window_by_its_label(
 ) -> None:
     assert await views.print_worst(Settings(), "ticket_resolution_time", "1d", "all", "2026-03-07")
     assert capsys.readouterr().out.splitlines()[1:] == [
-        "  1  T-b  2.0 min  120.0 s",
-        "  2  T-a  1.0 min  60.0 s",
+        "  1  T-b  2.0 min  120.000 s",
+        "  2  T-a  1.0 min  60.000 s",
     ]
     # A closed window without any measurement: one line, and False (exit 1).
     assert not await views.print_worst(
