@@ -134,6 +134,8 @@ class _Builder:
         self.incidents: dict[str, dict[str, Any]] = {}  # id -> {t, status}
         self.tickets: dict[str, dict[str, Any]] = {}  # id -> {t, resolved}
         self.service_down: dict[str, bool] = dict.fromkeys(SERVICES, False)
+        # entities started together and, if still open, finished together: id -> members
+        self.bursts: dict[str, list[str]] = {}
 
     # ---- helpers ------------------------------------------------------------------
     def _next(self, prefix: str) -> str:
@@ -203,8 +205,10 @@ class _Builder:
         return self.rnd.choice(ids) if ids else None
 
     # ---- valid events -------------------------------------------------------------
-    def ap_receive(self) -> None:
-        inv = self._next("inv")
+    def ap_receive(
+        self, inv: str | None = None, vendor: str | None = None, dept: str | None = None
+    ) -> None:
+        inv = inv or self._next("inv")
         q = self._amount_q()
         self.ap[inv] = {"t": self.t, "q": q, "status": "received", "paid": 0}
         self._emit(
@@ -213,8 +217,8 @@ class _Builder:
             "invoice.received",
             invoice_id=inv,
             **self._money(q),
-            department=self.rnd.choice(DEPARTMENTS),
-            vendor_id=f"v-{self.rnd.randint(1, 20)}",
+            department=dept or self.rnd.choice(DEPARTMENTS),
+            vendor_id=vendor or f"v-{self.rnd.randint(1, 20)}",
         )
 
     def ap_decide(self) -> None:
@@ -320,15 +324,15 @@ class _Builder:
             **self._money(self._amount_q(4, 20_000), "cost"),
         )
 
-    def incident_open(self) -> None:
-        inc = self._next("inc")
+    def incident_open(self, inc: str | None = None, service: str | None = None) -> None:
+        inc = inc or self._next("inc")
         self.incidents[inc] = {"t": self.t, "status": "opened"}
         self._emit(
             "incidents",
             inc,
             "incident.opened",
             incident_id=inc,
-            service=self.rnd.choice(SERVICES),
+            service=service or self.rnd.choice(SERVICES),
             severity=self.rnd.choice(["sev1", "sev2", "sev3", "sev4"]),
             category=self.rnd.choice(["outage", "security", "other", "other"]),
         )
@@ -349,10 +353,10 @@ class _Builder:
         self._emit("incidents", inc, "incident.resolved", incident_id=inc)
         return None
 
-    def ticket_open(self) -> None:
-        tkt = self._next("tkt")
+    def ticket_open(self, tkt: str | None = None, queue: str | None = None) -> None:
+        tkt = tkt or self._next("tkt")
         self.tickets[tkt] = {"t": self.t, "resolved": False}
-        queue = self.rnd.choice(QUEUES)
+        queue = queue or self.rnd.choice(QUEUES)
         prio = self.rnd.choice(["p1", "p2", "p3", "p4"])
         self._emit("incidents", tkt, "ticket.opened", ticket_id=tkt, queue=queue, priority=prio)
 
@@ -363,6 +367,51 @@ class _Builder:
         self.tickets[tkt]["resolved"] = True
         self._emit("incidents", tkt, "ticket.resolved", ticket_id=tkt)
         return None
+
+    # ---- bursts: equal durations (ties among a window's worst) and durations of 0 ---
+    def _burst(self, prefix: str, start: Callable[[str], None]) -> None:
+        """2-5 entities started at once (a batch of invoices from one vendor, an outage that
+        opens several incidents, a flood of tickets), a third of the time finished at once
+        too (durations of 0); later, :meth:`finish_burst` finishes those left together."""
+        members = [self._next(prefix) for _ in range(self.rnd.randint(2, 5))]
+        for entity in members:
+            start(entity)
+        burst = self._next("burst")
+        self.bursts[burst] = members
+        if self.rnd.random() < 1 / 3:
+            self._finish(burst)
+
+    def burst_start(self) -> None:
+        kind = self.rnd.randrange(3)
+        if kind == 0:
+            vendor = f"v-{self.rnd.randint(1, 20)}"
+            dept = self.rnd.choice(DEPARTMENTS)
+            self._burst("inv", lambda inv: self.ap_receive(inv, vendor, dept))
+        elif kind == 1:
+            service = self.rnd.choice(SERVICES)
+            self._burst("inc", lambda inc: self.incident_open(inc, service))
+        else:
+            queue = self.rnd.choice(QUEUES)
+            self._burst("tkt", lambda tkt: self.ticket_open(tkt, queue))
+
+    def finish_burst(self) -> None:
+        if not self.bursts:
+            return self.burst_start()
+        self._finish(self.rnd.choice(list(self.bursts)[-50:]))
+        return None
+
+    def _finish(self, burst: str) -> None:
+        """Decide, resolve or acknowledge every member of a burst still open, at once."""
+        for entity in self.bursts.pop(burst):
+            if entity in self.ap and self.ap[entity]["status"] == "received":
+                self.ap[entity]["status"] = "approved"
+                self._emit("invoices", entity, "invoice.approved", invoice_id=entity)
+            elif entity in self.incidents and self.incidents[entity]["status"] != "resolved":
+                self.incidents[entity]["status"] = "resolved"
+                self._emit("incidents", entity, "incident.resolved", incident_id=entity)
+            elif entity in self.tickets and not self.tickets[entity]["resolved"]:
+                self.tickets[entity]["resolved"] = True
+                self._emit("incidents", entity, "ticket.resolved", ticket_id=entity)
 
     def service_status(self) -> None:
         service = self.rnd.choice(SERVICES)
@@ -721,6 +770,8 @@ class _Builder:
             (self.ticket_open, 6),
             (self.ticket_resolve, 5),
             (self.service_status, 6),
+            (self.burst_start, 2),
+            (self.finish_burst, 2),
         ]
         faulty: list[Callable[[], None]] = [
             self.fault_invalid_json,
@@ -870,6 +921,20 @@ def event_logs(
     return _event_logs(max_events, faults, grace)
 
 
+# --- SLA settings -------------------------------------------------------------------------
+
+#: ``KPI_TICKET_SLA`` / ``KPI_INCIDENT_SLA`` values for the comparisons: the defaults (""),
+#: and SLAs of minutes to hours, some naming only a few classes, under which the short logs'
+#: resolutions fall on both sides (the defaults, 4h to 72h, let most of them through).
+TICKET_SLAS = ("", "p1=15m,p2=1h,p3=3h,p4=0.5d", "p2=20m", "p1=90s,p3=1.5h,p4=2h")
+INCIDENT_SLAS = ("", "sev1=30m,sev2=1h,sev3=2h,sev4=4h", "sev3=45m,sev4=600s")
+
+
+def sla_settings() -> st.SearchStrategy[tuple[str, str]]:
+    """Hypothesis strategy of ``(ticket_sla, incident_sla)`` setting texts."""
+    return st.tuples(st.sampled_from(TICKET_SLAS), st.sampled_from(INCIDENT_SLAS))
+
+
 # --- logs in a business calendar ------------------------------------------------------------
 
 #: The zones of the calendar comparisons: none, an hour of DST in either hemisphere,
@@ -912,13 +977,16 @@ def calendar_anchors(timezone: str) -> list[float]:
 
 @dataclass(frozen=True)
 class CalendarLog:
-    """A log for ``reference.compute(..., timezone=..., fiscal_year_start=...)``."""
+    """A log for ``reference.compute(..., timezone=..., fiscal_year_start=...,
+    ticket_sla=..., incident_sla=...)``."""
 
     messages: list[Message]
     partitions: dict[str, int]
     now: float
     timezone: str
     fiscal_year_start: int
+    ticket_sla: str = ""
+    incident_sla: str = ""
 
 
 @st.composite
@@ -942,7 +1010,10 @@ def _calendar_logs(draw: st.DrawFn, max_events: int, grace: float) -> CalendarLo
     now = flush_at + 60
     builder = _Builder(rnd, partitions, start, days, grace, now, with_faults, flush_at)
     messages = builder.build(n_events, flush)
-    return CalendarLog(messages, partitions, now, timezone, fiscal_year_start)
+    ticket_sla, incident_sla = draw(sla_settings())
+    return CalendarLog(
+        messages, partitions, now, timezone, fiscal_year_start, ticket_sla, incident_sla
+    )
 
 
 def calendar_logs(max_events: int = 60, *, grace: float = 3600) -> st.SearchStrategy[CalendarLog]:

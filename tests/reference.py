@@ -10,6 +10,12 @@ Values are computed the obvious way: for every window, the applied measurements 
 event time lies in ``[start, end)`` are selected (binary search over a time-sorted list)
 and the SPEC formula is evaluated on them.  No panes.
 
+The five duration KPIs (``DISTRIBUTION_KPIS``) also get, per closed window and scope, the
+exact percentiles ``x_k`` of the window's durations sorted ascending, ``k = (pct * (n - 1))
+// 100`` for pct 50, 90, 99 (integers: no float rounding of ``q * (n - 1)``), and the
+``worst``: the 10 longest measurements as ``(entity id, seconds)``, seconds descending then
+id ascending (SPEC section 2, "Distributions", "Worst entities").
+
 Windows follow the business calendar (SPEC section 2: ``timezone``, ``fiscal_year_start``),
 found by brute force with zoneinfo: see ``Calendar``.
 
@@ -23,6 +29,7 @@ evaluate the same ones; tests should still compare with a relative tolerance):
 * enps: ``(promoters / n - detractors / n) * 100``
 * system_uptime: ``1 - downtime / (end - start)``; roll-up ``sum(values by service name) / n``
 * training_cost: ``sum(cost)``;  security_incidents: ``float(n)``
+* SLA attainments: ``within / n`` (``sum`` of 1.0 / 0.0 per resolution, over ``n``)
 * money of an event in a foreign currency: its ``reporting_amount``; a payment of a foreign
   invoice: ``settled(paid after) - settled(paid before)``, ``settled(p) = reporting * p /
   amount``, or ``reporting`` once ``amount - p <= 1e-6`` (paid in full)
@@ -73,7 +80,42 @@ KPIS: dict[str, tuple[str, str]] = {
     "incident_resolution_time": ("incidents", "service"),
     "ticket_resolution_time": ("incidents", "queue"),
     "security_incidents": ("incidents", "service"),
+    "ticket_sla_attainment": ("incidents", "queue"),
+    "incident_sla_attainment": ("incidents", "service"),
 }
+
+#: The duration KPIs: each closed window also has its percentiles and worst entities.
+DISTRIBUTION_KPIS = frozenset(
+    {
+        "invoice_processing_time",
+        "time_to_hire",
+        "incident_response_time",
+        "incident_resolution_time",
+        "ticket_resolution_time",
+    }
+)
+#: The percentiles of SPEC section 2, as whole percents (k = pct * (n - 1) // 100).
+PERCENTS = (50, 90, 99)
+WORST_N = 10
+
+#: Resolution SLAs (SPEC section 2, ``KPI_TICKET_SLA`` / ``KPI_INCIDENT_SLA``), as the
+#: settings spell them; a class a setting does not name keeps its default.
+DEFAULT_TICKET_SLA = "p1=4h,p2=8h,p3=24h,p4=72h"
+DEFAULT_INCIDENT_SLA = "sev1=4h,sev2=8h,sev3=24h,sev4=72h"
+_SLA_UNITS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
+
+
+def sla_seconds(text: str, default: str) -> dict[str, float]:
+    """``"p1=30m,p3=2d"`` -> seconds per class, over the classes of ``default``.
+
+    Only what the tests need: well-formed settings (the product validates them).
+    """
+    out: dict[str, float] = {}
+    for source in (default, text):
+        for item in filter(None, (x.strip() for x in source.split(","))):
+            name, amount = item.split("=")
+            out[name] = float(amount[:-1]) * _SLA_UNITS[amount[-1]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,6 +131,26 @@ class ExtraKpi:
     dimension: str
     measure: Mapping[str, Callable[[dict[str, Any]], float | None]]
     formula: Callable[[list[float]], float | None]
+
+
+class Distribution(NamedTuple):
+    """A duration KPI's window: exact percentiles (None without durations) and its worst."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    worst: tuple[tuple[str, float], ...]
+
+
+def distribution(measurements: Sequence[tuple[str, float]]) -> Distribution:
+    """The exact percentiles and the worst 10 of ``(entity id, seconds)`` measurements."""
+    if not measurements:
+        return Distribution(None, None, None, ())
+    xs = sorted(x for _, x in measurements)
+    n = len(xs)
+    p50, p90, p99 = (xs[pct * (n - 1) // 100] for pct in PERCENTS)
+    worst = sorted(measurements, key=lambda m: (-m[1], m[0]))[:WORST_N]
+    return Distribution(p50, p90, p99, tuple(worst))
 
 
 @dataclass(frozen=True)
@@ -116,14 +178,22 @@ class RefResult:
     applied: int = 0
     # window name -> {window_start: Span} for every window start in ``history``
     spans: dict[str, dict[int, Span]] = field(default_factory=dict)
+    # (kpi, window, scope) -> {window_start: Distribution}: the duration KPIs' closed windows
+    distributions: dict[tuple[str, str, str], dict[int, Distribution]] = field(default_factory=dict)
 
     def records(self, key: tuple[str, str, str]) -> dict[int, HistoryRecord]:
         """The closed windows of (kpi, window, scope) as Redis history holds them, by start."""
         spans = self.spans.get(key[1], {})
-        return {
-            start: HistoryRecord(start, spans[start].end, spans[start].label, value, count)
-            for start, (value, count) in self.history.get(key, {}).items()
-        }
+        distributions = self.distributions.get(key, {})
+        out = {}
+        for start, (value, count) in self.history.get(key, {}).items():
+            span = spans[start]
+            d = distributions.get(start)
+            if d is None:
+                out[start] = HistoryRecord(start, span.end, span.label, value, count)
+            else:
+                out[start] = HistoryRecord(start, span.end, span.label, value, count, *d)
+        return out
 
 
 class HistoryRecord(NamedTuple):
@@ -134,6 +204,11 @@ class HistoryRecord(NamedTuple):
     label: str
     value: float | None
     count: int
+    # the duration KPIs' (DISTRIBUTION_KPIS) distribution; None for the other KPIs
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    worst: tuple[tuple[str, float], ...] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -353,12 +428,23 @@ def validate(topic: str, value: bytes, *, currency: str, now: float) -> Event | 
 # Lifecycles and measurements.
 
 
+_Record = tuple[float, str, float, str]
+
+
+@dataclass(frozen=True)
+class _Slas:
+    """Seconds allowed to resolve a ticket per priority, an incident per severity."""
+
+    ticket: Mapping[str, float]
+    incident: Mapping[str, float]
+
+
 @dataclass
 class _Facts:
     """The applied measurements, per KPI and dimension value, plus the status events."""
 
-    # kpi -> dimension value -> [(t, kind, x)]
-    records: dict[str, dict[str, list[tuple[float, str, float]]]] = field(
+    # kpi -> dimension value -> [(t, kind, x, entity id: a duration's, else "")]
+    records: dict[str, dict[str, list[_Record]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
     # service -> [(t, arrival, "down" | "up")]
@@ -366,8 +452,8 @@ class _Facts:
         default_factory=lambda: defaultdict(list)
     )
 
-    def add(self, kpi: str, dim: str, t: float, kind: str, x: float) -> None:
-        self.records[kpi][dim].append((t, kind, x))
+    def add(self, kpi: str, dim: str, t: float, kind: str, x: float, entity: str = "") -> None:
+        self.records[kpi][dim].append((t, kind, x, entity))
 
 
 @dataclass
@@ -404,7 +490,9 @@ def _pay(inv: dict[str, Any], amount: float) -> float:
     return _settled(inv, inv["paid"]) - _settled(inv, before)
 
 
-def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, int]) -> str | None:
+def _lifecycle(
+    ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, int], slas: _Slas
+) -> str | None:
     """Check 8 and the application: the dead-letter reason, or None after applying ``ev``."""
     f, t, typ = ev.fields, ev.t, ev.type
     stored = part.entities
@@ -479,7 +567,7 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         decision = "approved" if typ == "invoice.approved" else "rejected"
         inv["status"] = decision
         duration = t - inv["t"]
-        facts.add("invoice_processing_time", dept, t, decision, duration)
+        facts.add("invoice_processing_time", dept, t, decision, duration, f["invoice_id"])
         facts.add("invoice_error_rate", dept, t, decision, 1.0 if decision == "rejected" else 0.0)
         if decision == "rejected":
             inv["done"] = t
@@ -500,7 +588,9 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             return "invalid_transition"
         req["accepted"] = True
         req["done"] = t
-        facts.add("time_to_hire", req["department"], t, "accepted", t - req["t"])
+        facts.add(
+            "time_to_hire", req["department"], t, "accepted", t - req["t"], f["requisition_id"]
+        )
         return None
 
     if typ == "employee.hired":
@@ -534,12 +624,19 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
         key = ("incident", f["incident_id"])
         if key in ents:
             return "invalid_transition"
-        ents[key] = {"t": t, "service": f["service"], "acked": False, "resolved": False}
+        ents[key] = {
+            "t": t,
+            "service": f["service"],
+            "severity": f["severity"],
+            "acked": False,
+            "resolved": False,
+        }
         if f["category"] == "security":
             facts.add("security_incidents", f["service"], t, "security", 1.0)
         return None
     if typ in ("incident.acknowledged", "incident.resolved"):
-        inc = ents.get(("incident", f["incident_id"]))
+        incident = f["incident_id"]
+        inc = ents.get(("incident", incident))
         if inc is None:
             return "unknown_entity"
         if t < inc["t"] or inc["resolved"]:
@@ -548,18 +645,22 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             if inc["acked"]:
                 return "invalid_transition"
             inc["acked"] = True
-            facts.add("incident_response_time", inc["service"], t, "ack", t - inc["t"])
+            duration = t - inc["t"]
+            facts.add("incident_response_time", inc["service"], t, "ack", duration, incident)
         else:
             inc["resolved"] = True
             inc["done"] = t
-            facts.add("incident_resolution_time", inc["service"], t, "resolved", t - inc["t"])
+            duration = t - inc["t"]
+            facts.add("incident_resolution_time", inc["service"], t, "resolved", duration, incident)
+            within = duration <= slas.incident[inc["severity"]]
+            facts.add("incident_sla_attainment", inc["service"], t, "resolved", float(within))
         return None
 
     if typ == "ticket.opened":
         key = ("ticket", f["ticket_id"])
         if key in ents:
             return "invalid_transition"
-        ents[key] = {"t": t, "queue": f["queue"], "resolved": False}
+        ents[key] = {"t": t, "queue": f["queue"], "priority": f["priority"], "resolved": False}
         return None
     if typ == "ticket.resolved":
         tic = ents.get(("ticket", f["ticket_id"]))
@@ -569,7 +670,10 @@ def _lifecycle(ev: Event, part: _Partition, facts: _Facts, arrival: tuple[int, i
             return "invalid_transition"
         tic["resolved"] = True
         tic["done"] = t
-        facts.add("ticket_resolution_time", tic["queue"], t, "resolved", t - tic["t"])
+        duration = t - tic["t"]
+        facts.add("ticket_resolution_time", tic["queue"], t, "resolved", duration, f["ticket_id"])
+        within = duration <= slas.ticket[tic["priority"]]
+        facts.add("ticket_sla_attainment", tic["queue"], t, "resolved", float(within))
         return None
 
     if typ in ("service.down", "service.up"):
@@ -800,15 +904,15 @@ _DELTAS: dict[str, dict[str, float]] = {
 class _Series:
     """The records of one KPI and scope, sorted by time, with prefix sums of balance deltas."""
 
-    def __init__(self, kpi: str, records: list[tuple[float, str, float]]) -> None:
+    def __init__(self, kpi: str, records: list[_Record]) -> None:
         self.records = sorted(records, key=lambda r: r[0])
         self.times = [r[0] for r in self.records]
         deltas = _DELTAS.get(kpi, {})
         self.prefix = [0.0]
-        for _, kind, x in self.records:
+        for _, kind, x, _ in self.records:
             self.prefix.append(self.prefix[-1] + deltas.get(kind, 0.0) * x)
 
-    def between(self, start: float, end: float) -> list[tuple[float, str, float]]:
+    def between(self, start: float, end: float) -> list[_Record]:
         """Records with start <= t < end."""
         lo = bisect.bisect_left(self.times, start)
         hi = bisect.bisect_left(self.times, end)
@@ -823,13 +927,11 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
-def _value(
-    kpi: str, series: _Series, recs: list[tuple[float, str, float]], span: Span
-) -> float | None:
+def _value(kpi: str, series: _Series, recs: list[_Record], span: Span) -> float | None:
     """The SPEC formula of ``kpi`` for the window ``span``."""
     start, end = span.start, span.end
     n = len(recs)
-    xs = [x for _, _, x in recs]
+    xs = [x for _, _, x, _ in recs]
     if kpi in (
         "invoice_processing_time",
         "invoice_error_rate",
@@ -838,6 +940,8 @@ def _value(
         "incident_response_time",
         "incident_resolution_time",
         "ticket_resolution_time",
+        "ticket_sla_attainment",
+        "incident_sla_attainment",
     ):
         return _ratio(sum(xs), n)
     if kpi == "enps":
@@ -851,17 +955,17 @@ def _value(
     if kpi == "security_incidents":
         return float(n)
     if kpi == "dso":
-        credit_sales = sum(x for _, kind, x in recs if kind == "issued")
+        credit_sales = sum(x for _, kind, x, _ in recs if kind == "issued")
         ar_end = series.balance(end)
         if credit_sales == 0:
             return None
         return ar_end / credit_sales * span.days
     if kpi == "ap_turnover":
-        purchases = sum(x for _, kind, x in recs if kind == "received")
+        purchases = sum(x for _, kind, x, _ in recs if kind == "received")
         average = (series.balance(start) + series.balance(end)) / 2
         return _ratio(purchases, average)
     if kpi == "employee_turnover_rate":
-        separations = float(sum(1 for _, kind, _ in recs if kind == "left"))
+        separations = float(sum(1 for _, kind, _, _ in recs if kind == "left"))
         average = (series.balance(start) + series.balance(end)) / 2
         return _ratio(separations, average)
     raise AssertionError(kpi)
@@ -886,14 +990,16 @@ def _history_of_records(
     extra: Mapping[str, ExtraKpi],
     calendar: Calendar,
     spans: dict[str, dict[int, Span]],
+    distributions: dict[tuple[str, str, str], dict[int, Distribution]],
 ) -> _History:
+    """Every closed window of the KPIs of records; the duration KPIs' distributions too."""
     history: _History = {}
     topics = {**KPIS, **{name: (k.topic, k.dimension) for name, k in extra.items()}}
     for kpi, (topic, _dim) in topics.items():
         if kpi == "system_uptime":
             continue
         by_dim = facts.records.get(kpi, {})
-        scopes: dict[str, list[tuple[float, str, float]]] = {d: list(r) for d, r in by_dim.items()}
+        scopes: dict[str, list[_Record]] = {d: list(r) for d, r in by_dim.items()}
         all_records = [r for d in sorted(by_dim) for r in by_dim[d]]
         if all_records:
             scopes[ALL] = all_records
@@ -908,10 +1014,15 @@ def _history_of_records(
                         continue
                     recs = series.between(span.start, span.end)
                     if recs and kpi in extra:
-                        value = extra[kpi].formula([x for _, _, x in recs])
+                        value = extra[kpi].formula([x for _, _, x, _ in recs])
                         out[start] = (value, len(recs))
                     elif recs:
                         out[start] = (_value(kpi, series, recs, span), len(recs))
+                    if recs and kpi in DISTRIBUTION_KPIS:
+                        durations = [(entity, x) for _, _, x, entity in recs]
+                        distributions.setdefault((kpi, wname, scope), {})[start] = distribution(
+                            durations
+                        )
                     spans[wname][start] = span
                 if out:
                     history[(kpi, wname, scope)] = out
@@ -976,13 +1087,21 @@ def compute(
     extra: Mapping[str, ExtraKpi] | None = None,
     timezone: str = "UTC",
     fiscal_year_start: int = 1,
+    ticket_sla: str = DEFAULT_TICKET_SLA,
+    incident_sla: str = DEFAULT_INCIDENT_SLA,
 ) -> RefResult:
     """Run the whole log through SEMANTICS and return every closed window of every KPI.
 
     ``extra`` adds KPIs by name (see ``ExtraKpi``).  ``timezone`` (an IANA name) and
-    ``fiscal_year_start`` (a month) are the settings of the business calendar.
+    ``fiscal_year_start`` (a month) are the settings of the business calendar;
+    ``ticket_sla`` and ``incident_sla`` those of the SLA attainments, as
+    ``KPI_TICKET_SLA`` / ``KPI_INCIDENT_SLA`` spell them.
     """
     extra = extra or {}
+    slas = _Slas(
+        sla_seconds(ticket_sla, DEFAULT_TICKET_SLA),
+        sla_seconds(incident_sla, DEFAULT_INCIDENT_SLA),
+    )
     calendar = Calendar(timezone, fiscal_year_start)
     parts: dict[tuple[str, int], _Partition] = defaultdict(_Partition)
     last_offset: dict[tuple[str, int], int] = {}
@@ -1014,7 +1133,7 @@ def compute(
         if ev.t < part.watermark - grace_seconds:
             dead_letters.append((msg.topic, msg.partition, msg.offset, "late"))
             continue
-        reason = _lifecycle(ev, part, facts, (msg.partition, msg.offset))
+        reason = _lifecycle(ev, part, facts, (msg.partition, msg.offset), slas)
         if reason is not None:
             dead_letters.append((msg.topic, msg.partition, msg.offset, reason))
             continue
@@ -1036,6 +1155,7 @@ def compute(
         topic: _closed_limit(topic, partitions, watermarks) - grace_seconds for topic in TOPICS
     }
     spans: dict[str, dict[int, Span]] = {wname: {} for wname in WINDOWS}
-    history = _history_of_records(facts, limits, extra, calendar, spans)
+    distributions: dict[tuple[str, str, str], dict[int, Distribution]] = {}
+    history = _history_of_records(facts, limits, extra, calendar, spans, distributions)
     history.update(_uptime_history(facts, limits["incidents"], calendar, spans))
-    return RefResult(history, dead_letters, duplicates, watermarks, applied, spans)
+    return RefResult(history, dead_letters, duplicates, watermarks, applied, spans, distributions)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -34,10 +33,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streams.config import Settings
-from streams.core.windows import rfc3339
 from streams.kafka import client_options
 from streams.redis_keys import DEFAULT_PREFIX, RedisKeys
-from tests import reference
+from tests import comparison, reference
 from tests.eventgen import log_now, random_log
 from tests.integration.helpers import REPO, Worker, process_env, publish, read_topic, wait_until
 from tests.reference import DAY, TOPICS, Message
@@ -88,6 +86,27 @@ def live_start(days: int, grace: float = 3600, now: float | None = None) -> int:
     return start
 
 
+def reference_for(
+    settings: Settings,
+    messages: Sequence[Message],
+    partitions: Mapping[str, int],
+    now: float,
+) -> reference.RefResult:
+    """What the reference makes of ``messages`` under the settings a worker runs with: grace,
+    currency, business calendar and SLAs."""
+    return reference.compute(
+        messages,
+        partitions=partitions,
+        grace_seconds=settings.grace_seconds,
+        currency=settings.currency,
+        now=now,
+        timezone=settings.timezone,
+        fiscal_year_start=settings.fiscal_year_start,
+        ticket_sla=settings.ticket_sla,
+        incident_sla=settings.incident_sla,
+    )
+
+
 def live_log(settings: Settings, *, seed: int, n_events: int, days: int) -> LiveLog:
     """``random_log`` with faults, ending with the flush events, for the worker of ``settings``."""
     partitions = dict.fromkeys(TOPICS, settings.partitions)
@@ -102,15 +121,7 @@ def live_log(settings: Settings, *, seed: int, n_events: int, days: int) -> Live
         grace=settings.grace_seconds,
         now=now,
     )
-    expected = reference.compute(
-        messages,
-        partitions=partitions,
-        grace_seconds=settings.grace_seconds,
-        currency=settings.currency,
-        now=now,
-        timezone=settings.timezone,
-        fiscal_year_start=settings.fiscal_year_start,
-    )
+    expected = reference_for(settings, messages, partitions, now)
     return LiveLog(settings, messages, partitions, expected, now, start)
 
 
@@ -181,9 +192,9 @@ def history_keys_in_redis(r: redis.Redis, prefix: str = DEFAULT_PREFIX) -> list[
 def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
     """Every difference between Redis history and the reference, empty when they are equal.
 
-    Compares every closed window of every (KPI, window, scope), window end, label and count
-    exactly, value within 1e-9 relative, and reports members or history keys the reference
-    does not have.
+    Compares every closed window of every (KPI, window, scope) as tests/comparison.py does
+    (window end, label and count exactly, value within 1e-9 relative, percentiles within 1%,
+    worst entities exactly), and reports members or history keys the reference does not have.
     """
     expected = log.expected.history
     prefix = log.settings.redis_prefix
@@ -204,35 +215,20 @@ def history_mismatches(r: redis.Redis, log: LiveLog) -> list[Any]:
             if doc["window_start"] in got:
                 mismatches.append((key, "two members", doc["window_start"]))
             got[doc["window_start"]] = doc
-        want = {rfc3339(start) for start in expected[key]}
-        for start in sorted(set(got) - want):
-            mismatches.append((key, start, "unexpected", got[start]))
         mismatches += window_mismatches(key, got, log.expected.records(key))
     return mismatches
 
 
 def window_mismatches(
-    key: Any, got: dict[str, dict[str, Any]], want: dict[int, reference.HistoryRecord]
+    key: Key, got: dict[str, dict[str, Any]], want: dict[int, reference.HistoryRecord]
 ) -> list[Any]:
     """Windows of one history (``got``: members by RFC 3339 start) that differ from ``want``
-    (by start seconds): another window end, label or count, or a value more than 1e-9
-    relative off."""
-    out: list[Any] = []
-    for start, record in sorted(want.items()):
-        wanted = (rfc3339(record.window_end), record.label, record.value, record.count)
-        member = got.get(rfc3339(start))
-        if member is None:
-            out.append((key, rfc3339(start), None, wanted))
-            continue
-        found = (member.get("window_end"), member.get("label"), member["value"], member["count"])
-        value, got_value = record.value, member["value"]
-        if value is None or got_value is None:
-            same_value = value == got_value
-        else:
-            same_value = math.isclose(got_value, value, rel_tol=1e-9, abs_tol=1e-12)
-        if found[:2] != wanted[:2] or found[3] != record.count or not same_value:
-            out.append((key, rfc3339(start), found, wanted))
-    return out
+    (by start seconds), or that ``want`` does not have (tests/comparison.py)."""
+    members = {}
+    for doc in got.values():
+        record = comparison.from_member(doc)
+        members[record.window_start] = record
+    return comparison.window_mismatches(key, members, want)
 
 
 def split_tenths(messages: Sequence[Message], *tenths: int) -> list[list[Message]]:

@@ -4,10 +4,11 @@ A three-week log in Europe/Berlin with the fiscal year from April (the 2026-03-2
 change, the month, fiscal quarter and fiscal year end of March 31) and a two-week log in
 Asia/Kolkata (+05:30; the year end 2020/2021 and ISO week 2020-W53) go through
 ``kpi worker``; both carry invoices in EUR and GBP with their ``reporting_amount``
-(tests/eventgen.py books a quarter of them in a foreign currency). Redis history equals
-tests/reference.py for every closed window of every KPI, window and scope (window end,
-label and count exactly, value within 1e-9 relative), with one member per window, and the
-dead-letter topic holds exactly the reference's dead letters, each once.
+(tests/eventgen.py books a quarter of them in a foreign currency), under SLAs tighter than
+the defaults. Redis history equals tests/reference.py for every closed window of every KPI,
+window and scope (tests/comparison.py: window end, label and count exactly, value within
+1e-9 relative, percentiles within 1%, worst entities exactly), with one member per window,
+and the dead-letter topic holds exactly the reference's dead letters, each once.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import pytest
 import redis
 
 from streams.config import Settings
-from tests import reference
+from tests.comparison import TIGHT_INCIDENT_SLA, TIGHT_TICKET_SLA
 from tests.eventgen import calendar_flush_time, random_log
-from tests.integration.chaos import LiveLog, assert_exact
+from tests.integration.chaos import LiveLog, assert_exact, reference_for
 from tests.integration.helpers import Worker, publish
 from tests.reference import TOPICS
 
@@ -46,15 +47,7 @@ def calendar_log(
         now=now,
         flush_at=calendar_flush_time(first, days, settings.timezone, settings.grace_seconds),
     )
-    expected = reference.compute(
-        messages,
-        partitions=partitions,
-        grace_seconds=settings.grace_seconds,
-        currency=settings.currency,
-        now=now,
-        timezone=settings.timezone,
-        fiscal_year_start=settings.fiscal_year_start,
-    )
+    expected = reference_for(settings, messages, partitions, now)
     return LiveLog(settings, messages, partitions, expected, now, first)
 
 
@@ -122,7 +115,12 @@ def test_calendar_log_through_the_worker_equals_reference(
     labels: dict[str, set[str]],
 ) -> None:
     settings = kpi_env.model_copy(
-        update={"timezone": timezone, "fiscal_year_start": fiscal_year_start}
+        update={
+            "timezone": timezone,
+            "fiscal_year_start": fiscal_year_start,
+            "ticket_sla": TIGHT_TICKET_SLA,
+            "incident_sla": TIGHT_INCIDENT_SLA,
+        }
     )
     log = calendar_log(settings, start=start, days=days, seed=days, n_events=4000)
     # the log closes the windows it is meant to cross, in all seven windows

@@ -7,7 +7,6 @@ on different workers. Exactly one worker exports a topic's KPI series.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ import redis
 
 from streams.catalog import CATALOG
 from streams.config import Settings
-from streams.core.windows import rfc3339
-from tests import reference
+from tests.comparison import describe
 from tests.eventgen import random_log
+from tests.integration.chaos import reference_for, window_mismatches
 from tests.integration.helpers import Worker, publish, read_topic, wait_until
 from tests.integration.test_worker_reference import DAYS, recent_start
 from tooling.stack import free_port
@@ -60,9 +59,7 @@ def test_workers_then_the_invoices_leader_killed_stay_exact(
     partitions = {t: kpi_env.partitions for t in ("invoices", "hiring", "incidents")}
     start = recent_start()
     messages = random_log(seed=5, n_events=3000, days=DAYS, partitions=partitions, start=start)
-    expected = reference.compute(
-        messages, partitions=partitions, grace_seconds=3600, now=time.time()
-    )
+    expected = reference_for(kpi_env, messages, partitions, time.time())
     half = len(messages) // 2
     first, second = messages[:half], messages[half:]
 
@@ -109,8 +106,7 @@ def test_workers_then_the_invoices_leader_killed_stay_exact(
                 scores = [s for _m, s in members]
                 assert len(scores) == len(set(scores)), f"two versions in {kpi} {window} {scope}"
                 out[(kpi, window, scope)] = {
-                    d["window_start"]: (d["value"], d["count"])
-                    for d in (orjson.loads(m) for m, _s in members)
+                    d["window_start"]: d for d in (orjson.loads(m) for m, _s in members)
                 }
             return out
 
@@ -131,20 +127,8 @@ def test_workers_then_the_invoices_leader_killed_stay_exact(
         got = history()
         bad = []
         for key in keys:
-            for ws, (value, count) in expected.history[key].items():
-                found = got[key].get(rfc3339(ws))
-                ok = (
-                    found is not None
-                    and found[1] == count
-                    and (
-                        found[0] == value
-                        if value is None or found[0] is None
-                        else math.isclose(found[0], value, rel_tol=1e-9, abs_tol=1e-12)
-                    )
-                )
-                if not ok:
-                    bad.append((key, ws, found, (value, count)))
-        assert not bad, bad[:10]
+            bad += window_mismatches(key, got[key], expected.records(key))
+        assert not bad, describe(bad, sum(len(v) for v in expected.history.values()))
         # The survivors took every partition and now export every KPI family between them.
         held = partitions_of(survivors)
         assert sum(len(p) for p in held.values()) == 3 * kpi_env.partitions, held

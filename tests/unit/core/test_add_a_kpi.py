@@ -9,8 +9,6 @@ catalog entry, alert rules, dashboards) must pick it up. docs/KPIS.md describes 
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -23,7 +21,7 @@ from streams.kpis.fact import Fact
 from streams.sinks.base import SinkBatch
 from streams.sinks.metrics import Metrics
 from streams.sinks.prometheus import PrometheusSink
-from tests import reference
+from tests import comparison, reference
 from tests.eventgen import log_now, random_log
 from tooling import dashboards, rules
 
@@ -56,15 +54,6 @@ REFERENCE = reference.ExtraKpi(
 )
 
 
-def _closed(
-    values: list[WindowValue],
-) -> dict[tuple[str, str, str], dict[int, tuple[float | None, int]]]:
-    out: dict[tuple[str, str, str], dict[int, tuple[float | None, int]]] = {}
-    for wv in values:
-        out.setdefault((wv.kpi, wv.window, wv.scope), {})[wv.start] = (wv.value, wv.count)
-    return out
-
-
 def test_a_throw_away_kpi_equals_its_reference_with_no_other_change() -> None:
     partitions = {"invoices": 3, "hiring": 2, "incidents": 2}
     start = 1_700_000_000.0
@@ -81,26 +70,17 @@ def test_a_throw_away_kpi_equals_its_reference_with_no_other_change() -> None:
     for i in range(0, len(messages), 250):
         batch = [Message(m.topic, m.partition, m.offset, m.value) for m in messages[i : i + 250]]
         closed.extend(engine.process(batch).closed)
-    got = _closed(closed)
-    expected = reference.compute(
+    result = reference.compute(
         messages,
         partitions=partitions,
         now=now,
         extra={LARGE_INVOICE_SHARE.name: REFERENCE},
-    ).history
+    )
+    expected = result.history
     new_keys = [k for k in expected if k[0] == LARGE_INVOICE_SHARE.name]
     # The log has large and small invoices in several departments, closed in every window.
     assert {k[1] for k in new_keys} == {"1h", "1d", "30d"} and len(new_keys) > 6
-    assert sorted(k for k, v in got.items() if v) == sorted(k for k, v in expected.items() if v)
-    for key, windows in expected.items():
-        assert sorted(got[key]) == sorted(windows), key
-        for window_start, (value, count) in windows.items():
-            got_value, got_count = got[key][window_start]
-            assert got_count == count, (key, window_start)
-            if value is None or got_value is None:
-                assert got_value == value, (key, window_start)
-            else:
-                assert math.isclose(got_value, value, rel_tol=1e-9), (key, window_start)
+    comparison.assert_equal(result, comparison.collect(closed))
     shares = [v for k in new_keys for v, _n in expected[k].values() if v is not None]
     # Not trivially all small or all large: windows with a mix of both.
     assert any(0.0 < share < 1.0 for share in shares)
