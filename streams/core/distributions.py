@@ -185,14 +185,16 @@ def _value_at(rank: int, zeros: int, counts: list[int], lo: int) -> float:
 
 
 def _worst(dists: Sequence[Dist]) -> tuple[tuple[str, float], ...]:
-    candidates: list[tuple[float, str]] = []
+    """The ``WORST_N`` longest of the panes' worst lists (each is longest first)."""
+    worst: list[Any] = []
     for d in dists:
-        worst: list[Any] = d[3]
-        for i in range(0, len(worst), 2):
-            seconds: float = worst[i]
-            candidates.append((-seconds, worst[i + 1]))
-    candidates.sort()
-    return tuple((entity, -negative) for negative, entity in candidates[:WORST_N])
+        pane: list[Any] = d[3]
+        for i in range(0, len(pane), 2):
+            seconds: float = pane[i]
+            if len(worst) == 2 * WORST_N and seconds < worst[2 * WORST_N - 2]:
+                break  # the rest of this pane's list is shorter still
+            offer(worst, seconds, pane[i + 1])
+    return tuple((str(worst[i + 1]), float(worst[i])) for i in range(0, len(worst), 2))
 
 
 #: Buckets summed at a time (at C speed) when a percentile's rank is looked for; an
