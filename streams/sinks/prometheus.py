@@ -29,6 +29,10 @@ class PrometheusSink:
         # a missing series again is harmless). A duration KPI's percentile series are the
         # same (window, scope) pairs, once per quantile.
         self._series: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        # (kpi, quantile, window, scope) -> the percentile series, as ``labels()`` gave it:
+        # a duration KPI's value sets three of them, and ``labels()`` validates and looks
+        # up its labels each time (a few µs).
+        self._children: dict[tuple[str, str, str, str], Gauge] = {}
 
     async def start(self) -> None:
         """Nothing to set up: the gauges exist from the start."""
@@ -43,6 +47,7 @@ class PrometheusSink:
                 if quantiles is not None:
                     for q in QUANTILES:
                         _remove(quantiles, q, *labels)
+                        self._children.pop((kpi, q, *labels), None)
         for wv in batch.current:
             gauge = self._gauges[wv.kpi]
             if wv.value is None:
@@ -52,12 +57,18 @@ class PrometheusSink:
                 self._series[wv.kpi].add((wv.window, wv.scope))
             quantiles = self._quantiles.get(wv.kpi)
             if quantiles is not None:
+                children = self._children
                 for q, seconds in zip(QUANTILES, (wv.p50, wv.p90, wv.p99), strict=True):
+                    key = (wv.kpi, q, wv.window, wv.scope)
                     if seconds is None:
-                        _remove(quantiles, q, wv.window, wv.scope)
-                    else:
-                        quantiles.labels(q, wv.window, wv.scope).set(seconds)
+                        if children.pop(key, None) is not None:
+                            _remove(quantiles, q, wv.window, wv.scope)
+                        continue
+                    child = children.get(key)
+                    if child is None:
+                        child = children[key] = quantiles.labels(q, wv.window, wv.scope)
                         self._series[wv.kpi].add((wv.window, wv.scope))
+                    child.set(seconds)
 
     async def close(self) -> None:
         """Nothing to release: the registry is served until the process ends."""
