@@ -113,8 +113,24 @@ def test_invoice_kpis_end_to_end(kpi_env: Settings, worker: Worker) -> None:
     assert current[b"window_start"] == b"2026-01-01T03:00:00Z"
     assert current[b"label"] == b"2026-01-01T03"
     member = orjson.loads(r.zrange("kpi:invoice_processing_time:1h:all:history", 0, 0)[0])
-    assert list(member) == ["window_start", "window_end", "label", "value", "count"]
+    # A duration KPI's member adds its distribution after version 1's fields (SPEC 3).
+    assert list(member) == [
+        *("window_start", "window_end", "label", "value", "count"),
+        *("p50", "p90", "p99", "worst"),
+    ]
     assert member["label"] == "2026-01-01T00"
+    # Durations 1800 (a), 2700 (b), 2100 (c): x_k with k = floor(q * 2) = 1 is 2100 s for
+    # p50, p90 and p99 alike, reported within 1%; the worst longest first.
+    for q in ("p50", "p90", "p99"):
+        assert member[q] == pytest.approx(2100.0, rel=0.01)
+    assert member["worst"] == [
+        {"id": "b", "seconds": 2700.0},
+        {"id": "c", "seconds": 2100.0},
+        {"id": "a", "seconds": 1800.0},
+    ]
+    # A KPI without durations keeps version 1's member exactly.
+    plain = orjson.loads(r.zrange("kpi:invoice_error_rate:1h:all:history", 0, 0)[0])
+    assert list(plain) == ["window_start", "window_end", "label", "value", "count"]
     assert current[b"final"] == b"0"
     catalog = r.hgetall("kpi:catalog")
     assert orjson.loads(catalog[b"invoice_error_rate"])["dimension"] == "department"
