@@ -46,7 +46,7 @@ from streams.runtime import Runtime
 from streams.selection import selected_catalog
 from streams.sinks import make_sinks
 from streams.sinks.metrics import Metrics
-from streams.sinks.redis_sink import format_value, worst_json
+from streams.sinks.redis_sink import distribution_fields, format_value
 from streams.watchdog import Steps, Watchdog
 
 log = logging.getLogger(__name__)
@@ -281,10 +281,8 @@ def kpi_json(wv: WindowValue) -> dict[str, Any]:
         "label": wv.label,
         "count": wv.count,
         "final": wv.final,
+        **distribution_fields(wv),
     }
-    if wv.worst is not None:
-        record["p50"], record["p90"], record["p99"] = wv.p50, wv.p90, wv.p99
-        record["worst"] = worst_json(wv.worst)
     return record
 
 

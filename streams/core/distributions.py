@@ -175,12 +175,18 @@ def _value_at(rank: int, zeros: int, counts: list[int], lo: int) -> float:
             seen += in_block
             start += _BLOCK
             continue
-        for i in range(start, min(start + _BLOCK, size)):
-            seen += counts[i]
-            if seen > rank:
-                return bucket_value(lo + i)
-        break
+        return _in_block(counts, start, min(start + _BLOCK, size), seen, rank, lo)
     msg = "rank beyond the count"  # pragma: no cover - n counts every rank
+    raise AssertionError(msg)  # pragma: no cover
+
+
+def _in_block(counts: list[int], first: int, stop: int, seen: int, rank: int, lo: int) -> float:
+    """The value of the duration at ``rank``, which is among ``counts[first:stop]``."""
+    for i in range(first, stop):
+        seen += counts[i]
+        if seen > rank:
+            return bucket_value(lo + i)
+    msg = "rank beyond the count"  # pragma: no cover - the block holds the rank
     raise AssertionError(msg)  # pragma: no cover
 
 
@@ -277,10 +283,7 @@ class Aggregate:
                 seen += in_block
                 continue
             first = max((block << _BLOCK_BITS) - lo, 0)
-            for i in range(first, min(((block + 1) << _BLOCK_BITS) - lo, len(counts))):
-                seen += counts[i]
-                if seen > rank:
-                    return bucket_value(lo + i)
-            break
+            stop = min(((block + 1) << _BLOCK_BITS) - lo, len(counts))
+            return _in_block(counts, first, stop, seen, rank, lo)
         msg = "rank beyond the count"  # pragma: no cover - n counts every rank
         raise AssertionError(msg)  # pragma: no cover

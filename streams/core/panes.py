@@ -130,13 +130,7 @@ class Panes:
             )
         n = len(parts)
         for kind, width, has_balance, scoped in targets:
-            last = self._last[kind]
-            if last[0] <= t < last[1]:
-                pane = int(last[0])
-            else:
-                pane, end = self.calendar.pane(kind, t)
-                last[0] = pane
-                last[1] = end
+            pane = self._pane_start(kind, t)
             for s, prefix, panes in scoped:
                 entry = panes.get(pane)
                 if entry is None:
@@ -157,6 +151,20 @@ class Panes:
                 if has_balance:
                     vec[-1] += balance
 
+    def _pane_start(self, kind: int, t: float) -> int:
+        """The start of the pane of ``kind`` holding ``t``.
+
+        Per pane kind, the bounds of the pane the last event fell in are kept: events come
+        in about time order, so most find their pane there.
+        """
+        last = self._last[kind]
+        if last[0] <= t < last[1]:
+            return int(last[0])
+        pane, end = self.calendar.pane(kind, t)
+        last[0] = pane
+        last[1] = end
+        return pane
+
     def distribute(
         self, st: PartitionState, kpi: str, scope: str, t: float, seconds: float, entity: str
     ) -> None:
@@ -168,13 +176,7 @@ class Panes:
             )
         index = distributions.bucket(seconds) if seconds > 0.0 else 0
         for kind, prefix, dists, aggregates in targets:
-            last = self._last[kind]
-            if last[0] <= t < last[1]:
-                pane = int(last[0])
-            else:
-                pane, end = self.calendar.pane(kind, t)
-                last[0] = pane
-                last[1] = end
+            pane = self._pane_start(kind, t)
             entry = dists.get(pane)
             if entry is None:
                 key = prefix + str(pane)

@@ -111,6 +111,16 @@ def worst_json(worst: Sequence[tuple[str, float]]) -> list[dict[str, object]]:
     return [{"id": entity, "seconds": seconds} for entity, seconds in worst]
 
 
+def distribution_fields(wv: WindowValue) -> dict[str, object]:
+    """A duration KPI's ``p50, p90, p99`` (numbers or None) and ``worst`` as JSON objects.
+
+    Empty for a KPI without a distribution (``worst`` None): its records stay version 1's.
+    """
+    if wv.worst is None:
+        return {}
+    return {"p50": wv.p50, "p90": wv.p90, "p99": wv.p99, "worst": worst_json(wv.worst)}
+
+
 def history_member(wv: WindowValue) -> bytes:
     """The JSON member of a history sorted set; byte-identical for the same window.
 
@@ -124,10 +134,8 @@ def history_member(wv: WindowValue) -> bytes:
         "label": wv.label,
         "value": wv.value,
         "count": wv.count,
+        **distribution_fields(wv),
     }
-    if wv.worst is not None:
-        member["p50"], member["p90"], member["p99"] = wv.p50, wv.p90, wv.p99
-        member["worst"] = worst_json(wv.worst)
     return orjson.dumps(member)
 
 
