@@ -262,12 +262,22 @@ def _kpi_trend(kpi: Kpi, currency: str, width: int, *, by_dimension: bool) -> ti
             " p50, p90 and p99: the percentiles of the same durations (within 1%); "
             "kpi why NAME lists the longest."
         )
-    panel = (
+    panel = _kpi_timeseries(kpi, currency, width, title, description, _query(expr, legend=legend))
+    for i, (q_expr, q_legend) in enumerate(percentiles, start=1):
+        panel.with_target(_query(q_expr, legend=q_legend, ref_id=chr(ord("A") + i)))
+    return panel
+
+
+def _kpi_timeseries(
+    kpi: Kpi, currency: str, width: int, title: str, description: str, first: prometheus.Dataquery
+) -> timeseries.Panel:
+    """A KPI's time series panel with its first query; its target is the dashed threshold."""
+    return (
         timeseries.Panel()
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
-        .with_target(_query(expr, legend=legend))
+        .with_target(first)
         .unit(units.grafana_unit(kpi, currency))
         .thresholds(_thresholds(threshold_steps(kpi)))
         .thresholds_style(
@@ -278,33 +288,20 @@ def _kpi_trend(kpi: Kpi, currency: str, width: int, *, by_dimension: bool) -> ti
         .height(8)
         .span(width)
     )
-    for i, (q_expr, q_legend) in enumerate(percentiles, start=1):
-        panel.with_target(_query(q_expr, legend=q_legend, ref_id=chr(ord("A") + i)))
-    return panel
 
 
 def _kpi_percentiles(kpi: Kpi, currency: str, width: int) -> timeseries.Panel:
     """A duration KPI's roll-up: the mean and the p50-p99 band around it."""
     scope = f"all {kpi.dimension}s"
-    panel = (
-        timeseries.Panel()
-        .title(f"{kpi.title}: mean and percentiles ({scope})")
-        .description(
-            f"Mean, p50, p90 and p99 of the durations of the newest window over {scope} "
-            "(percentiles within 1% relative error). The band from p50 up to p99 is shaded; "
-            f"kpi why {kpi.name} lists the ten longest."
-        )
-        .datasource(DATASOURCE)
-        .with_target(_query(_selector(kpi, ROLLUP), legend="mean"))
-        .unit(units.grafana_unit(kpi, currency))
-        .thresholds(_thresholds(threshold_steps(kpi)))
-        .thresholds_style(
-            common_builders.GraphThresholdsStyleConfig().mode(
-                common.GraphThresholdsStyleMode.DASHED
-            )
-        )
-        .height(8)
-        .span(width)
+    panel = _kpi_timeseries(
+        kpi,
+        currency,
+        width,
+        f"{kpi.title}: mean and percentiles ({scope})",
+        f"Mean, p50, p90 and p99 of the durations of the newest window over {scope} "
+        "(percentiles within 1% relative error). The band from p50 up to p99 is shaded; "
+        f"kpi why {kpi.name} lists the ten longest.",
+        _query(_selector(kpi, ROLLUP), legend="mean"),
     )
     queries = _percentile_queries(kpi)
     for i, (expr, legend) in enumerate(queries, start=1):

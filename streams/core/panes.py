@@ -281,17 +281,11 @@ class Panes:
         scopes = [scope] if scope != ROLLUP else sorted(self.scopes[kpi.name] - {ROLLUP})
         starts = spec.pane_starts(end)
         found: list[Dist] = []
+        n_partitions = self.partitions.n_partitions[kpi.topic]
         for s in scopes:
             by_partition = self.dists.get((kpi.name, spec.pane_name, s))
-            if not by_partition:
-                continue
-            for p in range(self.partitions.n_partitions[kpi.topic]):
-                of_partition = by_partition.get(p)
-                if of_partition:
-                    for start in starts:
-                        entry = of_partition.get(start)
-                        if entry is not None:
-                            found.append(entry[1])
+            if by_partition:
+                found.extend(_in_order(by_partition, n_partitions, starts))
         return found
 
     def _parts(
@@ -302,14 +296,7 @@ class Panes:
         by_partition = self.by_window.get((kpi.name, spec.pane_name, scope), {})
         starts = spec.pane_starts(end)
         # Partitions in order, panes in time order: the float sums depend on that order.
-        vecs = []
-        for p in range(self.partitions.n_partitions[kpi.topic]):
-            panes = by_partition.get(p)
-            if panes:
-                for start in starts:
-                    entry = panes.get(start)
-                    if entry is not None:
-                        vecs.append(entry[1])
+        vecs = _in_order(by_partition, self.partitions.n_partitions[kpi.topic], starts)
         total = _sum_vectors(vecs, width)
         if kpi.balance is None:
             return total, 0.0, 0.0
@@ -402,6 +389,21 @@ class Panes:
                 until.clear()
             found = until[start] = max(w.window_end_of_pane(start) for w in windows)
         return found
+
+
+def _in_order(
+    by_partition: dict[int, dict[int, tuple[str, Any]]], n_partitions: int, starts: Sequence[int]
+) -> list[Any]:
+    """The values of the panes starting at ``starts``: partitions in order, panes in time order."""
+    found: list[Any] = []
+    for p in range(n_partitions):
+        panes = by_partition.get(p)
+        if panes:
+            for start in starts:
+                entry = panes.get(start)
+                if entry is not None:
+                    found.append(entry[1])
+    return found
 
 
 def _sum_vectors(vecs: Sequence[Sequence[float]], width: int) -> list[float]:
