@@ -26,6 +26,29 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        engine = engine_build.current()
+        python = ".".join(str(part) for part in sys.version_info[:3])
+        typer.echo(f"kpi {version('backoffice-kpi')} (engine {engine}, Python {python})")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version (and whether the compiled engine runs) and exit.",
+    ),
+) -> None:
+    """backoffice-kpi: streaming back-office KPIs from Kafka to Redis and Prometheus."""
+
+
 @app.command()
 def worker(
     loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
