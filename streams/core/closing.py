@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 
+from streams.core.distributions import Summary
 from streams.core.panes import Panes
 from streams.core.records import BatchResult, WindowValue
 from streams.core.replicas import Replicas
@@ -247,22 +248,8 @@ class Closing:
         value, count = self.panes.value(kpi, spec, scope, end)
         if not kpi.distribution:
             return _window_value(kpi, spec, scope, end, value, count, final)
-        p50, p90, p99, worst = self.panes.distribution(kpi, spec, scope, end, closing=closing)
-        return WindowValue(
-            kpi.name,
-            spec.name,
-            scope,
-            spec.start_of(end),
-            end,
-            spec.label(end),
-            value,
-            count,
-            final,
-            p50,
-            p90,
-            p99,
-            worst,
-        )
+        distribution = self.panes.distribution(kpi, spec, scope, end, closing=closing)
+        return _window_value(kpi, spec, scope, end, value, count, final, distribution)
 
     def _close_timeline(
         self, kpi: Kpi, spec: Window, after: float, upto: float, result: BatchResult
@@ -301,8 +288,37 @@ def _window_value(
     value: float | None,
     count: int,
     final: bool,
+    distribution: Summary | None = None,
 ) -> WindowValue:
-    """The value of the window ending at ``end`` of a KPI and scope."""
+    """The value of the window ending at ``end`` of a KPI and scope.
+
+    ``distribution``: a duration KPI's percentiles and worst entities.
+    """
+    if distribution is None:
+        return WindowValue(
+            kpi.name,
+            spec.name,
+            scope,
+            spec.start_of(end),
+            end,
+            spec.label(end),
+            value,
+            count,
+            final,
+        )
+    p50, p90, p99, worst = distribution
     return WindowValue(
-        kpi.name, spec.name, scope, spec.start_of(end), end, spec.label(end), value, count, final
+        kpi.name,
+        spec.name,
+        scope,
+        spec.start_of(end),
+        end,
+        spec.label(end),
+        value,
+        count,
+        final,
+        p50,
+        p90,
+        p99,
+        worst,
     )
