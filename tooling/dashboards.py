@@ -675,13 +675,16 @@ def _walk_panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def build_dashboards(
-    currency: str = "USD", catalog: Sequence[Kpi] = CATALOG
+    currency: str = "USD", catalog: Sequence[Kpi] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Every dashboard: file name -> dashboard JSON (deterministic; uids are fixed).
 
     Thresholds and target badges follow the catalog's (default) targets: give it
-    ``KPI_TARGETS_FILE``'s (``streams.targets.configured_catalog``).
+    ``KPI_TARGETS_FILE``'s (``streams.targets.configured_catalog``); None: the module's
+    ``CATALOG``, read at call time.
     """
+    if catalog is None:
+        catalog = CATALOG
     boards: dict[str, Builder[model.Dashboard]] = {"overview.json": _overview(currency, catalog)}
     for domain in DOMAINS:
         boards[f"{domain.key}.json"] = _domain_dashboard(domain, currency, catalog)
@@ -695,7 +698,7 @@ def render(board: dict[str, Any]) -> str:
 
 
 def write_dashboards(
-    directory: Path, currency: str = "USD", catalog: Sequence[Kpi] = CATALOG
+    directory: Path, currency: str = "USD", catalog: Sequence[Kpi] | None = None
 ) -> list[Path]:
     """Write every dashboard into ``directory``; remove JSON files no longer generated.
 
