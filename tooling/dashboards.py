@@ -718,7 +718,9 @@ def write_dashboards(
     return written
 
 
-def drift(directory: Path, currency: str = "USD", catalog: Sequence[Kpi] = CATALOG) -> list[str]:
+def drift(
+    directory: Path, currency: str = "USD", catalog: Sequence[Kpi] | None = None
+) -> list[str]:
     """File names in ``directory`` that differ from what ``build_dashboards`` gives."""
     boards = build_dashboards(currency, catalog)
     problems = []
