@@ -47,6 +47,7 @@ from streams.selection import selected_catalog
 from streams.sinks import make_sinks
 from streams.sinks.metrics import Metrics
 from streams.sinks.redis_sink import distribution_fields, format_value
+from streams.targets import configured_catalog
 from streams.watchdog import Steps, Watchdog
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def create_app(
         topic_disable_leader=True,
         logging_config=None,
     )
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, configured_catalog(settings))
     steps = Steps()
 
     def redis_failed(exc: Exception) -> None:

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: str = ""
     #: The CA (PEM) that signed the certificate of a ``rediss://`` Redis (empty: the system's).
     redis_ssl_cafile: str = ""
+    #: A YAML file of KPI targets overriding the built-in ones (``streams/targets.py``);
+    #: empty: the built-in targets.
+    targets_file: str = ""
 
     @classmethod
     def settings_customise_sources(
@@ -189,6 +192,17 @@ class Settings(BaseSettings):
     @classmethod
     def _incident_sla(cls, value: str) -> str:
         parse_slas(value, INCIDENT_SEVERITIES, DEFAULT_INCIDENT_SLA)
+        return value
+
+    @field_validator("targets_file")
+    @classmethod
+    def _targets_file(cls, value: str) -> str:
+        if value:
+            # Checked here, so a bad file stops every command at start, before any connection.
+            from streams.catalog import CATALOG
+            from streams.targets import load_targets
+
+            load_targets(value, CATALOG)
         return value
 
     def ticket_slas(self) -> dict[str, float]:

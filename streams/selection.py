@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 from schemas.errors import ConfigurationError
-from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.kpis.base import WINDOWS, Kpi
 from streams.kpis.it import with_slas
+from streams.targets import configured_catalog
 
 
 def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
-    """The catalog with the settings' SLAs, restricted by ``KPI_ONLY_KPIS``/``_WINDOWS``."""
+    """The catalog with the settings' SLAs and targets, restricted by ``KPI_ONLY_*``."""
+    catalog = configured_catalog(settings)
     names = {n.strip() for n in settings.only_kpis.split(",") if n.strip()}
     windows = tuple(w.strip() for w in settings.only_windows.split(",") if w.strip())
-    unknown = names - {k.name for k in CATALOG}
+    unknown = names - {k.name for k in catalog}
     if unknown:
         msg = f"KPI_ONLY_KPIS names unknown KPIs: {', '.join(sorted(unknown))}"
         raise ConfigurationError(msg)
@@ -27,7 +28,7 @@ def selected_catalog(settings: Settings) -> tuple[Kpi, ...]:
         )
         raise ConfigurationError(msg)
     chosen = []
-    for kpi in with_slas(CATALOG, settings.ticket_slas(), settings.incident_slas()):
+    for kpi in with_slas(catalog, settings.ticket_slas(), settings.incident_slas()):
         if names and kpi.name not in names:
             continue
         if windows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
@@ -14,26 +14,31 @@ from rich.live import Live
 from rich.table import Table
 
 from schemas.errors import ConfigurationError, UnavailableError
-from streams.catalog import CATALOG, KPIS
+from streams.catalog import CATALOG
 from streams.config import Settings, shown_url
 from streams.kpis import units
-from streams.kpis.base import WINDOWS, Kpi
+from streams.kpis.base import ROLLUP, WINDOWS, Kpi
 from streams.reader import KpiReader, KpiValue
 from streams.redis_client import redis_reason
+from streams.targets import configured_catalog
 
 #: The windows a table shows, in the SPEC's order: those some KPI keeps.
 TABLE_WINDOWS: tuple[str, ...] = tuple(w for w in WINDOWS if any(w in k.windows for k in CATALOG))
 
 
-def meets(kpi: Kpi, value: float | None) -> bool | None:
-    """Whether a value meets the KPI's target (None when undefined)."""
-    return None if value is None else kpi.target.met(value)
+def meets(kpi: Kpi, value: float | None, scope: str = ROLLUP) -> bool | None:
+    """Whether a value of ``scope`` meets the KPI's target (None when undefined).
+
+    A scope with a target of its own (``KPI_TARGETS_FILE``) is judged against it.
+    """
+    return None if value is None else kpi.target.met(value, scope)
 
 
-def _check(name: str, window: str) -> Kpi:
-    kpi = KPIS.get(name)
+def _check(name: str, window: str, catalog: Sequence[Kpi] = CATALOG) -> Kpi:
+    kpis = {k.name: k for k in catalog}
+    kpi = kpis.get(name)
     if kpi is None:
-        msg = f"unknown KPI {name!r}; one of: {', '.join(KPIS)}"
+        msg = f"unknown KPI {name!r}; one of: {', '.join(kpis)}"
         raise ConfigurationError(msg)
     if window not in kpi.windows:
         msg = f"unknown window {window!r} for {name}; one of: {', '.join(kpi.windows)}"
@@ -86,9 +91,10 @@ def _no_value(settings: Settings, name: str, window: str, scope: str) -> Configu
 async def print_one(settings: Settings, name: str, window: str, scope: str, history: int) -> None:
     """``kpi get NAME``: one value, optionally with recent history.
 
-    A duration KPI's percentiles are shown next to its mean.
+    A duration KPI's percentiles are shown next to its mean; the line ends with the verdict
+    against the scope's target (its own, when ``KPI_TARGETS_FILE`` gives it one).
     """
-    kpi = _check(name, window)
+    kpi = _check(name, window, configured_catalog(settings))
     currency = settings.currency
     async with _reading(settings) as reader:
         current = await reader.current(name, window, scope)
@@ -98,10 +104,8 @@ async def print_one(settings: Settings, name: str, window: str, scope: str, hist
         print(
             f"{name} {window} {scope}: {units.value_text(kpi, current.value, currency)}"
             f"{_percentiles(kpi, current, currency)} "
-            f"[{_span(current)}, {state}, {current.count} events; target "
-            f"{kpi.target.direction.replace('_', ' ')} "
-            f"{units.value_text(kpi, kpi.target.value, settings.currency)}, judged on "
-            f"{kpi.target.window}]"
+            f"[{_span(current)}, {state}, {current.count} events; "
+            f"{_target_text(kpi, scope, currency)}] {_verdict(kpi, current.value, scope)}"
         )
         if history:
             for past in (await reader.history(name, window, scope))[-history:]:
@@ -112,6 +116,22 @@ async def print_one(settings: Settings, name: str, window: str, scope: str, hist
                 )
 
 
+def _target_text(kpi: Kpi, scope: str, currency: str) -> str:
+    """``target at most 35.0 d for sales, judged on 30d``."""
+    target = kpi.target
+    own = scope != ROLLUP and any(name == scope for name, _ in target.scopes)
+    return (
+        f"target {target.direction.replace('_', ' ')} "
+        f"{units.value_text(kpi, target.value_for(scope), currency)}"
+        f"{f' for {scope}' if own else ''}, judged on {', '.join(target.windows)}"
+    )
+
+
+def _verdict(kpi: Kpi, value: float | None, scope: str) -> str:
+    ok = meets(kpi, value, scope)
+    return "undefined" if ok is None else "meets its target" if ok else "misses its target"
+
+
 async def print_all(settings: Settings, window: str | None = None, watch_s: float = 0) -> None:
     """``kpi get --all`` and ``kpi watch``: every KPI's roll-up in every window (or one).
 
@@ -119,15 +139,17 @@ async def print_all(settings: Settings, window: str | None = None, watch_s: floa
     """
     if window is not None:
         _check_window(window)
+    catalog = configured_catalog(settings)
     if not watch_s:
         # Into a pipe or file rich would assume 80 columns and cut the KPI names: no wrapping.
         width = None if sys.stdout.isatty() else 240
-        Console(width=width).print(await all_table(settings, window))
+        Console(width=width).print(await all_table(settings, window, catalog))
         return
-    with Live(await all_table(settings, window), refresh_per_second=4, screen=False) as live:
+    table = await all_table(settings, window, catalog)
+    with Live(table, refresh_per_second=4, screen=False) as live:
         while True:
             await asyncio.sleep(watch_s)
-            live.update(await all_table(settings, window))
+            live.update(await all_table(settings, window, catalog))
 
 
 def _cell(kpi: Kpi, value: KpiValue | None, currency: str) -> str:
@@ -147,8 +169,13 @@ def _cell(kpi: Kpi, value: KpiValue | None, currency: str) -> str:
     return text
 
 
-async def all_table(settings: Settings, window: str | None = None) -> Table:
-    """The table of every KPI's newest roll-up values, coloured against the targets."""
+async def all_table(
+    settings: Settings, window: str | None = None, catalog: Sequence[Kpi] = CATALOG
+) -> Table:
+    """The table of every KPI's newest roll-up values, coloured against the targets.
+
+    ``catalog``: with ``KPI_TARGETS_FILE``'s targets (``configured_catalog``).
+    """
     windows = (window,) if window else TABLE_WINDOWS
     stamp = datetime.now(tz=UTC).strftime("%H:%M:%S")
     table = Table(
@@ -163,17 +190,17 @@ async def all_table(settings: Settings, window: str | None = None) -> Table:
     for w in windows:
         table.add_column(w, justify="right")
     table.add_column("target", justify="right")
-    wanted = [(kpi.name, w, "all") for kpi in CATALOG for w in windows if w in kpi.windows]
+    wanted = [(kpi.name, w, "all") for kpi in catalog for w in windows if w in kpi.windows]
     async with _reading(settings) as reader:
         found = dict(zip(wanted, await reader.currents(wanted), strict=True))
-    for kpi in CATALOG:
+    for kpi in catalog:
         cells = []
         for w in windows:
             if w not in kpi.windows:
                 cells.append("")
                 continue
             cell = _cell(kpi, found[(kpi.name, w, "all")], settings.currency)
-            cells.append(f"*{cell}" if w == kpi.target.window else cell)
+            cells.append(f"*{cell}" if w in kpi.target.windows else cell)
         goal = "<=" if kpi.target.direction == "at_most" else ">="
         table.add_row(
             kpi.name,

@@ -67,7 +67,11 @@ class Domain:
     @property
     def kpis(self) -> tuple[Kpi, ...]:
         """The domain's KPIs, in catalog order."""
-        return tuple(k for k in CATALOG if k.topic == self.topic)
+        return self.kpis_of(CATALOG)
+
+    def kpis_of(self, catalog: Sequence[Kpi]) -> tuple[Kpi, ...]:
+        """The domain's KPIs in ``catalog`` (e.g. with ``KPI_TARGETS_FILE``'s targets)."""
+        return tuple(k for k in catalog if k.topic == self.topic)
 
     @property
     def dimensions(self) -> tuple[Dimension, ...]:
@@ -411,7 +415,7 @@ def _op_stat(
 # -- dashboards ----------------------------------------------------------------------------
 
 
-def _overview(currency: str) -> builders.Dashboard:
+def _overview(currency: str, catalog: Sequence[Kpi]) -> builders.Dashboard:
     board = _dashboard(
         "backoffice-overview",
         "Back-office KPIs: overview",
@@ -419,7 +423,7 @@ def _overview(currency: str) -> builders.Dashboard:
         "Every KPI's roll-up (all departments, services, queues) against its target.",
     ).with_variable(_window_variable())
     for domain in DOMAINS:
-        kpis = domain.kpis
+        kpis = domain.kpis_of(catalog)
         board.with_row(builders.Row(domain.title))
         for kpi, width in zip(kpis, _widths(len(kpis)), strict=True):
             board.with_panel(_kpi_stat(kpi, currency, width))
@@ -429,7 +433,7 @@ def _overview(currency: str) -> builders.Dashboard:
     return board
 
 
-def _domain_dashboard(domain: Domain, currency: str) -> builders.Dashboard:
+def _domain_dashboard(domain: Domain, currency: str, catalog: Sequence[Kpi]) -> builders.Dashboard:
     dims = " and ".join(f"{d}s" for d in domain.dimensions)
     board = _dashboard(
         f"backoffice-{domain.key}",
@@ -438,9 +442,9 @@ def _domain_dashboard(domain: Domain, currency: str) -> builders.Dashboard:
         f"{domain.title} KPIs (topic {domain.topic}) by {dims}, against their targets.",
     ).with_variable(_window_variable())
     for dim in domain.dimensions:
-        metrics = [k.metric for k in domain.kpis if k.dimension == dim]
+        metrics = [k.metric for k in domain.kpis_of(catalog) if k.dimension == dim]
         board.with_variable(_dimension_variable(dim, metrics))
-    kpis = domain.kpis
+    kpis = domain.kpis_of(catalog)
     board.with_row(builders.Row(f"Roll-up over all {dims}"))
     for kpi, width in zip(kpis, _widths(len(kpis)), strict=True):
         board.with_panel(_kpi_stat(kpi, currency, width))
@@ -670,11 +674,20 @@ def _walk_panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])
 
 
-def build_dashboards(currency: str = "USD") -> dict[str, dict[str, Any]]:
-    """Every dashboard: file name -> dashboard JSON (deterministic; uids are fixed)."""
-    boards: dict[str, Builder[model.Dashboard]] = {"overview.json": _overview(currency)}
+def build_dashboards(
+    currency: str = "USD", catalog: Sequence[Kpi] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every dashboard: file name -> dashboard JSON (deterministic; uids are fixed).
+
+    Thresholds and target badges follow the catalog's (default) targets: give it
+    ``KPI_TARGETS_FILE``'s (``streams.targets.configured_catalog``); None: the module's
+    ``CATALOG``, read at call time.
+    """
+    if catalog is None:
+        catalog = CATALOG
+    boards: dict[str, Builder[model.Dashboard]] = {"overview.json": _overview(currency, catalog)}
     for domain in DOMAINS:
-        boards[f"{domain.key}.json"] = _domain_dashboard(domain, currency)
+        boards[f"{domain.key}.json"] = _domain_dashboard(domain, currency, catalog)
     boards["operations.json"] = _operations()
     return {name: _to_json(board) for name, board in boards.items()}
 
@@ -684,14 +697,16 @@ def render(board: dict[str, Any]) -> str:
     return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_dashboards(directory: Path, currency: str = "USD") -> list[Path]:
+def write_dashboards(
+    directory: Path, currency: str = "USD", catalog: Sequence[Kpi] | None = None
+) -> list[Path]:
     """Write every dashboard into ``directory``; remove JSON files no longer generated.
 
     The directory is Grafana's provisioning source: a stale file would keep a dashboard
     alive that the code no longer builds, so it holds generated files only.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    boards = build_dashboards(currency)
+    boards = build_dashboards(currency, catalog)
     written = []
     for name, board in boards.items():
         path = directory / name
@@ -703,9 +718,11 @@ def write_dashboards(directory: Path, currency: str = "USD") -> list[Path]:
     return written
 
 
-def drift(directory: Path, currency: str = "USD") -> list[str]:
+def drift(
+    directory: Path, currency: str = "USD", catalog: Sequence[Kpi] | None = None
+) -> list[str]:
     """File names in ``directory`` that differ from what ``build_dashboards`` gives."""
-    boards = build_dashboards(currency)
+    boards = build_dashboards(currency, catalog)
     problems = []
     for name, board in boards.items():
         path = directory / name
@@ -768,12 +785,18 @@ def dashboards(
         bool, typer.Option("--check", help="Only compare: exit 1 when the files are stale.")
     ] = False,
 ) -> None:
-    """Generate the Grafana dashboards from the KPI catalog (or --check the committed ones)."""
-    from streams.config import Settings
+    """Generate the Grafana dashboards from the KPI catalog (or --check the committed ones).
 
-    currency = Settings().currency
+    Thresholds follow ``KPI_TARGETS_FILE`` when set: give it the same file as the worker.
+    """
+    from streams.config import Settings
+    from streams.targets import configured_catalog
+
+    settings = Settings()
+    currency = settings.currency
+    catalog = configured_catalog(settings)
     if check:
-        problems = drift(out, currency)
+        problems = drift(out, currency, catalog)
         if problems:
             typer.echo(
                 f"kpi: dashboards in {out} are stale ({', '.join(problems)}); run: kpi dashboards",
@@ -782,5 +805,5 @@ def dashboards(
             raise typer.Exit(1)
         typer.echo(f"dashboards in {out} are up to date")
         return
-    for path in write_dashboards(out, currency):
+    for path in write_dashboards(out, currency, catalog):
         typer.echo(f"wrote {path}")

@@ -76,15 +76,35 @@ class Target:
     #: The window the target is judged on (one of ``WINDOWS`` and of the KPI's windows).
     #: Stated by every KPI: there is no default to forget.
     window: str = field(kw_only=True)
+    #: Further windows the target is judged on, after ``window`` (``KPI_TARGETS_FILE``'s
+    #: ``windows`` beyond the first; streams/targets.py). The built-in targets have none.
+    more_windows: tuple[str, ...] = field(default=(), kw_only=True)
+    #: Scopes (dimension values) with a target value of their own, same direction:
+    #: ``(("sales", 35),)``. Only from ``KPI_TARGETS_FILE``; the roll-up keeps ``value``.
+    scopes: tuple[tuple[str, float], ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
-        if self.window not in WINDOWS:
-            msg = f"target window {self.window!r} is not a window (one of {', '.join(WINDOWS)})"
-            raise ValueError(msg)
+        for window in self.windows:
+            if window not in WINDOWS:
+                msg = f"target window {window!r} is not a window (one of {', '.join(WINDOWS)})"
+                raise ValueError(msg)
 
-    def met(self, value: float) -> bool:
-        """True when ``value`` meets the goal."""
-        return value <= self.value if self.direction == "at_most" else value >= self.value
+    @property
+    def windows(self) -> tuple[str, ...]:
+        """Every window the target is judged on, ``window`` first."""
+        return (self.window, *self.more_windows)
+
+    def value_for(self, scope: str) -> float:
+        """The target value of a scope: its own when it has one, else ``value``."""
+        for name, value in self.scopes:
+            if name == scope:
+                return value
+        return self.value
+
+    def met(self, value: float, scope: str = ROLLUP) -> bool:
+        """True when ``value`` (of ``scope``) meets the goal."""
+        target = self.value_for(scope)
+        return value <= target if self.direction == "at_most" else value >= target
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +157,24 @@ class Kpi:
             "unit": self.unit_label(currency),
             "dimension": self.dimension,
             "windows": list(self.windows),
-            "target": {
-                "value": self.target.value,
-                "direction": self.target.direction,
-                "goal": self.target.goal,
-                "window": self.target.window,
-            },
+            "target": self._target_entry(),
         }
+
+    def _target_entry(self) -> dict[str, object]:
+        # The version-1 fields always; ``windows`` and ``scopes`` only when a targets file
+        # gives them, so that without one the entry stays byte-identical.
+        target = self.target
+        entry: dict[str, object] = {
+            "value": target.value,
+            "direction": target.direction,
+            "goal": target.goal,
+            "window": target.window,
+        }
+        if target.more_windows:
+            entry["windows"] = list(target.windows)
+        if target.scopes:
+            entry["scopes"] = dict(target.scopes)
+        return entry
 
 
 # -- readers shared by several KPIs: pure functions of summed parts -----------------------

@@ -91,14 +91,18 @@ def target_badge(kpi: Kpi, currency: str) -> str:
     return f"{sign} {_target_value(kpi, currency)}"
 
 
-def target_words(kpi: Kpi) -> str:
-    """The target in an alert's words, for any currency: ``at most 3d``, ``at least 0.999``."""
-    return f"{kpi.target.direction.replace('_', ' ')} {_target_value(kpi, None)}"
+def target_words(kpi: Kpi, value: float | None = None) -> str:
+    """The target in an alert's words, for any currency: ``at most 3d``, ``at least 0.999``.
+
+    ``value``: a scope's own target value instead of the KPI's (same direction).
+    """
+    return f"{kpi.target.direction.replace('_', ' ')} {_target_value(kpi, None, value)}"
 
 
-def _target_value(kpi: Kpi, currency: str | None) -> str:
+def _target_value(kpi: Kpi, currency: str | None, value: float | None = None) -> str:
     """The target's value: for a dashboard in ``currency``, or (None) for an alert text."""
-    value = kpi.target.value
+    if value is None:
+        value = kpi.target.value
     badge = currency is not None
     if kpi.unit == "seconds":
         whole = _whole(value, ((86400, "d"), (3600, "h"), (60, "min" if badge else "m")))

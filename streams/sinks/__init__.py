@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from streams.catalog import CATALOG
 from streams.config import Settings
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
@@ -11,6 +10,7 @@ from streams.sinks.base import Sink
 from streams.sinks.metrics import Metrics
 from streams.sinks.prometheus import PrometheusSink
 from streams.sinks.redis_sink import RedisSink
+from streams.targets import configured_catalog
 
 
 def make_sinks(
@@ -22,7 +22,7 @@ def make_sinks(
             redis,
             progress,
             RedisKeys(settings.redis_prefix),
-            catalog=CATALOG,
+            catalog=configured_catalog(settings),
             currency=settings.currency,
             on_lost=metrics.redis_data_lost.inc,
         ),

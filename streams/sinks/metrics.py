@@ -128,6 +128,23 @@ class Metrics:
             for w in k.windows:
                 self.target.labels(k.name, w).set(k.target.value)
             self.target_direction.labels(k.name).set(1 if k.target.direction == "at_least" else -1)
+        #: Scopes with a target of their own (``KPI_TARGETS_FILE``): a family apart, so that
+        #: ``backoffice_kpi_target`` keeps one series per KPI and window (the alert rules join
+        #: on it one-to-one), and registered only when some scope has one (without a targets
+        #: file /metrics stays as it was).
+        self.scope_target: Gauge | None = None
+        if any(k.target.scopes for k in catalog):
+            self.scope_target = Gauge(
+                "backoffice_kpi_scope_target",
+                "Target of a KPI for one scope (dimension value) with a target of its own "
+                "(KPI_TARGETS_FILE), per window; other scopes have backoffice_kpi_target.",
+                ["kpi", "window", "scope"],
+                registry=registry,
+            )
+            for k in catalog:
+                for scope, value in k.target.scopes:
+                    for w in k.windows:
+                        self.scope_target.labels(k.name, w, scope).set(value)
         self.events_in = Counter(
             "backoffice_events_in_total",
             "Input messages received, by topic and event type (invalid ones as 'invalid').",

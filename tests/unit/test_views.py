@@ -114,7 +114,7 @@ async def test_kpi_get_names_the_window_by_its_label(
     first, *history = capsys.readouterr().out.splitlines()
     assert first == (
         "dso 1mo all: 41.5 d [2026-03: 2026-02-28 23:00 .. 2026-03-31 22:00 UTC, open, 118 "
-        "events; target at most 45.0 d, judged on 30d]"
+        "events; target at most 45.0 d, judged on 30d] meets its target"
     )
     assert history == [
         "  2026-02        2026-01-31 23:00 UTC          39.2 d  (101 events)",
