@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -130,3 +131,19 @@ def test_readyz_follows_restore_backlog_and_redis_while_livez_stays_200(
             assert probe(worker, "/livez")[0] == 200
         finally:
             worker.stop()
+
+
+def test_json_logs_are_one_object_a_line(kpi_env: Settings, tmp_path: Path) -> None:
+    settings = kpi_env.model_copy(update={"log_format": "json"})
+    worker = Worker(settings, tmp_path / "worker.log").start()
+    try:
+        wait_until(lambda: probe(worker, "/readyz")[0] == 200, timeout_s=60)
+    finally:
+        worker.stop()
+    lines = worker.log().splitlines()
+    assert len(lines) >= 3, lines
+    entries = [orjson.loads(line) for line in lines]  # each line one JSON object
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= set(entry), entry
+        assert entry["time"].endswith("Z")
+    assert any("backoffice-kpi worker" in e["message"] for e in entries)
