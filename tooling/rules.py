@@ -8,6 +8,7 @@ committed files byte-stable and readable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import textwrap
@@ -43,6 +44,27 @@ _SHORTEST_SPAN_S = {
 }
 #: Pipeline thresholds.
 DEAD_LETTER_RATIO_MAX = 0.05
+#: Input messages waiting on one worker (all its partitions) held for ``LAG_FOR``.
+CONSUMER_LAG_MAX = 10_000
+#: p99 of event-to-KPI latency (seconds) over 5 minutes, held for 10 minutes.
+LATENCY_P99_MAX_S = 30
+#: Dead letters per minute of one reason on one worker, over 15 minutes.
+DEAD_LETTERS_PER_MINUTE_MAX = 1
+
+#: Where the alerts' ``runbook_url`` points (``kpi rules --runbook-base``): the runbook in
+#: this repository; a deployment passes the URL its people open (a wiki, the repo on a
+#: Git host). Each alert links to its own section, ``#<alert name in lower case>``.
+DEFAULT_RUNBOOK_BASE = "docs/RUNBOOK.md"
+#: The Grafana of the alerts' ``dashboard_url`` (``kpi rules --grafana-url``): docker
+#: compose's. ``/d/<uid>`` opens a dashboard by its fixed uid (tooling/dashboards.py).
+DEFAULT_GRAFANA_URL = "http://localhost:3000"
+OPERATIONS_DASHBOARD = "backoffice-operations"
+#: The dashboard of each input topic's KPIs (tooling/dashboards.py ``DOMAINS``).
+_TOPIC_DASHBOARD = {
+    "invoices": "backoffice-finance",
+    "hiring": "backoffice-hr",
+    "incidents": "backoffice-it",
+}
 
 # Every KPI gauge is joined to the target gauge of the *same* worker: matching on window
 # alone would be a many-to-many error, failing the whole rule, as soon as two workers are
@@ -305,15 +327,119 @@ def pipeline_alerts() -> tuple[Rule, ...]:
     )
 
 
-def rule_groups(catalog: Sequence[Kpi] = CATALOG) -> dict[str, tuple[Group, ...]]:
-    """File name -> its rule groups."""
+def operations_alerts() -> tuple[Rule, ...]:
+    """Alerts on how the worker keeps up: consumer lag, latency, a stall, dead letters by reason."""
+    latency = (
+        "sum by (job, instance, le) (rate(backoffice_event_to_kpi_latency_seconds_bucket[5m]))"
+    )
+    return (
+        Rule(
+            f"sum by (job, instance) (backoffice_consumer_lag_messages) > {CONSUMER_LAG_MAX}",
+            alert="BackofficeKpiConsumerLagHigh",
+            for_="10m",
+            labels={"severity": "warning"},
+            annotations={
+                "summary": "backoffice-kpi worker {{ $labels.instance }} is behind its input",
+                "description": (
+                    "{{ $value }} input messages wait in the partitions of "
+                    "{{ $labels.instance }} (more than "
+                    f"{CONSUMER_LAG_MAX:,} for 10 minutes): the worker does not keep up, "
+                    "or does not make progress. KPI values lag behind the events."
+                ),
+            },
+        ),
+        Rule(
+            f"histogram_quantile(0.99, {latency})\n> {LATENCY_P99_MAX_S}",
+            alert="BackofficeKpiLatencyHigh",
+            for_="10m",
+            labels={"severity": "warning"},
+            annotations={
+                "summary": "Events take long to reach the KPIs of {{ $labels.instance }}",
+                "description": (
+                    "The 99th percentile of event-to-KPI latency (Kafka timestamp to Redis "
+                    "write) of {{ $labels.instance }} is {{ $value | humanizeDuration }} "
+                    f"over 5 minutes, above {LATENCY_P99_MAX_S} s for 10 minutes."
+                ),
+            },
+        ),
+        Rule(
+            "backoffice_stalled == 1",
+            alert="BackofficeKpiStalled",
+            for_="2m",
+            labels={"severity": "critical"},
+            annotations={
+                "summary": "backoffice-kpi worker {{ $labels.instance }} is stalled",
+                "description": (
+                    "{{ $labels.instance }} has input waiting (or partitions to restore, or "
+                    "a rebalance to finish) and has completed no batch for KPI_STALL_SECONDS "
+                    "and 2 minutes more. Its log has one line from the stall watchdog "
+                    "saying what every loop waits for."
+                ),
+            },
+        ),
+        Rule(
+            "sum by (job, instance, reason) (rate(backoffice_dead_letters_total[15m])) * 60\n"
+            f"> {DEAD_LETTERS_PER_MINUTE_MAX}",
+            alert="BackofficeKpiDeadLetterRate",
+            for_="15m",
+            labels={"severity": "warning"},
+            annotations={
+                "summary": (
+                    "Input messages dead-lettered as {{ $labels.reason }} by {{ $labels.instance }}"
+                ),
+                "description": (
+                    '{{ $value | printf "%.1f" }} messages a minute went to the '
+                    "dead-letter topic with reason {{ $labels.reason }} over 15 minutes "
+                    f"(threshold {DEAD_LETTERS_PER_MINUTE_MAX} a minute, held 15 minutes). "
+                    "`kpi dlq stats` counts them; docs/CONTRACT.md says what the reason means."
+                ),
+            },
+        ),
+    )
+
+
+# -- links from each alert ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Links:
+    """Where the alerts' ``runbook_url`` and ``dashboard_url`` annotations point."""
+
+    runbook_base: str = DEFAULT_RUNBOOK_BASE
+    grafana_url: str = DEFAULT_GRAFANA_URL
+
+
+def runbook_anchor(alert: str) -> str:
+    """The runbook section of an alert: its name in lower case (a Markdown heading's anchor)."""
+    return alert.lower()
+
+
+def with_links(rule: Rule, links: Links, dashboard_uid: str) -> Rule:
+    """``rule`` with ``runbook_url`` and ``dashboard_url`` added to its annotations."""
+    annotations = {
+        **rule.annotations,
+        "runbook_url": f"{links.runbook_base}#{runbook_anchor(rule.name)}",
+        "dashboard_url": f"{links.grafana_url.rstrip('/')}/d/{dashboard_uid}",
+    }
+    return dataclasses.replace(rule, annotations=annotations)
+
+
+def rule_groups(
+    catalog: Sequence[Kpi] = CATALOG, links: Links = Links()
+) -> dict[str, tuple[Group, ...]]:
+    """File name -> its rule groups (every alert with its runbook and dashboard links)."""
     recording = tuple(r for k in catalog for r in kpi_recording_rules(k))
+    kpi_alerts = tuple(with_links(kpi_alert(k), links, _TOPIC_DASHBOARD[k.topic]) for k in catalog)
+    pipeline = tuple(
+        with_links(r, links, OPERATIONS_DASHBOARD)
+        for r in (*pipeline_alerts(), *operations_alerts())
+    )
     return {
         KPI_FILE: (
             Group("backoffice-kpi-targets", recording),
-            Group("backoffice-kpi-alerts", tuple(kpi_alert(k) for k in catalog)),
+            Group("backoffice-kpi-alerts", kpi_alerts),
         ),
-        PIPELINE_FILE: (Group("backoffice-pipeline", pipeline_alerts()),),
+        PIPELINE_FILE: (Group("backoffice-pipeline", pipeline),),
     }
 
 
@@ -360,7 +486,10 @@ _PIPELINE_HEADER = f"""\
 # Regenerate with `kpi rules`; `kpi rules --check` and tests/unit/test_rules.py fail on drift.
 #
 # Alerts on the worker itself (scrape job `{JOB}`): down, Redis writes failing,
-# no input, too many dead letters, a stalled event-time watermark.
+# no input, too many dead letters, a stalled event-time watermark; consumer lag, event-to-KPI
+# latency, a stalled input, dead letters of one reason. Every alert links to its runbook
+# section (runbook_url) and its dashboard (dashboard_url): `kpi rules --runbook-base URL
+# --grafana-url URL` points them at a deployment's own.
 """
 
 # Plain (unquoted) YAML scalars: identifiers and Prometheus durations. Anything else is
@@ -401,10 +530,11 @@ def _emit(header: str, groups: Sequence[Group]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_rules(catalog: Sequence[Kpi] = CATALOG) -> dict[str, str]:
+def render_rules(catalog: Sequence[Kpi] = CATALOG, links: Links = Links()) -> dict[str, str]:
     """File name -> YAML text of every rule file (deterministic)."""
     headers = {KPI_FILE: _kpi_header(catalog), PIPELINE_FILE: _PIPELINE_HEADER}
-    return {name: _emit(headers[name], groups) for name, groups in rule_groups(catalog).items()}
+    groups = rule_groups(catalog, links)
+    return {name: _emit(headers[name], file_groups) for name, file_groups in groups.items()}
 
 
 def _generated_files(directory: Path) -> list[Path]:
@@ -417,10 +547,10 @@ def _generated_files(directory: Path) -> list[Path]:
     )
 
 
-def write_rules(directory: Path) -> list[Path]:
+def write_rules(directory: Path, links: Links = Links()) -> list[Path]:
     """Write the rule files into ``directory``; remove generated files no longer produced."""
     directory.mkdir(parents=True, exist_ok=True)
-    rendered = render_rules()
+    rendered = render_rules(links=links)
     for stale in _generated_files(directory):
         if stale.name not in rendered:
             stale.unlink()
@@ -432,9 +562,9 @@ def write_rules(directory: Path) -> list[Path]:
     return written
 
 
-def outdated_rules(directory: Path) -> list[str]:
+def outdated_rules(directory: Path, links: Links = Links()) -> list[str]:
     """Rule files in ``directory`` that differ, are missing, or are stale; [] if up to date."""
-    rendered = render_rules()
+    rendered = render_rules(links=links)
     out = []
     for name, text in rendered.items():
         path = directory / name
@@ -460,10 +590,28 @@ def rules(
         bool,
         typer.Option("--check", help="Write nothing; exit 1 if the files differ from the catalog."),
     ] = False,
+    runbook_base: Annotated[
+        str,
+        typer.Option(
+            "--runbook-base",
+            envvar="KPI_RUNBOOK_BASE",
+            help="URL of docs/RUNBOOK.md as your people open it; each alert's runbook_url "
+            "is this plus #<alert name in lower case>.",
+        ),
+    ] = DEFAULT_RUNBOOK_BASE,
+    grafana_url: Annotated[
+        str,
+        typer.Option(
+            "--grafana-url",
+            envvar="KPI_GRAFANA_URL",
+            help="Grafana's base URL; each alert's dashboard_url is this plus /d/<dashboard uid>.",
+        ),
+    ] = DEFAULT_GRAFANA_URL,
 ) -> None:
     """Generate Prometheus recording and alerting rules from the KPI catalog."""
+    links = Links(runbook_base, grafana_url)
     if check:
-        outdated = outdated_rules(out)
+        outdated = outdated_rules(out, links)
         if outdated:
             typer.echo(
                 f"kpi: error: {out}: {', '.join(outdated)} out of date with "
@@ -473,5 +621,5 @@ def rules(
             raise typer.Exit(1)
         typer.echo(f"{out}: up to date")
         return
-    written = write_rules(out)
+    written = write_rules(out, links)
     typer.echo(f"wrote {', '.join(str(p) for p in written)}")
