@@ -52,12 +52,21 @@ def _root(
 @app.command()
 def worker(
     loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+    log_format: str | None = typer.Option(
+        None,
+        "--log-format",
+        help="text, or json (one JSON object a line) [env var: KPI_LOG_FORMAT; default: text]",
+    ),
 ) -> None:
     """Run the stream processor: consume the input topics, write Redis, serve /metrics."""
     from streams.config import Settings
     from streams.worker import run_worker
 
-    run_worker(Settings(), loglevel=loglevel)
+    if log_format is not None and log_format not in ("text", "json"):
+        msg = f"--log-format must be text or json, not {log_format!r}"
+        raise ConfigurationError(msg)
+    settings = Settings() if log_format is None else Settings(log_format=log_format)
+    run_worker(settings, loglevel=loglevel)
 
 
 #: The window of ``kpi get NAME`` without ``-w``.

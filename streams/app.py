@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from streams.core.windows import rfc3339
 from streams.dead_letters import DeadLetters
 from streams.follower import ReplicaFollower
 from streams.kafka import Producer, make_output_producer
+from streams.probes import Verdict, liveness, readiness
 from streams.progress import ProgressStore
 from streams.redis_client import RedisConnection
 from streams.redis_keys import RedisKeys
@@ -45,12 +48,19 @@ from streams.restore import Restorer
 from streams.runtime import Runtime
 from streams.selection import selected_catalog
 from streams.sinks import make_sinks
-from streams.sinks.metrics import Metrics
+from streams.sinks.metrics import Metrics, register_process_metrics
 from streams.sinks.redis_sink import distribution_fields, format_value
 from streams.targets import configured_catalog
 from streams.watchdog import Steps, Watchdog
 
 log = logging.getLogger(__name__)
+
+#: How long ``/readyz`` waits for Redis's and Kafka's answers (a probe's own timeout is
+#: 1 s by default in Kubernetes: set ``timeoutSeconds`` above this, docs/OPERATIONS.md).
+PROBE_TIMEOUT_S = 2.0
+#: ``/livez`` fails when the 1 s heartbeat timer has not run for KPI_STALL_SECONDS, and at
+#: least this long: a busy loop (a large batch, a garbage collection) is not a dead one.
+HEARTBEAT_MIN_S = 10.0
 
 
 class WorkerBoot(BootStrategy):
@@ -148,6 +158,12 @@ class WorkerServices(Service):
             await self._worker.runtime.tick()
 
     @Service.task
+    async def _heartbeat(self) -> None:
+        # /livez: the event loop still runs the worker's timers.
+        async for _ in self.itertimer(1.0, name="heartbeat"):
+            self._worker.watchdog.beat()
+
+    @Service.task
     async def _watch_for_stalls(self) -> None:
         async for _ in self.itertimer(1.0, name="watch_for_stalls"):
             await self._worker.watchdog.watch()
@@ -177,6 +193,12 @@ def create_app(
         logging_config=None,
     )
     metrics = Metrics(registry, configured_catalog(settings))
+    register_process_metrics(
+        registry,
+        version=package_version(),
+        python=platform.python_version(),
+        engine=engine_build.current(),
+    )
     steps = Steps()
 
     def redis_failed(exc: Exception) -> None:
@@ -224,6 +246,7 @@ def create_app(
         steps,
         settings.stall_seconds,
         runtime.logical,
+        on_verdict=lambda stalled: metrics.stalled.set(1 if stalled else 0),
     )
     worker = WorkerParts(engine, runtime, member, checkpoint, watchdog, redis)
     services = [
@@ -262,7 +285,54 @@ def create_app(
         status = 200 if body["status"] == "ok" else 503
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
+    # The probes, open like /health (SPEC section 5): they show no value and no secret.
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        verdict = worker_liveness(worker, settings)
+        body = orjson.dumps(verdict.body())
+        return web.bytes(body, content_type="application/json", status=verdict.status)
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        verdict = await worker_readiness(worker, settings)
+        body = orjson.dumps(verdict.body())
+        return web.bytes(body, content_type="application/json", status=verdict.status)
+
     return app, worker
+
+
+def package_version() -> str:
+    """The installed package's version (``0+unknown`` when run from an uninstalled tree)."""
+    try:
+        return version("backoffice-kpi")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def worker_liveness(worker: WorkerParts, settings: Settings) -> Verdict:
+    """``/livez`` (``streams/probes.py``): a recent heartbeat, and no stall of our own."""
+    return liveness(
+        heartbeat_age_s=worker.watchdog.heartbeat_age(),
+        heartbeat_max_s=max(settings.stall_seconds, HEARTBEAT_MIN_S),
+        stall=worker.watchdog.stall(),
+        redis_healthy=worker.redis.healthy,
+        kafka_error=worker.member.kafka_error,
+    )
+
+
+async def worker_readiness(worker: WorkerParts, settings: Settings) -> Verdict:
+    """``/readyz``: restored and caught up, and Redis and Kafka answer now (both asked at once)."""
+    redis_error, kafka_error = await asyncio.gather(
+        worker.redis.ping(PROBE_TIMEOUT_S), worker.member.check_kafka(PROBE_TIMEOUT_S)
+    )
+    return readiness(
+        rejoining=worker.member.rejoining,
+        unrestored=len(worker.runtime.unrestored()),
+        lag=worker.member.lag(),
+        max_lag=settings.ready_max_lag,
+        redis_error=redis_error,
+        kafka_error=kafka_error,
+    )
 
 
 def kpi_json(wv: WindowValue) -> dict[str, Any]:
@@ -288,7 +358,11 @@ def kpi_json(wv: WindowValue) -> dict[str, Any]:
 
 
 def worker_health(worker: WorkerParts) -> dict[str, Any]:
-    """Health of the worker: Redis reachable, and not stalled (lag but no progress)."""
+    """``/health``, kept for compatibility: Redis's last call succeeded, and not stalled.
+
+    It mixes liveness and readiness (a Redis outage makes it 503, as does a stall): for
+    Kubernetes use ``/livez`` and ``/readyz`` instead (docs/OPERATIONS.md).
+    """
     problems = []
     if not worker.redis.healthy:
         problems.append("redis unreachable")

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     #: ``/health`` turns unhealthy when input is waiting (lag > 0) but no batch has completed
     #: for this many seconds.
     stall_seconds: float = Field(default=60.0, gt=0)
+    #: ``/readyz`` is 503 while more input messages than this wait in the worker's
+    #: partitions (it has not caught up, after a restart or a backlog).
+    ready_max_lag: int = Field(default=10_000, ge=0)
+    #: Log format of ``kpi worker``: ``text`` (the default) or ``json`` (one object a line).
+    log_format: Literal["text", "json"] = "text"
     #: Cardinality guard: at most this many distinct values per dimension (per input
     #: partition); events bringing more are dead-lettered with reason ``cardinality``.
     max_dimension_values: int = Field(default=1000, ge=1)

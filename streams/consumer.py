@@ -65,6 +65,9 @@ class GroupMember(Service):
         # rest on the fetcher's high-water marks alone (a fetcher that stopped has old ones).
         self._ends: dict[TopicPartition, int] = {}
         self._ends_asked = 0.0
+        # Why the broker did not answer the last request for end offsets or metadata
+        # (None: it did). Liveness tells an outage from a stall of our own by it.
+        self._kafka_error: str | None = None
 
     @property
     def client(self) -> AIOKafkaConsumer:
@@ -198,16 +201,48 @@ class GroupMember(Service):
             return
         self._ends_asked = time.monotonic()
         inputs = [tp for tp in self._assigned if tp.topic in self._inputs]
+        if not inputs:
+            # Nothing to ask about; whether the broker answers still matters (a member
+            # waiting for the group during an outage).
+            self._ends = {}
+            await self.check_kafka(WATCH_ENDS_S)
+            return
         try:
-            self._ends = (
-                await asyncio.wait_for(client.end_offsets(inputs), WATCH_ENDS_S) if inputs else {}
-            )
-        except (KafkaError, TimeoutError):
-            pass
+            self._ends = await asyncio.wait_for(client.end_offsets(inputs), WATCH_ENDS_S)
+        except (KafkaError, TimeoutError) as exc:
+            self._kafka_error = kafka_reason(exc)
+        else:
+            self._kafka_error = None
+
+    @property
+    def kafka_error(self) -> str | None:
+        """Why the broker did not answer the last offsets or metadata request; None if it did."""
+        return self._kafka_error
+
+    async def check_kafka(self, timeout_s: float) -> str | None:
+        """Ask the brokers for the cluster's metadata: None when one answers, else why not."""
+        client = self._client
+        if client is None:
+            return "the Kafka consumer is not started yet"
+        try:
+            await asyncio.wait_for(client.topics(), timeout_s)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self._kafka_error = kafka_reason(exc)
+        else:
+            self._kafka_error = None
+        return self._kafka_error
 
     def fetch_states(self) -> str:
         """Aiokafka's fetch state of each assigned partition (stall reports)."""
         return fetch_states(self._client, self._assigned)
+
+
+def kafka_reason(exc: BaseException) -> str:
+    """One line on why a request to Kafka failed (no addresses: they are in the settings)."""
+    if isinstance(exc, TimeoutError):
+        return "Kafka did not answer in time"
+    text = str(exc).strip().splitlines()
+    return f"Kafka: {text[0] if text else type(exc).__name__}"
 
 
 class BatchHandler(Protocol):

@@ -98,6 +98,17 @@ class RedisConnection:
 
         await self.retried(transaction, what)
 
+    async def ping(self, timeout_s: float) -> str | None:
+        """One PING, not retried: None when Redis answered within ``timeout_s``, else why not.
+
+        For ``/readyz``; it leaves ``healthy`` (the writes' health) alone.
+        """
+        try:
+            await asyncio.wait_for(self.client.ping(), timeout_s)
+        except (TimeoutError, RedisError, OSError) as exc:
+            return f"Redis: {redis_reason(exc)}"
+        return None
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()

@@ -132,8 +132,13 @@ class Watchdog:
         stall_seconds: float,
         logical: Mapping[str, str],
         clock: Callable[[], float] = time.time,
+        on_verdict: Callable[[bool], None] | None = None,
     ) -> None:
         self._member = member
+        # Told at every watch whether the worker is stalled (the backoffice_stalled gauge).
+        self._on_verdict = on_verdict
+        # When the heartbeat timer last ran (monotonic): /livez judges the event loop by it.
+        self._beat_at = time.monotonic()
         # Real input topic name -> logical, for the report.
         self._logical = logical
         self._work = work
@@ -172,6 +177,14 @@ class Watchdog:
             what = f"{waiting} messages waiting"
         return f"stalled: {what}, no batch completed for {since:.0f} s"
 
+    def beat(self) -> None:
+        """The worker's heartbeat timer ran (every second while the event loop runs it)."""
+        self._beat_at = time.monotonic()
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the heartbeat timer last ran."""
+        return time.monotonic() - self._beat_at
+
     async def watch(self) -> None:
         """Log a stall once, with what every loop of the worker is waiting for.
 
@@ -185,6 +198,8 @@ class Watchdog:
     async def _watch(self) -> None:
         await self._member.ask_end_offsets()
         problem = self.stall()
+        if self._on_verdict is not None:
+            self._on_verdict(problem is not None)
         if problem is None:
             self._logged = False
             return

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import Any
+
+import faust
 
 from streams.access import check_kafka_access
 from streams.config import Settings
-from streams.logs import quiet_library_logs
+from streams.logs import quiet_library_logs, use_json_format
 from streams.redis_client import check_reachable
 from streams.selection import selected_catalog
 from streams.topics import ensure_topics
@@ -18,10 +21,28 @@ log = logging.getLogger(__name__)
 GC_THRESHOLD_GEN0 = 50_000
 
 
+class WorkerProcess(faust.Worker):
+    """faust's worker, logging in the format of ``KPI_LOG_FORMAT``.
+
+    With ``json`` the root logger's handlers get ``JsonFormatter`` once faust has set them
+    up, and faust prints nothing besides (no banner, no spinner): every line is a record.
+    """
+
+    def __init__(self, app: Any, *, log_format: str, **kwargs: Any) -> None:
+        self._json_logs = log_format == "json"
+        super().__init__(app, quiet=self._json_logs, **kwargs)
+        if self._json_logs:
+            self.spinner = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Set up as faust does, then give every root handler the JSON format."""
+        super().on_setup_root_logger(logger, level)
+        if self._json_logs:
+            use_json_format(logger)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker process (blocks)."""
-    import faust
-
     from streams.app import create_app
 
     # Redis and the topics first, on a loop of our own: an unreachable Redis or Kafka at
@@ -47,5 +68,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD_GEN0, 20, 100)
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    worker = WorkerProcess(
+        app, log_format=settings.log_format, loglevel=loglevel, redirect_stdouts=False
+    )
     worker.execute_from_commandline()

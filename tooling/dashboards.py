@@ -30,10 +30,14 @@ from streams.kpis import units
 from streams.kpis.base import ROLLUP, Dimension, Kpi
 from streams.sinks.metrics import QUANTILES, quantile_metric
 
-#: The uid ``ops/grafana/provisioning/datasources/prometheus.yml`` gives the datasource;
-#: a fixed uid (not a name) keeps the dashboards valid whatever the datasource is called.
+#: The uid ``ops/grafana/provisioning/datasources/prometheus.yml`` gives the datasource:
+#: the datasource variable's initial choice, so the provisioned dashboards open on it.
 DATASOURCE_UID = "prometheus"
-DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+#: Every panel and query variable reads the Prometheus the ``datasource`` variable selects,
+#: not a fixed uid: a dashboard imported into a Grafana whose Prometheus has another uid
+#: works (it offers every Prometheus datasource there).
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VARIABLE}}}")
 DEFAULT_OUT = Path("ops/grafana/dashboards")
 #: The job name ``ops/prometheus/prometheus*.yml`` scrape the worker under.
 SCRAPE_JOB = "backoffice-kpi"
@@ -208,9 +212,20 @@ def _dimension_variable(dimension: Dimension, metrics: Sequence[str]) -> builder
     )
 
 
+def _datasource_variable() -> builders.DatasourceVariable:
+    """The Prometheus every panel queries: the provisioned one first, any other on import."""
+    return (
+        builders.DatasourceVariable(DATASOURCE_VARIABLE)
+        .label("Data source")
+        .type("prometheus")
+        .current(model.VariableOption(selected=True, text="Prometheus", value=DATASOURCE_UID))
+    )
+
+
 def _dashboard(uid: str, title: str, tags: Sequence[str], description: str) -> builders.Dashboard:
     return (
         builders.Dashboard(title)
+        .with_variable(_datasource_variable())
         .uid(uid)
         .description(description)
         .tags(["backoffice-kpi", *tags])
@@ -657,7 +672,47 @@ def _operations() -> builders.Dashboard:
             "none",
         )
     )
+    _process_row(board)
     return board
+
+
+def _process_row(board: builders.Dashboard) -> None:
+    """The worker process: memory, CPU, stalls (prometheus_client's process collector)."""
+    rate = "$__rate_interval"
+    board.with_row(builders.Row("Process"))
+    board.with_panel(
+        _ts(
+            "Memory (RSS)",
+            "Resident memory of each worker process (process_resident_memory_bytes).",
+            [(f'process_resident_memory_bytes{{job="{SCRAPE_JOB}"}}', "{{instance}}")],
+            "bytes",
+            8,
+        )
+    )
+    board.with_panel(
+        _ts(
+            "CPU",
+            "CPU seconds per second of each worker process (1 = one core).",
+            [
+                (
+                    f'rate(process_cpu_seconds_total{{job="{SCRAPE_JOB}"}}[{rate}])',
+                    "{{instance}}",
+                )
+            ],
+            "percentunit",
+            8,
+        )
+    )
+    board.with_panel(
+        _ts(
+            "Stalled",
+            "1 while a worker is stalled: work waiting, no batch completed for "
+            "KPI_STALL_SECONDS (docs/RUNBOOK.md).",
+            [("max by (instance) (backoffice_stalled)", "{{instance}}")],
+            "none",
+            8,
+        )
+    )
 
 
 def _to_json(board: Builder[model.Dashboard]) -> dict[str, Any]:

@@ -11,7 +11,15 @@ import bisect
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -204,6 +212,13 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.stalled = Gauge(
+            "backoffice_stalled",
+            "1 while the worker is stalled (work waiting, no input batch completed for "
+            "KPI_STALL_SECONDS: the stall watchdog's verdict, as /health and /livez say it), "
+            "else 0.",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "backoffice_batch_messages",
             "Messages per processed batch.",
@@ -237,3 +252,28 @@ class Metrics:
                 gauge.remove(topic, str(partition))
             except KeyError:
                 pass
+
+
+def register_process_metrics(
+    registry: CollectorRegistry, *, version: str, python: str, engine: str
+) -> Gauge:
+    """The process's own families on ``registry``, and ``backoffice_build_info``.
+
+    prometheus_client puts its process (``process_*``: RSS, CPU, open files), platform
+    (``python_info``) and GC (``python_gc_*``) collectors on its global registry only; the
+    worker exposes a registry of its own, so they are registered here again. Returns the
+    build info gauge (1, labelled with the package version, the Python version and the
+    engine: ``compiled`` or ``python``).
+    """
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    build = Gauge(
+        "backoffice_build_info",
+        "Always 1: the worker's package version, Python version and engine build "
+        "(compiled with mypyc, or python) as labels.",
+        ["version", "python", "engine"],
+        registry=registry,
+    )
+    build.labels(version, python, engine).set(1)
+    return build

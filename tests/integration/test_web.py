@@ -1,14 +1,25 @@
-"""The worker's HTTP server: bound to loopback by default, ``/kpis`` behind KPI_WEB_TOKEN."""
+"""The worker's HTTP server: bound to loopback by default, ``/kpis`` behind KPI_WEB_TOKEN.
+
+And the Kubernetes probes on the real stack: ``/readyz`` 503 while the worker restores and
+works off a backlog, 200 once caught up, 503 while Redis is down; ``/livez`` 200 all along,
+also once the outage has stalled the input.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
+import pytest
 from pydantic import SecretStr
 
 from streams.config import Settings
-from tests.integration.helpers import Worker
+from tests.eventgen import random_log
+from tests.integration.chaos import StreamPublisher, as_published, live_start, redis_server
+from tests.integration.helpers import Worker, publish, wait_until
 
 TOKEN = "tok-3f9a1c77"
 
@@ -54,3 +65,85 @@ def test_an_open_kpis_page_without_a_token(kpi_env: Settings, tmp_path: Path) ->
         assert httpx.get(worker.url("/kpis"), timeout=5).status_code == 200
     finally:
         worker.stop()
+
+
+def probe(worker: Worker, path: str) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) of a probe; (0, {}) when the worker does not answer."""
+    try:
+        resp = httpx.get(worker.url(path), timeout=5)
+    except httpx.HTTPError:
+        return 0, {}
+    return resp.status_code, resp.json()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_readyz_follows_restore_backlog_and_redis_while_livez_stays_200(
+    kpi_env: Settings, tmp_path: Path
+) -> None:
+    with redis_server(tmp_path / "redis", persistent=True) as server:
+        settings = kpi_env.model_copy(
+            update={"redis_url": server.url, "stall_seconds": 3.0, "ready_max_lag": 50}
+        )
+        partitions = dict.fromkeys(("invoices", "hiring", "incidents"), settings.partitions)
+        messages = random_log(
+            seed=17, n_events=30_000, days=3, partitions=partitions, start=live_start(3)
+        )
+        backlog, later = messages[:-3000], messages[-3000:]
+        # A first run creates the topics and state; the backlog waits for the second.
+        first = Worker(settings, tmp_path / "first.log").start()
+        wait_until(lambda: probe(first, "/readyz")[0] == 200, timeout_s=60)
+        first.stop()
+        publish(settings, as_published(backlog))
+
+        worker = Worker(settings, tmp_path / "worker.log").start()
+        try:
+            status, body = probe(worker, "/readyz")
+            # Just up: restoring its partitions, or working off the backlog.
+            assert status == 503, body
+            assert set(body["failed"]) & {"restored", "caught_up"}, body
+            assert probe(worker, "/livez")[0] == 200
+            wait_until(lambda: probe(worker, "/readyz")[0] == 200, timeout_s=120)
+            status, body = probe(worker, "/readyz")
+            assert body["failed"] == [] and all(c["ok"] for c in body["checks"].values())
+
+            server.kill()
+            # Input keeps arriving, so the worker waits with work in hand: a stall.
+            streaming = StreamPublisher(settings, later, chunk=100, pause_s=0.3)
+            streaming.start()
+            excused = False
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                status, body = probe(worker, "/livez")
+                assert status == 200, body
+                excused |= "waiting out the Redis outage" in body["checks"]["progress"]["detail"]
+                time.sleep(0.5)
+            assert excused, "the outage never stalled the input: the test proves nothing"
+            status, body = probe(worker, "/readyz")
+            assert status == 503 and "redis" in body["failed"], body
+            assert body["checks"]["redis"]["detail"].startswith("Redis: "), body
+            # /health, unchanged, is 503 as well: why it must not be the liveness probe.
+            assert probe(worker, "/health")[0] == 503
+
+            server.start()
+            streaming.finish()
+            wait_until(lambda: probe(worker, "/readyz")[0] == 200, timeout_s=120)
+            assert probe(worker, "/livez")[0] == 200
+        finally:
+            worker.stop()
+
+
+def test_json_logs_are_one_object_a_line(kpi_env: Settings, tmp_path: Path) -> None:
+    settings = kpi_env.model_copy(update={"log_format": "json"})
+    worker = Worker(settings, tmp_path / "worker.log").start()
+    try:
+        wait_until(lambda: probe(worker, "/readyz")[0] == 200, timeout_s=60)
+    finally:
+        worker.stop()
+    lines = worker.log().splitlines()
+    assert len(lines) >= 3, lines
+    entries = [orjson.loads(line) for line in lines]  # each line one JSON object
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= set(entry), entry
+        assert entry["time"].endswith("Z")
+    assert any("backoffice-kpi worker" in e["message"] for e in entries)

@@ -195,7 +195,7 @@ def test_domain_dashboard_has_its_dimension_variables(domain: dashboards.Domain)
     for dim in domain.dimensions:
         var = found[dim]
         assert var["type"] == "query"
-        assert var["datasource"]["uid"] == dashboards.DATASOURCE_UID
+        assert var["datasource"]["uid"] == "${datasource}"
         assert var["query"].startswith("label_values(") and var["query"].endswith(f", {dim})")
         assert var["includeAll"] and var["allValue"] == ".*"
         # The roll-up value is excluded from the choices.
@@ -214,15 +214,31 @@ def test_domain_dashboard_has_its_dimension_variables(domain: dashboards.Domain)
 # -- every panel and query -----------------------------------------------------------------
 
 
+def test_every_dashboard_has_a_prometheus_datasource_variable_first() -> None:
+    for name, board in BOARDS.items():
+        first = board["templating"]["list"][0]
+        assert first["name"] == "datasource" and first["type"] == "datasource", name
+        assert first["query"] == "prometheus"
+        # Provisioned, it opens on the bundled Prometheus (its uid in provisioning).
+        assert first["current"]["value"] == dashboards.DATASOURCE_UID
+
+
+def test_no_dashboard_names_a_datasource_uid_but_through_the_variable() -> None:
+    for name, board in BOARDS.items():
+        text = json.dumps(board)
+        uids = set(re.findall(r'"uid": "([^"]*)"', text)) - {board["uid"]}
+        assert uids == {"${datasource}"}, (name, uids)
+
+
 def test_every_panel_has_the_datasource_and_well_formed_queries() -> None:
     known = exposed_sample_names()
     for name, board in BOARDS.items():
         for panel in panels(board):
-            assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, name
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, name
             assert panel["targets"], (name, panel["title"])
             for target in panel["targets"]:
                 expr = target["expr"]
-                assert target["datasource"]["uid"] == "prometheus"
+                assert target["datasource"]["uid"] == "${datasource}"
                 for open_, close in ("()", "{}", "[]"):
                     assert expr.count(open_) == expr.count(close), expr
                 assert expr.count('"') % 2 == 0, expr

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import aiokafka
+import orjson
 import pytest
 from aiokafka.errors import KafkaError, NotLeaderForPartitionError, UnsupportedVersionError
 
@@ -165,3 +167,79 @@ def test_the_table_of_repeats_is_swept() -> None:
     clock.now += 31
     noise.filter(record("Fetch offset %s is out of range", -1, level=logging.WARNING))
     assert len(noise._last) < 10
+
+
+# -- KPI_LOG_FORMAT=json --------------------------------------------------------------
+
+
+def json_line(rec: logging.LogRecord) -> dict[str, object]:
+    from streams.logs import JsonFormatter
+
+    line = JsonFormatter().format(rec)
+    assert "\n" not in line
+    parsed: dict[str, object] = orjson.loads(line)
+    return parsed
+
+
+def test_a_json_log_line_has_time_level_logger_and_message() -> None:
+    rec = record("Redis %s failed (%s)", "write", "refused", level=logging.WARNING, name="x.y")
+    rec.created = 1_700_000_000.25
+    assert json_line(rec) == {
+        "time": "2023-11-14T22:13:20.250Z",
+        "level": "WARNING",
+        "logger": "x.y",
+        "message": "Redis write failed (refused)",
+    }
+
+
+def test_a_json_log_line_carries_the_traceback_in_one_line() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        rec = logging.LogRecord("w", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    entry = json_line(rec)
+    assert entry["message"] == "failed"
+    exception = str(entry["exception"])
+    assert exception.startswith("Traceback") and "ValueError: boom\nsecond line" in exception
+
+
+def test_settings_logged_in_json_keep_the_redis_password_hidden() -> None:
+    from pydantic import SecretStr
+
+    from streams.config import Settings
+
+    settings = Settings(
+        redis_url="redis://app:s3cr3t-pw@redis:6379/0", web_token=SecretStr("tok-9f")
+    )
+    entry = json_line(record("settings %s", settings, level=logging.INFO))
+    assert "s3cr3t-pw" not in str(entry) and "tok-9f" not in str(entry)
+    assert "redis://app:***@redis:6379/0" in str(entry["message"])
+
+
+def test_use_json_format_sets_every_handler_of_the_logger() -> None:
+    from streams.logs import JsonFormatter, use_json_format
+
+    logger = logging.getLogger("test.json.format")
+    handlers = [logging.StreamHandler(), logging.StreamHandler()]
+    for h in handlers:
+        logger.addHandler(h)
+    try:
+        use_json_format(logger)
+        assert all(isinstance(h.formatter, JsonFormatter) for h in handlers)
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+
+
+def test_a_bad_log_format_is_one_line_from_the_option_and_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    from tests.cli import run_kpi
+
+    done = run_kpi(tmp_path, "worker", "--log-format", "xml")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "kpi: error: --log-format must be text or json, not 'xml'\n"
+    done = run_kpi(tmp_path, "worker", KPI_LOG_FORMAT="yaml")
+    assert done.returncode == 2
+    assert done.stderr.startswith("kpi: error: bad setting KPI_LOG_FORMAT: ")
+    assert len(done.stderr.splitlines()) == 1

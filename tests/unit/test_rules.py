@@ -191,6 +191,19 @@ def test_pipeline_alerts() -> None:
         "BackofficeKpiDeadLettersHigh",
         "BackofficeKpiWatermarkStalled",
     }
+    operations = {r.alert: r for r in rules.operations_alerts()}
+    assert set(operations) == {
+        "BackofficeKpiConsumerLagHigh",
+        "BackofficeKpiLatencyHigh",
+        "BackofficeKpiStalled",
+        "BackofficeKpiDeadLetterRate",
+    }
+    assert "backoffice_consumer_lag_messages" in operations["BackofficeKpiConsumerLagHigh"].expr
+    assert "backoffice_event_to_kpi_latency_seconds_bucket" in (
+        operations["BackofficeKpiLatencyHigh"].expr
+    )
+    assert operations["BackofficeKpiStalled"].expr == "backoffice_stalled == 1"
+    assert "by (job, instance, reason)" in operations["BackofficeKpiDeadLetterRate"].expr
     assert alerts["BackofficeKpiWorkerDown"].expr == 'up{job="backoffice-kpi"} == 0'
     assert alerts["BackofficeKpiWorkerDown"].for_ == "2m"
     assert alerts["BackofficeKpiRedisWritesFailing"].for_ == "2m"
@@ -301,3 +314,56 @@ def test_operations_doc_lists_every_alert() -> None:
     for rule in all_rules():
         if rule.alert:
             assert f"`{rule.alert}`" in alerts_section, f"docs/OPERATIONS.md: add {rule.alert}"
+
+
+# -- links: runbook and dashboard -------------------------------------------------------
+
+
+def test_every_alert_links_its_runbook_section_and_its_dashboard() -> None:
+    from tooling import dashboards
+
+    uids = {board["uid"] for board in dashboards.build_dashboards().values()}
+    runbook = (REPO / "docs" / "RUNBOOK.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^#{2,3} (\w+)$", runbook, re.M))
+    alerts = [r for r in all_rules() if r.alert]
+    assert alerts
+    for rule in alerts:
+        url = rule.annotations["runbook_url"]
+        assert url == f"docs/RUNBOOK.md#{rule.alert.lower()}"
+        # GitHub's anchor of a heading "## Name" is "#name".
+        assert rule.alert in headings, f"docs/RUNBOOK.md: add a section ## {rule.alert}"
+        dashboard = rule.annotations["dashboard_url"]
+        assert dashboard.startswith("http://localhost:3000/d/")
+        assert dashboard.removeprefix("http://localhost:3000/d/") in uids
+    by_name = {r.alert: r for r in alerts}
+    assert by_name["DsoOffTarget"].annotations["dashboard_url"].endswith("/d/backoffice-finance")
+    assert (
+        by_name["BackofficeKpiStalled"]
+        .annotations["dashboard_url"]
+        .endswith("/d/backoffice-operations")
+    )
+
+
+def test_the_links_follow_the_command_options_and_environment(tmp_path: Path) -> None:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """A stand-in for the kpi application."""
+
+    rules.register(app)
+    runner = CliRunner()
+    out = tmp_path / "rules"
+    args = ["rules", "--out", str(out), "--runbook-base", "https://wiki.example/kpi/runbook"]
+    result = runner.invoke(app, [*args, "--grafana-url", "https://grafana.example/"])
+    assert result.exit_code == 0, result.output
+    text = (out / rules.PIPELINE_FILE).read_text(encoding="utf-8")
+    assert "runbook_url: 'https://wiki.example/kpi/runbook#backofficekpistalled'" in text
+    assert "dashboard_url: 'https://grafana.example/d/backoffice-operations'" in text
+    assert "docs/RUNBOOK.md" not in text and "localhost:3000" not in text
+    # --check compares with the same links; the defaults differ.
+    assert runner.invoke(app, ["rules", "--out", str(out), "--check"]).exit_code == 1
+    env = {"KPI_RUNBOOK_BASE": "https://wiki.example/kpi/runbook"}
+    env["KPI_GRAFANA_URL"] = "https://grafana.example/"
+    result = runner.invoke(app, ["rules", "--out", str(out), "--check"], env=env)
+    assert result.exit_code == 0, result.output

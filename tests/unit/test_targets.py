@@ -370,6 +370,8 @@ tests:
             exp_annotations:
               summary: 'Days sales outstanding misses its target for department ops in the current month (window 1mo)'
               description: 'Days sales outstanding (dso) for department ops is 42.0 days in the current month (window 1mo); the target, judged on this window, is at most 40 days. Off target for at least 6h.'
+              runbook_url: 'docs/RUNBOOK.md#dsoofftarget'
+              dashboard_url: 'http://localhost:3000/d/backoffice-finance'
           - exp_labels:
               severity: warning
               kpi: dso
@@ -378,6 +380,8 @@ tests:
             exp_annotations:
               summary: 'Days sales outstanding misses its target for department sales in the current month (window 1mo)'
               description: 'Days sales outstanding (dso) for department sales is 38.0 days in the current month (window 1mo); the target of department sales, judged on this window, is at most 35 days (the default is at most 40 days). Off target for at least 6h.'
+              runbook_url: 'docs/RUNBOOK.md#dsoofftarget'
+              dashboard_url: 'http://localhost:3000/d/backoffice-finance'
 """  # noqa: E501 (promtool's YAML: long label sets and alert texts, compared whole)
     (tmp_path / "dso_test.yml").write_text(test, encoding="utf-8")
     done = subprocess.run(
