@@ -8,8 +8,12 @@ SHELL := bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# Touched after a successful pip install; pip runs again only when pyproject.toml is newer.
+# Touched after a successful pip install; pip runs again only when pyproject.toml or the
+# constraints file is newer.
 STAMP := $(VENV)/.installed
+# The tested versions of every dependency (make lock writes it from the ranges in pyproject).
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 COMPILED := streams/_compiled.sha256
 # The compiled modules are listed in streams/engine_build.py (COMPILED_MODULES).
 COMPILED_SOURCES := streams/engine_build.py tooling/build.py \
@@ -21,13 +25,16 @@ APT_PACKAGES := redis-server:redis-server promtool:prometheus java:default-jre-h
 	openssl:openssl kcat:kcat \
 	$(if $(KAFKA_HOME),,mvn:maven)
 
-.PHONY: help install system-deps kafka-jars test test-unit lint demo stack-up stack-down bench soak clean
+.PHONY: help install lock system-deps kafka-jars test test-unit lint demo stack-up stack-down \
+	bench soak clean
 
 help:
 	@echo "make install     .venv with the package and dev tools, the compiled engine,"
 	@echo "                 system packages, Kafka jars"
 	@echo "make test        unit and integration tests (starts and stops its own Kafka + Redis)"
 	@echo "make test-unit   unit tests only (no Java, Kafka or Redis needed)"
+	@echo "make lock        rewrite constraints.txt from what pyproject's ranges resolve to"
+	@echo "                 in .venv (UPGRADE=1: the newest versions they allow)"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make stack-up    start Kafka and Redis on KPI_KAFKA_BOOTSTRAP / KPI_REDIS_URL"
 	@echo "make stack-down  stop them"
@@ -38,9 +45,18 @@ help:
 
 install: $(STAMP) $(COMPILED) system-deps kafka-jars
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) -c $(CONSTRAINTS) -e '.[dev]'
+	@touch $(STAMP)
+
+# Without -c: pip keeps each installed version that is still within pyproject's ranges and
+# moves the others (UPGRADE=1: all of them, to the newest allowed); then the versions of the
+# whole closure, bench included, are written to constraints.txt.
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) $(if $(UPGRADE),--upgrade --upgrade-strategy eager) -e '.[dev,bench]'
+	$(BIN)/python -m tooling.lock
 	@touch $(STAMP)
 
 # The engine compiled with mypyc (~20 s; rebuilt when its sources change). Without a C
@@ -94,8 +110,9 @@ demo: install
 # own virtualenv (.venv/quix): quixstreams pins pydantic < 2.14, the product 2.14.
 bench: install
 	@if [ ! $(VENV)/.bench-installed -nt pyproject.toml ] \
+	    || [ ! $(VENV)/.bench-installed -nt $(CONSTRAINTS) ] \
 	    || [ ! $(VENV)/.bench-installed -nt bench/requirements-quix.txt ]; then \
-	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' && \
+	  $(PIP) -c $(CONSTRAINTS) -e '.[dev,bench]' && \
 	  { test -x $(VENV)/quix/bin/python || $(PYTHON) -m venv $(VENV)/quix; } && \
 	  $(VENV)/quix/bin/python -m pip install -q --disable-pip-version-check \
 	    -r bench/requirements-quix.txt && \

@@ -1,5 +1,5 @@
 """``python -m kpi`` runs the ``kpi`` command."""
 
-from kpi.cli import main
+from kpi import main
 
 main()

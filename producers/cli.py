@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -21,6 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from producers.publisher import Publisher
+from producers.resume import SimulatorRun
 from producers.simulator import (
     INVALID_REASONS,
     TOPICS,
@@ -38,6 +40,7 @@ from streams.topics import create_published_topics
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _REPORT_EVERY_S = 5.0  # progress lines when stdout is not a terminal
+_SAVE_EVERY_S = 5.0  # --state-file: flush and record the progress this often
 _ALL_TOPICS = ",".join(TOPICS)
 _ALL_REASONS = ",".join(INVALID_REASONS)
 
@@ -103,6 +106,14 @@ def simulate(
     create_topics: Annotated[
         bool, typer.Option(help="Create missing input and dead-letter topics first.")
     ] = True,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the company recorded in this file (created when missing): its "
+            "start, hence its event ids, and after the messages already published. The "
+            "other settings must be those it records.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a mid-size company and publish its back-office events to Kafka."""
     try:
@@ -129,6 +140,27 @@ def simulate(
     )  # fmt: skip
     zone = timezone if timezone is not None else settings.timezone
     _checked(time_zone, zone, option="--timezone")
+    run = None
+    if state_file is not None:
+        # Everything that shapes the stream; --start as written (a restart's "2d" is
+        # another time, and the recorded one wins). Not the pace: --speed, --rate, limits.
+        company = {
+            "seed": seed,
+            "start": start,
+            "domains": chosen,
+            "out_of_order": out_of_order,
+            "late": late,
+            "duplicates": duplicates,
+            "invalid": invalid,
+            "invalid_reasons": reasons,
+            "scale": scale,
+            "currency": settings.currency,
+            "currencies": foreign,
+            "timezone": zone,
+            "grace_seconds": settings.grace_seconds,
+        }
+        run = SimulatorRun.open(state_file, company, start_at)
+        start_at = run.start
     pacer = _Pacer(start_at, speed)
     simulator = CompanySimulator(
         seed,
@@ -143,9 +175,16 @@ def simulate(
         grace_seconds=settings.grace_seconds,
         scale=scale,
     )
-    limits = _Limits(rate=rate, count=count, duration_s=duration)
     console = Console(soft_wrap=True)  # plain lines stay whole in logs; tables still fit
-    tally = asyncio.run(_run(settings, simulator, pacer, limits, console, create_topics))
+    if run is not None and run.published:
+        simulator.skip_to(run.published)
+        pacer.move_start(simulator.now)
+        console.print(
+            f"kpi simulate: continuing from {state_file}: {run.published:,} messages published "
+            f"already, up to {_iso(simulator.now)}"
+        )
+    limits = _Limits(rate=rate, count=count, duration_s=duration)
+    tally = asyncio.run(_run(settings, simulator, pacer, limits, console, create_topics, run))
     _print_summary(console, simulator, tally)
 
 
@@ -176,6 +215,10 @@ class _Pacer:
         self.speed = speed
         self._t0 = time.monotonic()
 
+    def move_start(self, simulated: float) -> None:
+        """Start the simulated clock at ``simulated`` instead (a resumed run)."""
+        self.start = simulated
+
     def begin(self) -> None:
         """Start the simulated clock now (after connecting, so the pace is not off by that)."""
         self._t0 = time.monotonic()
@@ -202,6 +245,7 @@ async def _run(
     limits: _Limits,
     console: Console,
     create_topics: bool,
+    run: SimulatorRun | None = None,
 ) -> _Tally:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -220,7 +264,10 @@ async def _run(
             with _Progress(console, simulator, tally, limits.count) as progress:
                 pacer.begin()
                 tally.started = time.monotonic()
-                await _publish(simulator, publisher, pacer, limits, tally, stop, progress)
+                save = None if run is None else _Saver(run, simulator, publisher)
+                await _publish(simulator, publisher, pacer, limits, tally, stop, progress, save)
+                if save is not None:  # stopped or a limit reached; not after a failure
+                    await save.now()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -235,8 +282,11 @@ async def _publish(
     tally: _Tally,
     stop: asyncio.Event,
     progress: _Progress,
+    save: _Saver | None = None,
 ) -> None:
     while True:
+        if save is not None:
+            await save.due()
         if stop.is_set():
             tally.stopped_by = "interrupted"
             return
@@ -270,6 +320,28 @@ def _count(tally: _Tally, emission: Emission) -> None:
     kind = payload.get("type") if isinstance(payload, dict) else None
     tally.by_type[emission.topic, kind if isinstance(kind, str) else "(raw or untyped)"] += 1
     tally.sent += 1
+
+
+class _Saver:
+    """Records in the state file how far the run got, once Kafka acknowledged it."""
+
+    def __init__(self, run: SimulatorRun, simulator: CompanySimulator, publisher: Publisher):
+        self._run = run
+        self._simulator = simulator
+        self._publisher = publisher
+        self._saved = time.monotonic()
+
+    async def due(self) -> None:
+        """Save when the last save is ``_SAVE_EVERY_S`` old."""
+        if time.monotonic() - self._saved >= _SAVE_EVERY_S:
+            await self.now()
+
+    async def now(self) -> None:
+        """Flush (a failure raises: nothing unacknowledged is recorded), then save."""
+        published, upto = self._simulator.published, self._simulator.now
+        await self._publisher.flush()
+        self._run.save(published, upto)
+        self._saved = time.monotonic()
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

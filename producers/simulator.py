@@ -375,6 +375,19 @@ class CompanySimulator:
         self._advance()
         if self._outbox[0].publish_at > self._clock():
             return None
+        return self._pop()
+
+    def skip_to(self, published: int) -> None:
+        """Take messages without returning them, whatever the clock, until ``published`` were.
+
+        A restarted run (``kpi simulate --state-file``) skips what it had published: the
+        stream after them, ids included, is the one the first run would have gone on with.
+        """
+        while self._published < published:
+            self._advance()
+            self._pop()
+
+    def _pop(self) -> Emission:
         item = heapq.heappop(self._outbox)
         self._now = item.publish_at
         self._published += 1

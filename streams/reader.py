@@ -7,20 +7,20 @@ async with KpiReader("redis://localhost:6379/0") as kpis:
     async for change in kpis.follow_changes():            # resumes after disconnects
         ...
 
-``prefix=`` (default ``kpi``) is the writing instance's ``KPI_REDIS_PREFIX``.
+``prefix=`` (default ``kpi``) is the writing instance's ``KPI_REDIS_PREFIX``. It needs only
+``redis`` and the standard library: ``pip install backoffice-kpi`` without the worker extra.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-import orjson
-
-from streams.redis_client import connect
+from streams.redis_connect import connect
 from streams.redis_keys import DEFAULT_PREFIX, RedisKeys
 
 
@@ -101,7 +101,7 @@ def _newest(name: str, window: str, scope: str, h: dict[str, str]) -> KpiValue |
         _float(h.get("p50", "")),
         _float(h.get("p90", "")),
         _float(h.get("p99", "")),
-        None if worst is None else _worst(orjson.loads(worst)),
+        None if worst is None else _worst(json.loads(worst)),
     )
 
 
@@ -136,7 +136,7 @@ class KpiReader:
     async def catalog(self) -> dict[str, dict[str, Any]]:
         """KPI name -> ``{name, title, unit, dimension, windows, target}``."""
         raw: dict[str, str] = await self.redis.hgetall(self.keys.catalog)
-        return {name: orjson.loads(doc) for name, doc in sorted(raw.items())}
+        return {name: json.loads(doc) for name, doc in sorted(raw.items())}
 
     async def current(self, name: str, window: str, scope: str = "all") -> KpiValue | None:
         """The newest window's value, or None when nothing was written for it yet."""
@@ -178,7 +178,7 @@ class KpiReader:
         )
         out = []
         for member in members:
-            doc = orjson.loads(member)
+            doc = json.loads(member)
             out.append(
                 KpiValue(
                     name,

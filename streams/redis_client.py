@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.errors import UnavailableError
 from streams.config import shown_url
+from streams.redis_connect import connect
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -28,17 +29,6 @@ FIRST_RETRY_S = 0.1
 LAST_RETRY_S = 5.0
 #: How long the worker's start waits for Redis to answer once.
 START_TIMEOUT_S = 10.0
-
-
-def connect(url: str, **options: Any) -> aioredis.Redis:
-    """A client of the Redis at ``url``; ``options`` go to ``redis.asyncio.from_url``.
-
-    It sends no CLIENT SETINFO on connect (``driver_info=None``): the product's ACL users may
-    not run it (tooling/redis_access.py). redis-py ignores the refusal, but Redis 7.2+ and
-    Valkey add each one to ACL LOG, where real denials must stand out; and Redis 7.0 does not
-    know the command, so ``+client|setinfo`` cannot be granted there.
-    """
-    return aioredis.from_url(url, **{"driver_info": None, **options})
 
 
 class RedisConnection:

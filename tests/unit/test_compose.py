@@ -1,6 +1,6 @@
 """docker-compose.yml checked without a Docker engine: the compose-spec schema (vendored by
-check-jsonschema, no network), the files it references, start-up order, ports, the product's
-settings and commands, and the same ops/ files as ``make demo``."""
+check-jsonschema, no network), the files it references, start-up order, ports, volumes, image
+tags, the product's settings and commands, and the same ops/ files as ``make demo``."""
 
 from __future__ import annotations
 
@@ -47,17 +47,34 @@ def schema_errors(document: Any) -> list[str]:
     return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
 
 
-def bind_mounts(service: dict[str, Any]) -> list[tuple[Path, PurePosixPath]]:
-    """(host path, container path) of every bind mount, short or long syntax."""
-    mounts = []
+def mounts(service: dict[str, Any]) -> list[tuple[str, PurePosixPath]]:
+    """(source, container path) of every volume entry, short or long syntax."""
+    found = []
     for volume in service.get("volumes", []):
         if isinstance(volume, str):
             source, target = volume.split(":")[:2]
         else:
             source, target = volume["source"], volume["target"]
-        assert source.startswith("./"), f"only relative bind mounts are used: {volume}"
-        mounts.append(((REPO / source).resolve(), PurePosixPath(target)))
-    return mounts
+        found.append((source, PurePosixPath(target)))
+    return found
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[Path, PurePosixPath]]:
+    """(host path, container path) of every bind mount (a source starting with ./)."""
+    return [
+        ((REPO / source).resolve(), target)
+        for source, target in mounts(service)
+        if source.startswith((".", "/"))
+    ]
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, PurePosixPath]:
+    """Named volume -> its container path."""
+    return {s: t for s, t in mounts(service) if not s.startswith((".", "/"))}
+
+
+#: ``${KPI_X_PORT:-1234}:5678``: a host port from a variable with a default.
+PORT = re.compile(r"^\$\{(KPI_[A-Z]+_PORT):-(\d+)\}:(\d+)$")
 
 
 def host_path(service: str, container_path: str) -> Path:
@@ -113,7 +130,7 @@ def test_check_jsonschema_cli_agrees_offline() -> None:
 
 
 def test_build_context_and_dockerfile_exist() -> None:
-    for name in product_services():
+    for name in [n for n in product_services() if "build" in SERVICES[n]]:
         build = SERVICES[name]["build"]
         context = REPO / (build if isinstance(build, str) else build.get("context", "."))
         dockerfile = (
@@ -121,17 +138,43 @@ def test_build_context_and_dockerfile_exist() -> None:
         )
         assert (context / dockerfile).is_file(), name
     text = dockerfile_text()
-    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert text.startswith("#")
     assert re.search(r"^USER (?!root)\S+", text, re.M), "the image runs as a non-root user"
     assert re.search(r"^EXPOSE 6066$", text, re.M)
-    assert "/health" in text and "HEALTHCHECK" in text
+    assert "/livez" in text and "HEALTHCHECK" in text
     assert 'CMD ["kpi", "worker"]' in text
     # The build context keeps what the Dockerfile copies.
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8")
-    for copied in re.findall(r"^COPY (.+) \S+$", text, re.M):
+    for copied in re.findall(r"^COPY (?!--from=)(.+) \S+$", text, re.M):
         for item in copied.split():
             assert f"!{item}" in ignore or f"!{item}/" in ignore, item
             assert (REPO / item).exists(), item
+
+
+def dockerfile_stages() -> list[str]:
+    """The Dockerfile's stages, each from its FROM line on."""
+    return re.split(r"^(?=FROM )", dockerfile_text(), flags=re.M)[1:]
+
+
+def test_image_is_built_in_two_stages_with_the_engine_compiled() -> None:
+    builder, runtime = dockerfile_stages()
+    version = re.search(r"^ARG PYTHON_VERSION=(\S+)$", dockerfile_text(), re.M)
+    assert version and re.fullmatch(r"3\.\d+\.\d+", version.group(1)), "an exact Python"
+    assert builder.startswith("FROM python:${PYTHON_VERSION}-bookworm AS builder")
+    assert runtime.startswith("FROM python:${PYTHON_VERSION}-slim-bookworm\n")
+    # The tested versions, the worker extra, mypyc's build, and a check that it compiled.
+    assert "-c constraints.txt '.[worker]'" in builder
+    assert "python -m tooling.build" in builder
+    assert 'grep -q "engine compiled"' in builder
+    # The runtime stage takes the builder's virtualenv and installs nothing itself.
+    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    assert "pip install" not in runtime and "mypy" not in runtime
+    assert "apt-get" not in runtime and "gcc" not in runtime
+    assert re.search(r"^ENV [^#]*PATH=/opt/venv/bin:\$PATH", runtime, re.M)
+    # The simulator's state directory exists, owned by the image's user, for the volume.
+    simulator_paths = named_volumes(SERVICES["simulator"]).values()
+    assert [str(p) for p in simulator_paths] == ["/var/lib/kpi"]
+    assert "chown kpi:kpi /var/lib/kpi" in runtime
 
 
 def test_every_bind_mount_exists() -> None:
@@ -188,7 +231,11 @@ def test_depends_on_names_services_and_waits_for_health() -> None:
     for name, service in SERVICES.items():
         for dependency, spec in service.get("depends_on", {}).items():
             assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
-            assert spec["condition"] == "service_healthy", (name, dependency)
+            # Monitoring only waits for the worker to start (next test); the rest for health.
+            expected = "service_started" if dependency == "worker" else "service_healthy"
+            if name not in ("prometheus", "grafana"):
+                expected = "service_healthy"
+            assert spec["condition"] == expected, (name, dependency)
     # No cycles: a topological order exists.
     order: list[str] = []
     pending = dict.fromkeys(SERVICES)
@@ -203,15 +250,100 @@ def test_depends_on_names_services_and_waits_for_health() -> None:
     assert order.index("prometheus") < order.index("grafana")
 
 
-def test_published_ports_do_not_clash() -> None:
+def healthy_dependencies(name: str) -> set[str]:
+    """Every service ``name`` waits to be healthy for, directly or through another."""
+    found: set[str] = set()
+    for dependency, spec in SERVICES[name].get("depends_on", {}).items():
+        if spec["condition"] == "service_healthy":
+            found |= {dependency} | healthy_dependencies(dependency)
+    return found
+
+
+def test_monitoring_does_not_wait_for_a_healthy_worker() -> None:
+    # Prometheus and Grafana must be up exactly when the worker is unhealthy.
+    for name in ("prometheus", "grafana"):
+        assert "worker" not in healthy_dependencies(name), name
+    assert SERVICES["prometheus"]["depends_on"]["worker"]["condition"] == "service_started"
+    # The simulator does wait: the worker creates the topics with KPI_PARTITIONS partitions.
+    assert "worker" in healthy_dependencies("simulator")
+
+
+def test_the_product_image_is_built_once() -> None:
+    builders = [name for name, s in SERVICES.items() if "build" in s]
+    assert builders == ["worker"]
+    assert SERVICES["worker"]["image"] == PRODUCT_IMAGE
+    others = [name for name in product_services() if name != "worker"]
+    assert others == ["simulator"]
+    for name in others:
+        # Never pulled (it exists only locally), started after the building service.
+        assert SERVICES[name]["pull_policy"] == "never"
+        assert "worker" in SERVICES[name]["depends_on"]
+
+
+def test_every_other_image_has_an_exact_tag() -> None:
+    for name, service in SERVICES.items():
+        image = service["image"]
+        if image == PRODUCT_IMAGE:
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert repository and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image}"
+    assert SERVICES["redis"]["image"].startswith("redis:7.")
+
+
+def test_host_ports_come_from_variables_with_defaults() -> None:
     published: dict[str, str] = {}
+    variables: set[str] = set()
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
-            host = str(port).split(":")[0] if ":" in str(port) else str(port)
+            match = PORT.match(str(port))
+            assert match, f"{name}: {port} is not ${{KPI_..._PORT:-default}}:port"
+            variable, host, _container = match.groups()
+            assert variable not in variables, variable
+            variables.add(variable)
             assert host not in published, f"{name} and {published[host]} both publish {host}"
             published[host] = name
     assert published["3000"] == "grafana"
     assert published["6066"] == "worker"
+    assert published["6379"] == "redis"
+    # Kafka advertises the host port it is published on, so it follows the variable.
+    (kafka_port,) = SERVICES["kafka"]["ports"]
+    assert (
+        kafka_port.split(":")[0] in (SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"])
+    )
+
+
+def test_data_is_on_named_volumes_declared_at_the_top() -> None:
+    declared = set(COMPOSE.get("volumes") or {})
+    used: dict[str, str] = {}
+    for name, service in SERVICES.items():
+        for volume in named_volumes(service):
+            assert volume in declared, f"{name}: {volume} is not declared under volumes:"
+            assert volume not in used, f"{volume} shared by {used[volume]} and {name}"
+            used[volume] = name
+    assert declared == set(used)
+    # Each stateful service keeps its data on one (the paths their images store data in).
+    expected = {
+        "kafka": "/var/lib/kafka/data",
+        "redis": "/data",
+        "simulator": "/var/lib/kpi",
+        "prometheus": "/prometheus",
+        "grafana": "/var/lib/grafana",
+    }
+    for name, path in expected.items():
+        assert PurePosixPath(path) in named_volumes(SERVICES[name]).values(), name
+    assert SERVICES["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    storage = next(
+        a for a in SERVICES["prometheus"]["command"] if a.startswith("--storage.tsdb.path=")
+    )
+    assert storage.split("=", 1)[1] == "/prometheus"
+
+
+def test_the_docs_say_what_down_keeps() -> None:
+    operations = (REPO / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    header = COMPOSE_FILE.read_text(encoding="utf-8").split("\nname:")[0]
+    for text in (operations, header):
+        assert "docker compose down -v" in text or "compose down -v" in text
+        assert "Nothing is kept on volumes" not in text
 
 
 # -- the product: settings and commands ----------------------------------------------------
@@ -265,6 +397,10 @@ def test_simulator_runs_the_demo_company() -> None:
     command = SERVICES["simulator"]["command"]
     assert command[:2] == ["kpi", "simulate"]
     options = dict(zip(command[2::2], command[3::2], strict=True))
+    # Only compose keeps the simulator's state (on its named volume): a restarted container
+    # goes on with the same company instead of a new one with new event ids.
+    state_file = PurePosixPath(options.pop("--state-file"))
+    assert state_file.parent in named_volumes(SERVICES["simulator"]).values()
     assert options == demo_options
     assert options["--seed"] == "7"
 
