@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -30,7 +31,7 @@ from producers.simulator import (
     foreign_currencies,
     time_zone,
 )
-from schemas.errors import ConfigurationError, KpiError
+from schemas.errors import EXIT_INTERRUPTED, ConfigurationError, KpiError
 from streams.config import Settings
 from streams.logs import quiet_logger
 from streams.topics import create_published_topics
@@ -40,6 +41,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _REPORT_EVERY_S = 5.0  # progress lines when stdout is not a terminal
 _ALL_TOPICS = ",".join(TOPICS)
 _ALL_REASONS = ",".join(INVALID_REASONS)
+_INTERRUPTED = "interrupted"  # by Ctrl-C or SIGTERM: a summary, then exit code 130
 
 
 def register(app: typer.Typer) -> None:
@@ -103,8 +105,19 @@ def simulate(
     create_topics: Annotated[
         bool, typer.Option(help="Create missing input and dead-letter topics first.")
     ] = True,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="End with the summary as one JSON document on stdout (progress goes to "
+            "stderr); fields: README, 'Scripting'.",
+        ),
+    ] = False,
 ) -> None:
-    """Simulate a mid-size company and publish its back-office events to Kafka."""
+    """Simulate a mid-size company and publish its back-office events to Kafka.
+
+    Ctrl-C (or SIGTERM) stops it after a summary, with exit code 130.
+    """
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -144,9 +157,16 @@ def simulate(
         scale=scale,
     )
     limits = _Limits(rate=rate, count=count, duration_s=duration)
-    console = Console(soft_wrap=True)  # plain lines stay whole in logs; tables still fit
+    # Plain lines stay whole in logs; tables still fit. With --json stdout carries the
+    # summary document only: the rest goes to stderr.
+    console = Console(soft_wrap=True, stderr=as_json)
     tally = asyncio.run(_run(settings, simulator, pacer, limits, console, create_topics))
-    _print_summary(console, simulator, tally)
+    if as_json:
+        print(orjson.dumps(summary_record(simulator, tally)).decode(), flush=True)
+    else:
+        _print_summary(console, simulator, tally)
+    if tally.stopped_by == _INTERRUPTED:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -238,7 +258,7 @@ async def _publish(
 ) -> None:
     while True:
         if stop.is_set():
-            tally.stopped_by = "interrupted"
+            tally.stopped_by = _INTERRUPTED
             return
         if limits.count is not None and tally.sent >= limits.count:
             tally.stopped_by = "count reached"
@@ -312,7 +332,7 @@ class _Progress:
             self._bar.update(self._task, description=text, completed=self._tally.sent)
         elif time.monotonic() - self._last_line >= _REPORT_EVERY_S:
             self._last_line = time.monotonic()
-            print(f"kpi simulate: {text}", flush=True)
+            print(f"kpi simulate: {text}", file=self._console.file, flush=True)
 
     def _status(self) -> str:
         tally, simulator = self._tally, self._simulator
@@ -322,6 +342,22 @@ class _Progress:
             f"sent {tally.sent:,} ({rate:,.0f}/s), simulated up to {_iso(simulator.now)}, "
             f"faults {faults:,}"
         )
+
+
+def summary_record(simulator: CompanySimulator, tally: _Tally) -> dict[str, object]:
+    """The summary as ``kpi simulate --json`` prints it (the text summary's figures)."""
+    return {
+        "stopped_by": tally.stopped_by,
+        "sent": tally.sent,
+        "elapsed_s": tally.elapsed_s,
+        "simulated_from": _iso(simulator.start, "T"),
+        "simulated_to": _iso(simulator.now, "T"),
+        "by_topic_and_type": [
+            {"topic": topic, "type": kind, "count": n}
+            for (topic, kind), n in sorted(tally.by_type.items())
+        ],
+        "injected_faults": dict(simulator.injected),
+    }
 
 
 def _print_summary(console: Console, simulator: CompanySimulator, tally: _Tally) -> None:
@@ -389,8 +425,9 @@ def _parse_list(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, 
     return items
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _iso(t: float, sep: str = " ") -> str:
+    """UTC to the second; ``sep="T"``: RFC 3339, as in JSON."""
+    return datetime.fromtimestamp(t, tz=UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%SZ")
 
 
 if __name__ == "__main__":  # pragma: no cover - handy without the lead's ``kpi`` entry point

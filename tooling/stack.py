@@ -29,11 +29,12 @@ from string import Template
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 import typer
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.errors import ConfigurationError, StackError
+from schemas.errors import EXIT_NOTHING, ConfigurationError, StackError
 from streams.access import ROLES
 from streams.config import Settings, shown_url
 from tooling import stack_secure
@@ -101,6 +102,18 @@ class ServiceStatus:
     log: Path
     #: How clients reach it when that is not plain TCP (a secure stack), e.g. ``TLS``.
     security: str = ""
+
+    def record(self) -> dict[str, object]:
+        """The ``kpi stack status --json`` object of this server."""
+        return {
+            "name": self.name,
+            "running": self.running,
+            "pid": self.pid,
+            "host": self.endpoint.host,
+            "port": self.endpoint.port,
+            "security": self.security or None,
+            "log": str(self.log),
+        }
 
     def describe(self) -> str:
         """One line for humans: ``kafka  running  pid 123  127.0.0.1:9092  log ...``."""
@@ -1253,13 +1266,25 @@ def down_command(
 
 
 @stack_app.command("status")
-def status_command() -> None:
+def status_command(
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='One JSON document: {"running": all of them, "services": [{name, running, pid, '
+        "host, port, security, log}]}.",
+    ),
+) -> None:
     """Show whether Kafka and Redis run; exit code 1 when one of them does not."""
     statuses = stack_status(_settings())
-    for status in statuses:
-        typer.echo(status.describe())
-    if not all(status.running for status in statuses):
-        raise typer.Exit(1)
+    running = all(status.running for status in statuses)
+    if as_json:
+        document = {"running": running, "services": [status.record() for status in statuses]}
+        typer.echo(orjson.dumps(document).decode())
+    else:
+        for status in statuses:
+            typer.echo(status.describe())
+    if not running:
+        raise typer.Exit(EXIT_NOTHING)
 
 
 @stack_app.command("fetch")
