@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 
 import typer
@@ -17,6 +18,7 @@ from schemas.errors import (
     NothingToShow,
 )
 from streams import engine_build
+from streams.config import environment_help, redis_settings
 
 try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in typer
     from typer._click.exceptions import ClickException
@@ -24,9 +26,18 @@ try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in type
 except ImportError:  # pragma: no cover - older typer with click as a dependency
     from click.exceptions import Abort, ClickException, Exit  # type: ignore[assignment]
 
+#: Every command's exit codes (README, "Exit codes"); decided in ``main``.
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 nothing to show or a check failed; 2 a usage error, a bad "
+    "setting or Kafka/Redis unreachable; 130 interrupted (Ctrl-C)."
+)
+#: The settings of the commands that read KPIs from Redis.
+_READER_ENVIRONMENT = environment_help(*redis_settings(), "currency")
+
 app = typer.Typer(
     name="kpi",
     help="backoffice-kpi: streaming back-office KPIs from Kafka to Redis and Prometheus.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -56,7 +67,7 @@ def _root(
     """backoffice-kpi: streaming back-office KPIs from Kafka to Redis and Prometheus."""
 
 
-@app.command()
+@app.command(epilog=environment_help())
 def worker(
     loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
 ) -> None:
@@ -76,7 +87,7 @@ _JSON_HELP = (
 )
 
 
-@app.command()
+@app.command(epilog=_READER_ENVIRONMENT)
 def get(
     name: str = typer.Argument(None, help="KPI name, e.g. dso (see --all for every KPI)."),
     window: str | None = typer.Option(
@@ -109,7 +120,7 @@ def get(
     asyncio.run(print_one(settings, name, window, scope, history, as_json=as_json))
 
 
-@app.command()
+@app.command(epilog=_READER_ENVIRONMENT)
 def watch(
     interval: float = typer.Option(2.0, "--interval", "-n", min=0.2, help="Seconds per redraw."),
     window: str | None = typer.Option(
@@ -129,7 +140,7 @@ def watch(
     asyncio.run(print_all(Settings(), window=window, watch_s=interval, as_json=as_json))
 
 
-@app.command()
+@app.command(epilog=_READER_ENVIRONMENT)
 def why(
     name: str = typer.Argument(..., help="A duration KPI, e.g. ticket_resolution_time."),
     window: str = typer.Option(
@@ -158,6 +169,7 @@ def why(
         raise Exit(EXIT_NOTHING)
 
 
+@functools.cache  # once per process, however often asked (the help tests ask too)
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
     from producers import backfill

@@ -44,7 +44,7 @@ from schemas.errors import (
     KpiError,
 )
 from schemas.events import MODEL_OF_TYPE, NUMERIC_STRING_PATTERN, TOPIC_OF_TYPE, key_of
-from streams.config import INPUT_TOPICS, Settings
+from streams.config import INPUT_TOPICS, Settings, environment_help
 from streams.logs import quiet_logger
 from streams.topics import create_published_topics
 
@@ -453,7 +453,9 @@ async def send_rows(
 
 def register(app: typer.Typer) -> None:
     """Add the ``publish`` command to the ``kpi`` application."""
-    app.command("publish")(publish)
+    from producers.cli import PRODUCER_SETTINGS
+
+    app.command("publish", epilog=environment_help(*PRODUCER_SETTINGS))(publish)
 
 
 def publish(

@@ -32,7 +32,7 @@ from producers.simulator import (
     time_zone,
 )
 from schemas.errors import EXIT_INTERRUPTED, ConfigurationError, KpiError
-from streams.config import Settings
+from streams.config import Settings, environment_help, kafka_settings
 from streams.logs import quiet_logger
 from streams.topics import create_published_topics
 
@@ -44,9 +44,21 @@ _ALL_REASONS = ",".join(INVALID_REASONS)
 _INTERRUPTED = "interrupted"  # by Ctrl-C or SIGTERM: a summary, then exit code 130
 
 
+#: What ``kpi simulate`` and ``kpi publish`` read: a Kafka client that creates its topics.
+PRODUCER_SETTINGS: tuple[str, ...] = (
+    *kafka_settings(),
+    "topic_prefix",
+    "app_id",
+    "partitions",
+    "replication_factor",
+    "currency",
+    "grace_seconds",
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``simulate`` command to the ``kpi`` application."""
-    app.command("simulate")(simulate)
+    app.command("simulate", epilog=environment_help(*PRODUCER_SETTINGS, "timezone"))(simulate)
 
 
 def simulate(
@@ -98,8 +110,9 @@ def simulate(
     timezone: Annotated[
         str | None,
         typer.Option(
-            help="IANA time zone of the company's office hours and weekdays "
-            "(default: KPI_TIMEZONE)."
+            envvar="KPI_TIMEZONE",
+            show_envvar=True,
+            help="IANA time zone of the company's office hours and weekdays.",
         ),
     ] = None,
     create_topics: Annotated[

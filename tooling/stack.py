@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import EXIT_NOTHING, ConfigurationError, StackError
 from streams.access import ROLES
-from streams.config import Settings, shown_url
+from streams.config import Settings, environment_help, shown_url
 from tooling import stack_secure
 from tooling.redis_access import redis_acl_rule
 from tooling.stack_secure import CLIENT_ROLES, ClientRole, SecureEndpoints, SecureFiles
@@ -1210,6 +1210,11 @@ def stack_status(settings: Settings) -> tuple[ServiceStatus, ServiceStatus]:
 
 # --- CLI --------------------------------------------------------------------------------------
 
+#: What ``kpi stack status`` reads: where the stack is and the ports it should listen on.
+_STATUS_SETTINGS = ("stack_dir", "kafka_bootstrap", "redis_url")
+#: ``up`` and ``env`` also provision (``--secure``: ACLs) the configured namespace.
+_STACK_SETTINGS = (*_STATUS_SETTINGS, "topic_prefix", "app_id", "partitions", "redis_prefix")
+
 stack_app = typer.Typer(
     help="The local Kafka + Redis stack (real servers, no Docker); state in KPI_STACK_DIR.",
     no_args_is_help=True,
@@ -1226,7 +1231,7 @@ def _settings() -> Settings:
         raise ConfigurationError(msg) from exc
 
 
-@stack_app.command("up")
+@stack_app.command("up", epilog=environment_help(*_STACK_SETTINGS))
 def up_command(
     timeout: float = typer.Option(120.0, help="Seconds to wait for both servers to answer."),
     secure: bool = typer.Option(
@@ -1240,7 +1245,7 @@ def up_command(
     stack_up(_settings(), secure=secure, timeout_s=timeout, echo=typer.echo)
 
 
-@stack_app.command("env")
+@stack_app.command("env", epilog=environment_help(*_STACK_SETTINGS))
 def env_command(
     role: str = typer.Option(
         "worker", help=f"Whose settings: {', '.join(CLIENT_ROLES)} (reader: Redis only)."
@@ -1257,7 +1262,7 @@ def env_command(
     typer.echo(stack_secure.environment_line(environment))
 
 
-@stack_app.command("down")
+@stack_app.command("down", epilog=environment_help("stack_dir"))
 def down_command(
     timeout: float = typer.Option(30.0, help="Seconds to wait after SIGTERM before SIGKILL."),
 ) -> None:
@@ -1265,7 +1270,7 @@ def down_command(
     stack_down(_settings(), timeout_s=timeout, echo=typer.echo)
 
 
-@stack_app.command("status")
+@stack_app.command("status", epilog=environment_help(*_STATUS_SETTINGS))
 def status_command(
     as_json: bool = typer.Option(
         False,
