@@ -1,7 +1,7 @@
 """Terminal views of the KPIs read from Redis: ``kpi get``, its ``--all`` table, ``kpi why``.
 
 Each view reads once, builds plain records (the ``--json`` documents, docs/CONTRACT.md
-field names), and renders them as text or JSON.
+field names, README "Scripting"), and renders them as text or JSON.
 """
 
 from __future__ import annotations
