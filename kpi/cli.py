@@ -154,7 +154,9 @@ def why(
         help="A closed window by its label (2026-03-08, 2026-W10, 2026-03...), from the "
         "history; default: the newest window.",
     ),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON document instead (fields: README, 'Scripting')."
+    ),
 ) -> None:
     """The worst entities behind a duration KPI: its ten longest measurements, longest first.
 
