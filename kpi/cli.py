@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 
 import typer
 from pydantic import ValidationError
 
-from schemas.errors import ConfigurationError, KpiError
+from schemas.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING,
+    ConfigurationError,
+    KpiError,
+    NothingToShow,
+)
 from streams import engine_build
+from streams.config import environment_help, redis_settings
 
 try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in typer
     from typer._click.exceptions import ClickException
@@ -17,9 +26,18 @@ try:  # typer >= 0.24 vendors click: usage errors live there, Abort/Exit in type
 except ImportError:  # pragma: no cover - older typer with click as a dependency
     from click.exceptions import Abort, ClickException, Exit  # type: ignore[assignment]
 
+#: Every command's exit codes (README, "Exit codes"); decided in ``main``.
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 nothing to show or a check failed; 2 a usage error, a bad "
+    "setting or Kafka/Redis unreachable; 130 interrupted (Ctrl-C)."
+)
+#: The settings of the commands that read KPIs from Redis.
+_READER_ENVIRONMENT = environment_help(*redis_settings(), "currency", "targets_file")
+
 app = typer.Typer(
     name="kpi",
     help="backoffice-kpi: streaming back-office KPIs from Kafka to Redis and Prometheus.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -49,7 +67,7 @@ def _root(
     """backoffice-kpi: streaming back-office KPIs from Kafka to Redis and Prometheus."""
 
 
-@app.command()
+@app.command(epilog=environment_help())
 def worker(
     loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
     log_format: str | None = typer.Option(
@@ -72,9 +90,13 @@ def worker(
 #: The window of ``kpi get NAME`` without ``-w``.
 DEFAULT_WINDOW = "30d"
 _WINDOWS_HELP = "1h, 1d, 1w (ISO week), 1mo, 1q (fiscal quarter), 1y (fiscal year) or 30d"
+_JSON_HELP = (
+    "Print one JSON document instead (fields: README, 'Scripting'); with --watch, one per "
+    "redraw, a line each (JSON Lines)."
+)
 
 
-@app.command()
+@app.command(epilog=_READER_ENVIRONMENT)
 def get(
     name: str = typer.Argument(None, help="KPI name, e.g. dso (see --all for every KPI)."),
     window: str | None = typer.Option(
@@ -87,36 +109,47 @@ def get(
     all_: bool = typer.Option(False, "--all", help="A table of every KPI's current value."),
     history: int = typer.Option(0, "--history", help="Also print the last N closed windows."),
     watch: float = typer.Option(0, "--watch", help="With --all: redraw every N seconds."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
-    """Print a KPI's current value from Redis (or a table of all of them)."""
+    """Print a KPI's current value from Redis (or a table of all of them).
+
+    Exit 1 when the KPI has no value yet in that window and scope.
+    """
     from streams.config import Settings
     from streams.views import print_all, print_one
 
     settings = Settings()
     if all_:
-        asyncio.run(print_all(settings, window=window, watch_s=watch))
+        asyncio.run(print_all(settings, window=window, watch_s=watch, as_json=as_json))
         return
     if not name:
         msg = "give a KPI name, or --all"
         raise ConfigurationError(msg)
-    asyncio.run(print_one(settings, name, window or DEFAULT_WINDOW, scope, history))
+    window = window or DEFAULT_WINDOW
+    asyncio.run(print_one(settings, name, window, scope, history, as_json=as_json))
 
 
-@app.command()
+@app.command(epilog=_READER_ENVIRONMENT)
 def watch(
     interval: float = typer.Option(2.0, "--interval", "-n", min=0.2, help="Seconds per redraw."),
     window: str | None = typer.Option(
         None, "--window", "-w", help=f"Only this window: {_WINDOWS_HELP} (default: all)."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="A JSON document per redraw, one a line (JSON Lines), no table."
+    ),
 ) -> None:
-    """A live terminal dashboard: every KPI's newest value against its target (Ctrl-C ends)."""
+    """A live terminal dashboard: every KPI's newest value against its target (Ctrl-C ends).
+
+    Ctrl-C ends it with exit code 130.
+    """
     from streams.config import Settings
     from streams.views import print_all
 
-    asyncio.run(print_all(Settings(), window=window, watch_s=interval))
+    asyncio.run(print_all(Settings(), window=window, watch_s=interval, as_json=as_json))
 
 
-@app.command()
+@app.command(epilog=_READER_ENVIRONMENT)
 def why(
     name: str = typer.Argument(..., help="A duration KPI, e.g. ticket_resolution_time."),
     window: str = typer.Option(
@@ -130,19 +163,24 @@ def why(
         help="A closed window by its label (2026-03-08, 2026-W10, 2026-03...), from the "
         "history; default: the newest window.",
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON document instead (fields: README, 'Scripting')."
+    ),
 ) -> None:
     """The worst entities behind a duration KPI: its ten longest measurements, longest first.
 
-    Exit 1 (one line) when the window has none; exit 2 on errors (no value yet, no such
-    closed window, a KPI without durations).
+    Exit 1 when there is nothing to list: the window has no measurement, no value yet, no
+    such closed window. Exit 2 for a KPI without durations.
     """
     from streams.config import Settings
     from streams.views import print_worst
 
-    if not asyncio.run(print_worst(Settings(), name, window, scope, label)):
-        raise Exit(1)
+    settings = Settings()
+    if not asyncio.run(print_worst(settings, name, window, scope, label, as_json=as_json)):
+        raise Exit(EXIT_NOTHING)
 
 
+@functools.cache  # once per process, however often asked (the help tests ask too)
 def _register() -> None:
     # Sub-commands live next to what they drive; each module exposes a Typer app or a command.
     from producers import backfill
@@ -159,24 +197,31 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Run the CLI; errors become one line on stderr (exit 2), never a traceback."""
-    # Before any command imports the engine (the generators do, to register).
-    engine_build.select()
-    _register()
+    """Run the CLI; errors become one line on stderr, never a traceback.
+
+    The exit code says what happened (README, "Exit codes"): 0 done, 1 nothing to show or a
+    check failed, 2 a usage, setting or connection error, 130 interrupted.
+    """
     try:
+        # Before any command imports the engine (the generators do, to register). In the
+        # try: a Ctrl-C during these imports is an interruption too.
+        engine_build.select()
+        _register()
         # Without standalone mode click returns (not raises) a command's exit code.
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except Abort:
         typer.echo("kpi: aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except ClickException as exc:
         # Usage errors (bad option, bad value): one line instead of click's usage box.
         message = exc.format_message()
         if message:  # empty for "no arguments: here is the help"
             typer.echo(f"kpi: error: {message}", err=True)
-        sys.exit(exc.exit_code)
+        # Click gives 1 to the few that are not usage errors (a file it cannot open): bad
+        # input all the same.
+        sys.exit(EXIT_ERROR)
     except Exit as exc:
         sys.exit(exc.exit_code)
     except ValidationError as exc:
@@ -185,12 +230,18 @@ def main() -> None:
         # pydantic words a validator's own ValueError "Value error, <its message>".
         reason = str(first["msg"]).removeprefix("Value error, ")
         typer.echo(f"kpi: error: bad setting KPI_{where.upper()}: {reason}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_ERROR)
+    except NothingToShow as exc:
+        typer.echo(f"kpi: {exc}", err=True)
+        sys.exit(EXIT_NOTHING)
     except KpiError as exc:
         typer.echo(f"kpi: error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_ERROR)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C: asyncio.run cancels the command's task and raises KeyboardInterrupt once it
+        # has ended; a CancelledError that escapes instead (a task that swallowed the
+        # interrupt's cancellation and was cancelled again) means the same.
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,16 @@ from rich.progress import (
 
 from producers.publisher import Publisher
 from schemas.decode import SCHEMA, decode
-from schemas.errors import FUTURE, FUTURE_TOLERANCE_S, InvalidEvent, KpiError
+from schemas.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING,
+    FUTURE,
+    FUTURE_TOLERANCE_S,
+    InvalidEvent,
+    KpiError,
+)
 from schemas.events import MODEL_OF_TYPE, NUMERIC_STRING_PATTERN, TOPIC_OF_TYPE, key_of
-from streams.config import INPUT_TOPICS, Settings
+from streams.config import INPUT_TOPICS, Settings, environment_help
 from streams.logs import quiet_logger
 from streams.topics import create_published_topics
 
@@ -58,11 +65,11 @@ __all__ = [
     "Sent",
     "scan",
     "send_rows",
+    "summary_record",
 ]
 
 #: Exit code when rows are invalid and nothing was published (errors of the command are 2).
-EXIT_INVALID_ROWS: Final = 1
-_EXIT_INTERRUPTED: Final = 130
+EXIT_INVALID_ROWS: Final = EXIT_NOTHING
 _REPORT_EVERY_S: Final = 5.0  # progress lines when stdout is not a terminal
 _PROGRESS_EVERY_ROWS: Final = 500
 # For rows that are not a known type, decode's verdict does not depend on the topic:
@@ -446,7 +453,9 @@ async def send_rows(
 
 def register(app: typer.Typer) -> None:
     """Add the ``publish`` command to the ``kpi`` application."""
-    app.command("publish")(publish)
+    from producers.cli import PRODUCER_SETTINGS
+
+    app.command("publish", epilog=environment_help(*PRODUCER_SETTINGS))(publish)
 
 
 def publish(
@@ -489,8 +498,19 @@ def publish(
     create_topics: Annotated[
         bool, typer.Option(help="Create missing input and dead-letter topics first.")
     ] = True,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="End with the summary as one JSON document on stdout (progress and invalid "
+            "rows go to stderr); fields: README, 'Scripting'.",
+        ),
+    ] = False,
 ) -> None:
-    """Publish events from a JSON Lines or CSV file to the input topics (a backfill)."""
+    """Publish events from a JSON Lines or CSV file to the input topics (a backfill).
+
+    Exit 1 when rows are invalid and nothing was published, 130 when interrupted.
+    """
     if topic is not None and topic not in INPUT_TOPICS:
         msg = f"{topic!r} is not an input topic; choose from {', '.join(INPUT_TOPICS)}"
         raise typer.BadParameter(msg, param_hint="--topic")
@@ -512,7 +532,8 @@ def publish(
         else UncheckedRouter(topic, file)
     )
     # Plain text only: details quote untrusted input, which rich would read as markup.
-    console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+    # With --json stdout carries the summary document only: the rest goes to stderr.
+    console = Console(stderr=as_json, soft_wrap=True, markup=False, emoji=False, highlight=False)
     errors = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
     def report(row: Row, exc: InvalidEvent) -> None:
@@ -530,21 +551,29 @@ def publish(
             on_progress=progress.update,
         )
     if found.invalid and not skip_invalid:
-        _print_refusal(console, file, found)
+        if as_json:
+            elapsed_s = time.monotonic() - began
+            _print_json(summary_record(file, found, Sent(), elapsed_s, validate, refused=True))
+        else:
+            _print_refusal(console, file, found)
         raise typer.Exit(EXIT_INVALID_ROWS)
     if not found.valid_rows:
         # Nothing to send: no reason to need Kafka (or to create topics) for an empty file.
-        _print_summary(console, file, found, Sent(), time.monotonic() - began, validate)
-        return
-    if _identity(file) != before:
-        msg = f"{file} changed while it was being checked; run the command again"
-        raise BackfillError(msg)
-    sent = asyncio.run(
-        _publish_file(settings, file, chosen_format, route, found, console, create_topics)
-    )
-    _print_summary(console, file, found, sent, time.monotonic() - began, validate)
+        sent = Sent()
+    else:
+        if _identity(file) != before:
+            msg = f"{file} changed while it was being checked; run the command again"
+            raise BackfillError(msg)
+        sent = asyncio.run(
+            _publish_file(settings, file, chosen_format, route, found, console, create_topics)
+        )
+    elapsed_s = time.monotonic() - began
+    if as_json:
+        _print_json(summary_record(file, found, sent, elapsed_s, validate))
+    else:
+        _print_summary(console, file, found, sent, elapsed_s, validate)
     if sent.interrupted:
-        raise typer.Exit(_EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -640,6 +669,31 @@ def _print_refusal(console: Console, path: Path, found: Scan) -> None:
     console.print(
         f"  fix them, or use --skip-invalid to publish the {found.valid_rows:,} valid rows"
     )
+
+
+def summary_record(
+    path: Path, found: Scan, sent: Sent, elapsed_s: float, validated: bool, *, refused: bool = False
+) -> dict[str, object]:
+    """The summary as ``kpi publish --json`` prints it (the text summary's figures)."""
+    status = "refused" if refused else "interrupted" if sent.interrupted else "done"
+    return {
+        "status": status,
+        "file": str(path),
+        "rows": found.rows,
+        "published": sent.total,
+        "published_by_topic": dict(sorted(sent.by_topic.items())),
+        "validated": validated,
+        "invalid": dict(sorted(found.invalid.items())),
+        "maybe_late": found.maybe_late,
+        "first_maybe_late_line": found.first_maybe_late_line,
+        # The last line published: resume after it (when interrupted).
+        "last_line": sent.last_line or None,
+        "elapsed_s": elapsed_s,
+    }
+
+
+def _print_json(document: dict[str, object]) -> None:
+    print(orjson.dumps(document).decode(), flush=True)
 
 
 def _print_summary(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -32,8 +33,8 @@ from producers.simulator import (
     foreign_currencies,
     time_zone,
 )
-from schemas.errors import ConfigurationError, KpiError
-from streams.config import Settings
+from schemas.errors import EXIT_INTERRUPTED, ConfigurationError, KpiError
+from streams.config import Settings, environment_help, kafka_settings
 from streams.logs import quiet_logger
 from streams.topics import create_published_topics
 
@@ -43,11 +44,24 @@ _REPORT_EVERY_S = 5.0  # progress lines when stdout is not a terminal
 _SAVE_EVERY_S = 5.0  # --state-file: flush and record the progress this often
 _ALL_TOPICS = ",".join(TOPICS)
 _ALL_REASONS = ",".join(INVALID_REASONS)
+_INTERRUPTED = "interrupted"  # by Ctrl-C or SIGTERM: a summary, then exit code 130
+
+
+#: What ``kpi simulate`` and ``kpi publish`` read: a Kafka client that creates its topics.
+PRODUCER_SETTINGS: tuple[str, ...] = (
+    *kafka_settings(),
+    "topic_prefix",
+    "app_id",
+    "partitions",
+    "replication_factor",
+    "currency",
+    "grace_seconds",
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``simulate`` command to the ``kpi`` application."""
-    app.command("simulate")(simulate)
+    app.command("simulate", epilog=environment_help(*PRODUCER_SETTINGS, "timezone"))(simulate)
 
 
 def simulate(
@@ -99,8 +113,9 @@ def simulate(
     timezone: Annotated[
         str | None,
         typer.Option(
-            help="IANA time zone of the company's office hours and weekdays "
-            "(default: KPI_TIMEZONE)."
+            envvar="KPI_TIMEZONE",
+            show_envvar=True,
+            help="IANA time zone of the company's office hours and weekdays.",
         ),
     ] = None,
     create_topics: Annotated[
@@ -114,8 +129,19 @@ def simulate(
             "other settings must be those it records.",
         ),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="End with the summary as one JSON document on stdout (progress goes to "
+            "stderr); fields: README, 'Scripting'.",
+        ),
+    ] = False,
 ) -> None:
-    """Simulate a mid-size company and publish its back-office events to Kafka."""
+    """Simulate a mid-size company and publish its back-office events to Kafka.
+
+    Ctrl-C (or SIGTERM) stops it after a summary, with exit code 130.
+    """
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -175,7 +201,10 @@ def simulate(
         grace_seconds=settings.grace_seconds,
         scale=scale,
     )
-    console = Console(soft_wrap=True)  # plain lines stay whole in logs; tables still fit
+    limits = _Limits(rate=rate, count=count, duration_s=duration)
+    # Plain lines stay whole in logs; tables still fit. With --json stdout carries the
+    # summary document only: the rest goes to stderr.
+    console = Console(soft_wrap=True, stderr=as_json)
     if run is not None and run.published:
         simulator.skip_to(run.published)
         pacer.move_start(simulator.now)
@@ -183,9 +212,13 @@ def simulate(
             f"kpi simulate: continuing from {state_file}: {run.published:,} messages published "
             f"already, up to {_iso(simulator.now)}"
         )
-    limits = _Limits(rate=rate, count=count, duration_s=duration)
     tally = asyncio.run(_run(settings, simulator, pacer, limits, console, create_topics, run))
-    _print_summary(console, simulator, tally)
+    if as_json:
+        print(orjson.dumps(summary_record(simulator, tally)).decode(), flush=True)
+    else:
+        _print_summary(console, simulator, tally)
+    if tally.stopped_by == _INTERRUPTED:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -288,7 +321,7 @@ async def _publish(
         if save is not None:
             await save.due()
         if stop.is_set():
-            tally.stopped_by = "interrupted"
+            tally.stopped_by = _INTERRUPTED
             return
         if limits.count is not None and tally.sent >= limits.count:
             tally.stopped_by = "count reached"
@@ -384,7 +417,7 @@ class _Progress:
             self._bar.update(self._task, description=text, completed=self._tally.sent)
         elif time.monotonic() - self._last_line >= _REPORT_EVERY_S:
             self._last_line = time.monotonic()
-            print(f"kpi simulate: {text}", flush=True)
+            print(f"kpi simulate: {text}", file=self._console.file, flush=True)
 
     def _status(self) -> str:
         tally, simulator = self._tally, self._simulator
@@ -394,6 +427,22 @@ class _Progress:
             f"sent {tally.sent:,} ({rate:,.0f}/s), simulated up to {_iso(simulator.now)}, "
             f"faults {faults:,}"
         )
+
+
+def summary_record(simulator: CompanySimulator, tally: _Tally) -> dict[str, object]:
+    """The summary as ``kpi simulate --json`` prints it (the text summary's figures)."""
+    return {
+        "stopped_by": tally.stopped_by,
+        "sent": tally.sent,
+        "elapsed_s": tally.elapsed_s,
+        "simulated_from": _iso(simulator.start, "T"),
+        "simulated_to": _iso(simulator.now, "T"),
+        "by_topic_and_type": [
+            {"topic": topic, "type": kind, "count": n}
+            for (topic, kind), n in sorted(tally.by_type.items())
+        ],
+        "injected_faults": dict(simulator.injected),
+    }
 
 
 def _print_summary(console: Console, simulator: CompanySimulator, tally: _Tally) -> None:
@@ -461,8 +510,9 @@ def _parse_list(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, 
     return items
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _iso(t: float, sep: str = " ") -> str:
+    """UTC to the second; ``sep="T"``: RFC 3339, as in JSON."""
+    return datetime.fromtimestamp(t, tz=UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%SZ")
 
 
 if __name__ == "__main__":  # pragma: no cover - handy without the lead's ``kpi`` entry point

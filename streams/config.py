@@ -322,3 +322,40 @@ def bearer_allowed(authorization: str | None, token: str) -> bool:
     if authorization is None or not authorization.startswith("Bearer "):
         return False
     return hmac.compare_digest(authorization[len("Bearer ") :].encode(), token.encode())
+
+
+# -- the settings each command reads, for its --help ------------------------------------------
+
+
+def kafka_settings() -> tuple[str, ...]:
+    """The settings of a Kafka client: the ``kafka_*`` fields (address, security)."""
+    return tuple(name for name in Settings.model_fields if name.startswith("kafka_"))
+
+
+def redis_settings() -> tuple[str, ...]:
+    """The settings of a Redis client: the ``redis_*`` fields (URL, key prefix, TLS CA)."""
+    return tuple(name for name in Settings.model_fields if name.startswith("redis_"))
+
+
+def setting_variables(*names: str) -> tuple[str, ...]:
+    """The ``KPI_*`` variables that give the settings ``names`` (every setting without any).
+
+    A secret's ``KPI_<NAME>_FILE`` follows its ``KPI_<NAME>``. A name that is no field of
+    ``Settings`` is a ``ValueError``: a command's help cannot list a variable nothing reads.
+    """
+    fields = Settings.model_fields
+    unknown = [name for name in names if name not in fields]
+    if unknown:
+        msg = f"not settings: {', '.join(unknown)}"
+        raise ValueError(msg)
+    variables: list[str] = []
+    for name in dict.fromkeys(names or fields):
+        variables.append(f"KPI_{name.upper()}")
+        if name in SECRET_SETTINGS:
+            variables.append(f"KPI_{name.upper()}_FILE")
+    return tuple(variables)
+
+
+def environment_help(*names: str) -> str:
+    """A command's help epilog: the ``KPI_*`` variables it reads (``setting_variables``)."""
+    return f"Environment: {', '.join(setting_variables(*names))} (README, 'Configuration')."

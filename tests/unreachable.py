@@ -43,6 +43,11 @@ class SilentServer:
                 return
             self._accepted.append(connection)  # held open, never answered
 
+    @property
+    def accepted(self) -> int:
+        """How many connections it has accepted so far."""
+        return len(self._accepted)
+
     def close(self) -> None:
         """Stop accepting and drop the connections held."""
         self._listener.close()

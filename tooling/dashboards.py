@@ -829,7 +829,9 @@ def all_panel_queries() -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add the ``dashboards`` command to the ``kpi`` application."""
-    app.command("dashboards")(dashboards)
+    from streams.config import environment_help
+
+    app.command("dashboards", epilog=environment_help("currency", "targets_file"))(dashboards)
 
 
 def dashboards(

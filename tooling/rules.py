@@ -643,7 +643,9 @@ def outdated_rules(
 
 def register(app: typer.Typer) -> None:
     """Add the ``rules`` command to the ``kpi`` application."""
-    app.command("rules")(rules)
+    from streams.config import environment_help
+
+    app.command("rules", epilog=environment_help("targets_file"))(rules)
 
 
 def rules(

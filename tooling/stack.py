@@ -29,13 +29,14 @@ from string import Template
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 import typer
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.errors import ConfigurationError, StackError
+from schemas.errors import EXIT_NOTHING, ConfigurationError, StackError
 from streams.access import ROLES
-from streams.config import Settings, shown_url
+from streams.config import Settings, environment_help, shown_url
 from tooling import stack_secure
 from tooling.redis_access import redis_acl_rule
 from tooling.stack_secure import CLIENT_ROLES, ClientRole, SecureEndpoints, SecureFiles
@@ -101,6 +102,18 @@ class ServiceStatus:
     log: Path
     #: How clients reach it when that is not plain TCP (a secure stack), e.g. ``TLS``.
     security: str = ""
+
+    def record(self) -> dict[str, object]:
+        """The ``kpi stack status --json`` object of this server."""
+        return {
+            "name": self.name,
+            "running": self.running,
+            "pid": self.pid,
+            "host": self.endpoint.host,
+            "port": self.endpoint.port,
+            "security": self.security or None,
+            "log": str(self.log),
+        }
 
     def describe(self) -> str:
         """One line for humans: ``kafka  running  pid 123  127.0.0.1:9092  log ...``."""
@@ -1197,6 +1210,11 @@ def stack_status(settings: Settings) -> tuple[ServiceStatus, ServiceStatus]:
 
 # --- CLI --------------------------------------------------------------------------------------
 
+#: What ``kpi stack status`` reads: where the stack is and the ports it should listen on.
+_STATUS_SETTINGS = ("stack_dir", "kafka_bootstrap", "redis_url")
+#: ``up`` and ``env`` also provision (``--secure``: ACLs) the configured namespace.
+_STACK_SETTINGS = (*_STATUS_SETTINGS, "topic_prefix", "app_id", "partitions", "redis_prefix")
+
 stack_app = typer.Typer(
     help="The local Kafka + Redis stack (real servers, no Docker); state in KPI_STACK_DIR.",
     no_args_is_help=True,
@@ -1213,7 +1231,7 @@ def _settings() -> Settings:
         raise ConfigurationError(msg) from exc
 
 
-@stack_app.command("up")
+@stack_app.command("up", epilog=environment_help(*_STACK_SETTINGS))
 def up_command(
     timeout: float = typer.Option(120.0, help="Seconds to wait for both servers to answer."),
     secure: bool = typer.Option(
@@ -1227,7 +1245,7 @@ def up_command(
     stack_up(_settings(), secure=secure, timeout_s=timeout, echo=typer.echo)
 
 
-@stack_app.command("env")
+@stack_app.command("env", epilog=environment_help(*_STACK_SETTINGS))
 def env_command(
     role: str = typer.Option(
         "worker", help=f"Whose settings: {', '.join(CLIENT_ROLES)} (reader: Redis only)."
@@ -1244,7 +1262,7 @@ def env_command(
     typer.echo(stack_secure.environment_line(environment))
 
 
-@stack_app.command("down")
+@stack_app.command("down", epilog=environment_help("stack_dir"))
 def down_command(
     timeout: float = typer.Option(30.0, help="Seconds to wait after SIGTERM before SIGKILL."),
 ) -> None:
@@ -1252,14 +1270,26 @@ def down_command(
     stack_down(_settings(), timeout_s=timeout, echo=typer.echo)
 
 
-@stack_app.command("status")
-def status_command() -> None:
+@stack_app.command("status", epilog=environment_help(*_STATUS_SETTINGS))
+def status_command(
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='One JSON document: {"running": all of them, "services": [{name, running, pid, '
+        "host, port, security, log}]}.",
+    ),
+) -> None:
     """Show whether Kafka and Redis run; exit code 1 when one of them does not."""
     statuses = stack_status(_settings())
-    for status in statuses:
-        typer.echo(status.describe())
-    if not all(status.running for status in statuses):
-        raise typer.Exit(1)
+    running = all(status.running for status in statuses)
+    if as_json:
+        document = {"running": running, "services": [status.record() for status in statuses]}
+        typer.echo(orjson.dumps(document).decode())
+    else:
+        for status in statuses:
+            typer.echo(status.describe())
+    if not running:
+        raise typer.Exit(EXIT_NOTHING)
 
 
 @stack_app.command("fetch")

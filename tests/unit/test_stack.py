@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from schemas.errors import StackError
@@ -359,6 +360,38 @@ def test_cli_status_exits_1_when_the_stack_is_down(tmp_path: Path) -> None:
         ["kafka", "stopped"],
         ["redis", "stopped"],
     ]
+
+
+def test_cli_status_json_is_one_document_and_exit_1_when_down(tmp_path: Path) -> None:
+    result = run_kpi(
+        tmp_path,
+        "stack",
+        "status",
+        "--json",
+        KPI_KAFKA_BOOTSTRAP="127.0.0.1:19092",
+        KPI_REDIS_URL="redis://127.0.0.1:16379/0",
+    )
+    assert result.returncode == 1 and result.stderr == ""
+    assert result.stdout.count("\n") == 1
+    stack = tmp_path / "stack"
+    assert orjson.loads(result.stdout) == {
+        "running": False,
+        "services": [
+            {
+                "name": name,
+                "running": False,
+                "pid": None,
+                "host": "127.0.0.1",
+                "port": port,
+                "security": None,
+                "log": str(stack / log),
+            }
+            for name, port, log in (
+                ("kafka", 19092, "kafka/logs/server.log"),
+                ("redis", 16379, "redis/redis.log"),
+            )
+        ],
+    }
 
 
 def test_cli_turns_a_stack_error_into_one_line_and_exit_2(tmp_path: Path) -> None:

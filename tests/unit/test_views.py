@@ -16,6 +16,7 @@ from rich.console import Console
 
 from streams import views
 from streams.app import kpi_json
+from streams.catalog import KPIS
 from streams.config import Settings
 from streams.core.records import WindowValue
 from streams.kpis.base import WINDOWS
@@ -321,24 +322,33 @@ async def test_kpi_why_reads_a_closed_window_by_its_label(
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "kind", "message"),
     [
-        (("dso", "1mo", "all"), "dso has no worst entities: only the duration KPIs do ("),
+        (
+            ("dso", "1mo", "all"),
+            views.ConfigurationError,  # exit 2: a usage error
+            "dso has no worst entities: only the duration KPIs do (",
+        ),
         (
             ("ticket_resolution_time", "1d", "desk"),
+            views.NothingToShow,  # exit 1
             "no value yet for ticket_resolution_time 1d desk in redis://",
         ),
         (
             ("ticket_resolution_time", "1d", "all", "2026-03-01"),
+            views.NothingToShow,
             "no closed window '2026-03-01' of ticket_resolution_time 1d all in "
             "redis://unused; the newest closed: 2026-03-06, 2026-03-07",
         ),
     ],
 )
-async def test_kpi_why_errors(tickets: FakeRedis, args: tuple[Any, ...], message: str) -> None:
+async def test_kpi_why_errors(
+    tickets: FakeRedis, args: tuple[Any, ...], kind: type[Exception], message: str
+) -> None:
     settings = Settings(redis_url="redis://unused")
-    with pytest.raises(views.ConfigurationError) as info:
+    with pytest.raises(kind) as info:
         await views.print_worst(settings, *args)
+    assert type(info.value) is kind
     assert str(info.value).startswith(message)
 
 
@@ -381,3 +391,148 @@ def test_kpis_page_records_of_a_duration_kpi_carry_percentiles_and_worst() -> No
     assert (record["p50"], record["p90"], record["p99"]) == (60.0, 120.0, 120.0)
     empty = kpi_json(dataclasses.replace(wv, value=None, p50=None, p90=None, p99=None, worst=()))
     assert (empty["p50"], empty["worst"]) == (None, [])
+
+
+# -- --json: the same reads as records (README, "Scripting") ----------------------------------
+
+
+def one_document(capsys: pytest.CaptureFixture[str]) -> Any:
+    """The one line of stdout, parsed: a single JSON document and nothing else."""
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out.count("\n") == 1, out
+    return orjson.loads(out)
+
+
+async def test_kpi_get_json_is_the_redis_fields_with_target_verdict_and_history(
+    fake: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await views.print_one(Settings(), "dso", "1mo", "all", history=2, as_json=True)
+    document = one_document(capsys)
+    # The catalog's target object, as in Redis's kpi:catalog.
+    target = document.pop("target")
+    assert (target["value"], target["direction"], target["window"]) == (45.0, "at_most", "30d")
+    assert target == KPIS["dso"].catalog_entry("USD")["target"]
+    assert document == {
+        "name": "dso",
+        "window": "1mo",
+        "scope": "all",
+        "title": KPIS["dso"].title,
+        "unit": "days",
+        "value": 41.5,
+        "count": 118,
+        "window_start": "2026-02-28T23:00:00Z",
+        "window_end": "2026-03-31T22:00:00Z",
+        "label": "2026-03",
+        "final": False,
+        "updated_at": "2026-03-19T10:00:00Z",
+        "verdict": "meets",
+        "history": [
+            {
+                "value": 39.25,
+                "count": 101,
+                "window_start": "2026-01-31T23:00:00Z",
+                "window_end": "2026-02-28T23:00:00Z",
+                "label": "2026-02",
+                "final": True,
+                "updated_at": None,
+                "verdict": "meets",
+            },
+            {
+                "value": None,
+                "count": 3,
+                "window_start": "2026-02-28T23:00:00Z",
+                "window_end": "2026-03-31T22:00:00Z",
+                "label": "",
+                "final": True,
+                "updated_at": None,
+                "verdict": None,
+            },
+        ],
+    }
+    # Without --history: no history field at all.
+    await views.print_one(Settings(), "dso", "1mo", "all", history=0, as_json=True)
+    assert "history" not in one_document(capsys)
+
+
+async def test_json_keeps_full_float_precision_and_says_misses(
+    fake: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.hashes["kpi:dso:1mo:all"] = {**MONTH, "value": repr(45 + 1 / 3)}
+    await views.print_one(Settings(), "dso", "1mo", "all", history=0, as_json=True)
+    document = one_document(capsys)
+    assert document["value"] == 45 + 1 / 3  # not 45.3, as the text shows it
+    assert document["verdict"] == "misses"
+
+
+async def test_kpi_get_json_of_a_duration_kpi_has_percentiles_and_worst(
+    tickets: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await views.print_one(Settings(), "ticket_resolution_time", "1d", "all", 1, as_json=True)
+    document = one_document(capsys)
+    assert (document["p50"], document["p90"], document["p99"]) == (1800.0, 36000.0, 43200.5)
+    assert document["worst"] == WORST
+    assert document["unit"] == "seconds"
+    (closed,) = document["history"]
+    assert closed["worst"] == [{"id": "T-b", "seconds": 120.0}, {"id": "T-a", "seconds": 60.0}]
+
+
+async def test_kpi_get_all_json_lists_every_kpi_in_every_window_it_keeps(
+    tickets: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await views.print_all(Settings(), as_json=True)
+    document = one_document(capsys)
+    assert tickets.round_trips == 1
+    assert document["scope"] == "all" and document["windows"] == list(WINDOWS)
+    assert document["redis"] == "redis://localhost:6379/0"
+    assert document["read_at"].endswith("Z")
+    pairs = [(v["name"], v["window"]) for v in document["values"]]
+    assert pairs == [(k.name, w) for k in views.CATALOG for w in WINDOWS if w in k.windows]
+    by = {(v["name"], v["window"]): v for v in document["values"]}
+    assert by["dso", "1mo"]["value"] == 41.5 and by["dso", "1mo"]["label"] == "2026-03"
+    assert by["enps", "1q"]["value"] == 12.0
+    assert by["ticket_resolution_time", "1d"]["p90"] == 36000.0
+    # Nothing written yet for dso 30d: the same fields, null.
+    nothing = by["dso", "30d"]
+    assert nothing["value"] is nothing["window_start"] is nothing["verdict"] is None
+    assert set(nothing) == set(by["dso", "1mo"])
+    # One window only.
+    await views.print_all(Settings(), "1q", as_json=True)
+    assert {v["window"] for v in one_document(capsys)["values"]} == {"1q"}
+
+
+async def test_watch_json_is_one_document_per_redraw(
+    fake: FakeRedis, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Stop(Exception):
+        pass
+
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise Stop
+
+    monkeypatch.setattr(views.asyncio, "sleep", sleep)
+    with pytest.raises(Stop):
+        await views.print_all(Settings(), watch_s=2.5, as_json=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert sleeps == [2.5, 2.5, 2.5] and len(lines) == 3
+    assert all(orjson.loads(line)["values"] for line in lines)
+
+
+async def test_kpi_why_json_lists_the_worst_as_in_redis(
+    tickets: FakeRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings()
+    assert await views.print_worst(settings, "ticket_resolution_time", "1d", "all", as_json=True)
+    document = one_document(capsys)
+    assert document["worst"] == WORST and document["label"] == "2026-03-08"
+    assert document["count"] == 40 and document["final"] is False
+    # A window without measurements: the document, with no worst, and False (exit 1).
+    closed = "2026-03-06"
+    assert not await views.print_worst(
+        settings, "ticket_resolution_time", "1d", "all", closed, as_json=True
+    )
+    document = one_document(capsys)
+    assert (document["label"], document["worst"], document["value"]) == (closed, [], None)

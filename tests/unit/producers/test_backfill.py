@@ -395,6 +395,39 @@ def test_skip_invalid_publishes_the_rest_and_lists_the_bad(
     assert "invalid, skipped: future 1, invalid_json 1, unknown_type 1" in result.stdout
 
 
+def test_json_summary_is_the_only_thing_on_stdout(app: typer.Typer, tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "events.jsonl", RECEIVED, b"{broken", TICKET, APPROVED)
+    result = CliRunner().invoke(app, ["publish", str(path), "--skip-invalid", "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 1
+    summary = orjson.loads(result.stdout)
+    elapsed_s = summary.pop("elapsed_s")
+    assert isinstance(elapsed_s, float) and elapsed_s >= 0
+    assert summary == {
+        "status": "done",
+        "file": str(path),
+        "rows": 4,
+        "published": 3,
+        "published_by_topic": {"incidents": 1, "invoices": 2},
+        "validated": True,
+        "invalid": {"invalid_json": 1},
+        "maybe_late": 0,
+        "first_maybe_late_line": None,
+        "last_line": 4,
+    }
+    assert result.stderr.startswith(f"{path}:2: invalid_json: ")
+
+
+def test_json_refusal_is_a_document_and_exit_1(app: typer.Typer, tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "events.jsonl", RECEIVED, b"{broken")
+    result = CliRunner().invoke(app, ["publish", str(path), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = orjson.loads(result.stdout)
+    assert (summary["status"], summary["published"], summary["rows"]) == ("refused", 0, 2)
+    assert summary["invalid"] == {"invalid_json": 1}
+    assert FakePublisher.instances == []
+
+
 def test_currency_is_the_configured_one(app: typer.Typer, tmp_path: Path) -> None:
     path = jsonl(tmp_path / "events.jsonl", RECEIVED)
     result = CliRunner().invoke(app, ["publish", str(path)], env={"KPI_CURRENCY": "EUR"})

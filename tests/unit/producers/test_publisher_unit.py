@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
@@ -213,6 +216,35 @@ def test_simulate_publishes_and_summarises(app: typer.Typer) -> None:
     assert "count reached; sent 2,000 messages" in result.output
     assert "employee.hired" in result.output  # the per-type table
     assert "injected faults" in result.output and "duplicate" in result.output
+
+
+def test_simulate_json_summary_is_the_only_thing_on_stdout(app: typer.Typer) -> None:
+    args = ["simulate", "--count", "2000", "--start", "10d", "--speed", "0", "--rate", "0"]
+    result = CliRunner().invoke(app, [*args, "--duplicates", "0.05", "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 1
+    summary = orjson.loads(result.stdout)
+    assert (summary["stopped_by"], summary["sent"]) == ("count reached", 2000)
+    by_type = summary["by_topic_and_type"]
+    assert sum(row["count"] for row in by_type) == 2000
+    assert {row["topic"] for row in by_type} == {"invoices", "hiring", "incidents"}
+    assert summary["injected_faults"]["duplicate"] > 0
+    assert summary["simulated_from"] < summary["simulated_to"]
+    assert summary["simulated_to"].endswith("Z") and "T" in summary["simulated_to"]
+
+
+def test_simulate_interrupted_summarises_then_exits_130(app: typer.Typer) -> None:
+    # SIGINT to this process while the command runs, as Ctrl-C sends it.
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        args = ["simulate", "--duration", "20", "--start", "1d", "--speed", "60", "--json"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        timer.cancel()
+    assert result.exit_code == 130, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["stopped_by"] == "interrupted" and summary["elapsed_s"] < 20
 
 
 def test_simulate_restricts_domains(app: typer.Typer) -> None:
