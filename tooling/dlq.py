@@ -246,11 +246,13 @@ async def _reader(
             raise UnavailableError(await unreachable(settings, exc, _START_TIMEOUT_S)) from exc
     try:
         try:
-            known = await consumer.topics()
+            # What consumer.topics() fetches; its own partitions_for_topic reads the client's
+            # cached metadata, which holds only subscribed topics (none here).
+            cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
         except KafkaError as exc:
-            msg = f"cannot list the topics of {settings.kafka_bootstrap}: {error_reason(exc)}"
+            msg = f"cannot read the topics of {settings.kafka_bootstrap}: {error_reason(exc)}"
             raise UnavailableError(msg) from exc
-        parts = consumer.partitions_for_topic(topic) if topic in known else None
+        parts = cluster.partitions_for_topic(topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
         if tps:
             consumer.assign(tps)
@@ -297,19 +299,34 @@ async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecor
             yield parse_record(r.value, r.partition, r.offset, r.timestamp)
 
 
-async def read_ledger(settings: Settings) -> set[str]:
-    """The sources (``topic:partition:offset``) the ledger records as replayed."""
-    replayed: set[str] = set()
+@dataclass
+class Ledger:
+    """What the ledger says: the sources replayed, and where their replays went."""
+
+    #: ``topic:partition:offset`` of each original message replayed.
+    replayed: set[str] = field(default_factory=set)
+    #: ``topic:partition:offset`` of each replayed copy (a dead letter of a replay has it
+    #: as its source).
+    copies: set[str] = field(default_factory=set)
+
+
+async def read_ledger(settings: Settings) -> Ledger:
+    """The ledger topic as of now (empty when it does not exist yet)."""
+    entries: dict[str, str | None] = {}
     async with _reader(settings, settings.replayed_topic) as (consumer, tps):
         async for r in _read_to_end(consumer, tps):
             if r.key is None:
                 continue
             source = r.key.decode("utf-8", errors="replace")
             if r.value is None:
-                replayed.discard(source)  # a tombstone: replayable again
-            else:
-                replayed.add(source)
-    return replayed
+                entries.pop(source, None)  # a tombstone: replayable again
+                continue
+            try:
+                to = orjson.loads(r.value).get("replayed_to")
+            except (orjson.JSONDecodeError, AttributeError):
+                to = None
+            entries[source] = to if isinstance(to, str) else None
+    return Ledger(set(entries), {to for to in entries.values() if to is not None})
 
 
 # --- tail ---------------------------------------------------------------------------------
@@ -330,6 +347,12 @@ async def tail(
             ends = await consumer.end_offsets(tps)
             for tp in tps:
                 consumer.seek(tp, ends[tp])
+        where = "from the oldest" if from_beginning else "from now on"
+        print(
+            f"kpi: dead letters of {settings.dead_letter_topic} {where} (Ctrl-C ends)",
+            file=sys.stderr,
+            flush=True,
+        )
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
             for records in batches.values():
@@ -431,6 +454,8 @@ class Replay:
     #: Records that are not dead letters, or name a topic that is not this instance's input.
     unreadable: int = 0
     foreign: int = 0
+    #: Of ``replayed``: dead letters of an earlier replay's copy (dead-lettered again).
+    again: int = 0
 
     def summary(self, *, dry_run: bool) -> str:
         """``replayed N dead letters (reason: n; to topic: n), ...`` in one line."""
@@ -442,6 +467,8 @@ class Replay:
             reasons = ", ".join(f"{r}: {c}" for r, c in sorted(by_reason.items()))
             topics = ", ".join(f"to {t}: {c}" for t, c in sorted(by_topic.items()))
             detail = f"{reasons}; {topics}"
+            if self.again:
+                detail += f"; {self.again} dead-lettered again after an earlier replay"
         else:
             detail = "nothing new"
         verb = "dry run: would replay" if dry_run else "replayed"
@@ -464,13 +491,14 @@ class Replay:
             "not_selected": self.not_selected,
             "foreign": self.foreign,
             "unreadable": self.unreadable,
+            "dead_lettered_again": self.again,
             "dead_letters": [dl.as_json() for dl in self.replayed],
         }
 
 
 async def plan(settings: Settings, chosen: Selection) -> Replay:
     """Which dead letters a replay sends: selected, for this instance, not in the ledger."""
-    replayed = await read_ledger(settings)
+    ledger = await read_ledger(settings)
     inputs = set(settings.input_topics)
     out = Replay()
     seen: set[str] = set()
@@ -481,12 +509,13 @@ async def plan(settings: Settings, chosen: Selection) -> Replay:
             out.not_selected += 1
         elif dl.topic not in inputs:
             out.foreign += 1
-        elif dl.source in replayed or dl.source in seen:
+        elif dl.source in ledger.replayed or dl.source in seen:
             # The ledger has it, or the same message was dead-lettered twice: once is enough.
             out.already += 1
         else:
             seen.add(dl.source)
             out.replayed.append(dl)
+            out.again += dl.source in ledger.copies
     return out
 
 
@@ -526,6 +555,7 @@ async def replay(
         not_selected=todo.not_selected,
         unreadable=todo.unreadable,
         foreign=todo.foreign,
+        again=todo.again,
     )
     try:
         for i in range(0, len(todo.replayed), _CHUNK):
