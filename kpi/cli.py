@@ -186,7 +186,7 @@ def _register() -> None:
     from producers import backfill
     from producers import cli as producers_cli
     from schemas import cli as schemas_cli
-    from tooling import dashboards, rules, stack
+    from tooling import dashboards, dlq, rules, stack
 
     app.add_typer(stack.stack_app, name="stack")
     producers_cli.register(app)
@@ -194,6 +194,7 @@ def _register() -> None:
     schemas_cli.register(app)
     rules.register(app)
     dashboards.register(app)
+    dlq.register(app)
 
 
 def main() -> None:

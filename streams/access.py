@@ -35,8 +35,8 @@ from streams.config import INPUT_TOPICS, Settings
 from streams.kafka import make_admin, unreachable
 from streams.topics import changelog_topic
 
-Role = Literal["worker", "publisher"]
-ROLES: tuple[Role, ...] = ("worker", "publisher")
+Role = Literal["worker", "publisher", "replayer"]
+ROLES: tuple[Role, ...] = ("worker", "publisher", "replayer")
 OperationName = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
 
 _TOPIC_AUTHORIZATION_FAILED = TopicAuthorizationFailedError.errno
@@ -82,6 +82,10 @@ def kafka_rights(settings: Settings, role: Role) -> list[Right]:
       Its producer is idempotent, which since Kafka 3.0 needs WRITE on a topic only (no
       IDEMPOTENT_WRITE on the cluster); it uses no transactions.
     - publisher (``kpi simulate``, ``kpi publish``): WRITE the input topics.
+    - replayer (``kpi dlq replay``, an operator's tool): READ the dead-letter topic, WRITE
+      the input topics (the payloads go back there), READ and WRITE its ledger topic. No
+      group: it reads partitions by assignment. ``kpi dlq tail`` and ``stats`` need only
+      READ on the dead-letter topic.
 
     Neither needs CREATE when the topics exist (``kpi stack up --secure`` creates them as
     the administrator); to let a role create them, add CREATE on them.
@@ -90,6 +94,14 @@ def kafka_rights(settings: Settings, role: Role) -> list[Right]:
     inputs = settings.input_topics
     if role == "publisher":
         return [Right("topic", t, "WRITE") for t in inputs]
+    if role == "replayer":
+        ledger = settings.replayed_topic
+        return [
+            Right("topic", settings.dead_letter_topic, "READ"),
+            *(Right("topic", t, "WRITE") for t in inputs),
+            Right("topic", ledger, "READ"),
+            Right("topic", ledger, "WRITE"),
+        ]
     rights = [Right("topic", t, "READ") for t in inputs]
     for t in INPUT_TOPICS:
         name = changelog_topic(settings, t)

@@ -29,6 +29,8 @@ from streams.kpis.sla import (
 #: Names of the input topics, before the prefix is applied (SPEC section 1).
 INPUT_TOPICS: tuple[str, ...] = ("invoices", "hiring", "incidents")
 DEAD_LETTER_TOPIC = "kpi.dead-letter"
+#: The ledger of ``kpi dlq replay``: one compacted record per dead letter it replayed.
+REPLAYED_TOPIC = "kpi.dead-letter.replayed"
 
 #: The settings that hold secrets: each can also be given as a file, ``KPI_<NAME>_FILE``
 #: holding its path (SPEC section 6), as container secrets are mounted.
@@ -300,6 +302,11 @@ class Settings(BaseSettings):
     def dead_letter_topic(self) -> str:
         """The dead-letter topic, prefixed."""
         return self.topic(DEAD_LETTER_TOPIC)
+
+    @property
+    def replayed_topic(self) -> str:
+        """The replay ledger topic (``kpi dlq replay``), prefixed."""
+        return self.topic(REPLAYED_TOPIC)
 
 
 def shown_url(url: str) -> str:

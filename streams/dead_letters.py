@@ -25,21 +25,31 @@ from streams.kafka import Producer
 
 
 def dead_letter_record(dl: DeadLetter, topic_name: str) -> bytes:
-    """The dead-letter message of SPEC section 1 (payload as the original text)."""
+    """The dead-letter message of SPEC section 1 (payload and key as the original text).
+
+    Bytes that are not UTF-8 are kept readable (backslash escapes) and exact, in a
+    ``payload_base64`` / ``key_base64`` field beside, so nothing is lost.
+    """
     record: dict[str, Any] = {
         "reason": dl.reason,
         "detail": dl.detail,
         "topic": topic_name,
         "partition": dl.partition,
         "offset": dl.offset,
+        "key": None,
     }
-    try:
-        record["payload"] = dl.payload.decode("utf-8")
-    except UnicodeDecodeError:
-        # Not text: keep a readable rendering and the exact bytes, so nothing is lost.
-        record["payload"] = dl.payload.decode("utf-8", errors="backslashreplace")
-        record["payload_base64"] = base64.b64encode(dl.payload).decode("ascii")
+    if dl.key is not None:
+        _put_text(record, "key", dl.key)
+    _put_text(record, "payload", dl.payload)
     return orjson.dumps(record)
+
+
+def _put_text(record: dict[str, Any], field: str, raw: bytes) -> None:
+    try:
+        record[field] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record[field] = raw.decode("utf-8", errors="backslashreplace")
+        record[f"{field}_base64"] = base64.b64encode(raw).decode("ascii")
 
 
 def source_of(value: bytes) -> tuple[str, int, int] | None:
@@ -116,7 +126,9 @@ class DeadLetters:
             fut = await producer.send(
                 self._topic,
                 dead_letter_record(dl, real),
-                key=f"{real}:{dl.partition}:{dl.offset}".encode(),
+                # The original key (SPEC section 1); the partition is still chosen here, so
+                # that read_back_from finds a partition's dead letters where it looks.
+                key=dl.key,
                 partition=self.partition_of(dl.partition),
             )
             futures.append((dl, fut))

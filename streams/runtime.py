@@ -197,6 +197,7 @@ class Runtime:
                     r.partition,
                     r.offset,
                     r.value if r.value is not None else b"",
+                    r.key,
                 )
                 for records in fetched.values()
                 for r in records

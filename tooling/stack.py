@@ -954,6 +954,8 @@ def provision(settings: Settings, *, echo: Echo = print, timeout_s: float = 60.0
     async def kafka_side() -> None:
         await ensure_topics(admin, timeout_s=timeout_s)
         for role in ROLES:
+            if role not in stack_secure.KAFKA_USERS:
+                continue  # an operator's role (replayer): the stack's admin plays it
             acls = kafka_access.kafka_acls(settings, role)
             await kafka_access.grant(admin, stack_secure.KAFKA_USERS[role], acls)
 

@@ -334,7 +334,13 @@ class Engine:
             except InvalidEvent as exc:
                 result.dead_letters.append(
                     DeadLetter(
-                        exc.reason, exc.detail, msg.topic, msg.partition, msg.offset, msg.value
+                        exc.reason,
+                        exc.detail,
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        msg.value,
+                        msg.key,
                     )
                 )
                 continue

@@ -14,6 +14,8 @@ class Message:
     partition: int
     offset: int
     value: bytes
+    #: The message's Kafka key (None: it had none); only a dead letter uses it.
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,8 @@ class DeadLetter:
     partition: int
     offset: int
     payload: bytes
+    #: The original message key (None: it had none), the dead letter's own key.
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,17 @@ def test_publisher_writes_the_inputs_only() -> None:
     ]
 
 
+def test_replayer_reads_dead_letters_writes_the_inputs_and_keeps_its_ledger() -> None:
+    assert [str(r) for r in kafka_rights(_settings(), "replayer")] == [
+        "READ on topic acme.kpi.dead-letter",
+        "WRITE on topic acme.invoices",
+        "WRITE on topic acme.hiring",
+        "WRITE on topic acme.incidents",
+        "READ on topic acme.kpi.dead-letter.replayed",
+        "WRITE on topic acme.kpi.dead-letter.replayed",
+    ]
+
+
 def test_missing_rights_reads_the_operation_bits() -> None:
     wanted = [
         Right("topic", "a", "READ"),
@@ -118,7 +129,9 @@ def test_docs_operations_lists_the_rights_of_the_default_namespace() -> None:
     section = text.split("## Kafka ACLs\n", 1)[1].split("\n## ", 1)[0]
     shown = set()
     for role, resource, names, operations in re.findall(
-        r"^\| (worker|publisher) \| (topic|group) \| (.+?) \| (.+?) \|$", section, re.MULTILINE
+        r"^\| (worker|publisher|replayer) \| (topic|group) \| (.+?) \| (.+?) \|$",
+        section,
+        re.MULTILINE,
     ):
         for name in re.findall(r"`([^`]+)`", names):
             for operation in operations.split(", "):

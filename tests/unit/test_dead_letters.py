@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,7 @@ from aiokafka import TopicPartition
 
 from streams.config import Settings
 from streams.core.engine import Engine
-from streams.core.records import DeadLetter
+from streams.core.records import DeadLetter, Message
 from streams.core.state import PartitionState
 from streams.dead_letters import DeadLetters, dead_letter_record, source_of
 from streams.kafka import Producer
@@ -24,7 +25,7 @@ class FakeProducer:
     """Stands in for AIOKafkaProducer: each partition's offsets count up from ``first``."""
 
     def __init__(self, first: int = 100) -> None:
-        self.sent: list[tuple[str, bytes, bytes, int]] = []
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
         self.next: dict[int, int] = {}
         self.first = first
 
@@ -34,7 +35,7 @@ class FakeProducer:
     async def stop(self) -> None:
         pass
 
-    async def send(self, topic: str, value: bytes, key: bytes, partition: int) -> Any:
+    async def send(self, topic: str, value: bytes, key: bytes | None, partition: int) -> Any:
         self.sent.append((topic, value, key, partition))
         offset = self.next.get(partition, self.first)
         self.next[partition] = offset + 1
@@ -58,14 +59,15 @@ async def dead_letters(eng: Engine, fake: FakeProducer) -> DeadLetters:
     return DeadLetters(SETTINGS, producer, eng, partitions=2)
 
 
-def dl(partition: int, offset: int, payload: bytes = b"{") -> DeadLetter:
-    return DeadLetter("schema", "bad", "invoices", partition, offset, payload)
+def dl(partition: int, offset: int, payload: bytes = b"{", key: bytes | None = None) -> DeadLetter:
+    return DeadLetter("schema", "bad", "invoices", partition, offset, payload, key)
 
 
 def test_the_record_keeps_bytes_that_are_not_text() -> None:
-    record = orjson.loads(dead_letter_record(dl(1, 5, b"\xff{"), "t.invoices"))
+    record = orjson.loads(dead_letter_record(dl(1, 5, b"\xff{", key=b"inv-\xfe"), "t.invoices"))
     assert record["topic"] == "t.invoices" and record["offset"] == 5
-    assert record["payload_base64"] == "/3s="
+    assert record["payload"] == "\\xff{" and record["payload_base64"] == "/3s="
+    assert record["key"] == "inv-\\xfe" and base64.b64decode(record["key_base64"]) == b"inv-\xfe"
     assert source_of(dead_letter_record(dl(1, 5), "t.invoices")) == ("t.invoices", 1, 5)
     assert source_of(b"not json") is None
 
@@ -74,10 +76,11 @@ async def test_sent_dead_letters_go_to_their_partition_and_their_position_to_the
     eng, fake = engine(), FakeProducer()
     eng.assign(PartitionState("invoices", 3))
     sender = await dead_letters(eng, fake)
-    await sender.send([dl(3, 7), dl(3, 8)])
+    await sender.send([dl(3, 7, key=b"inv-7"), dl(3, 8)])
+    # Keyed by the original key (none: no key); the partition follows the input partition.
     assert [(t, k, p) for t, _v, k, p in fake.sent] == [
-        ("t.kpi.dead-letter", b"t.invoices:3:7", 1),
-        ("t.kpi.dead-letter", b"t.invoices:3:8", 1),
+        ("t.kpi.dead-letter", b"inv-7", 1),
+        ("t.kpi.dead-letter", None, 1),
     ]
     # The next commit records where the dead-letter partition is written up to.
     assert eng.states[("invoices", 3)].dlq_next == 102
@@ -101,10 +104,13 @@ async def test_a_replay_does_not_send_what_the_crashed_batch_sent() -> None:
     sender.recall([restored], already)
     eng.assign(restored)
     await sender.send([dl(2, 11), dl(2, 12)])
-    assert [k for _t, _v, k, _p in fake.sent] == [b"t.invoices:2:11"]
+    assert [source_of(v) for _t, v, _k, _p in fake.sent] == [("t.invoices", 2, 11)]
     # A second replay of offset 12 (a later crash) is sent: it was skipped once only.
     await sender.send([dl(2, 12)])
-    assert [k for _t, _v, k, _p in fake.sent] == [b"t.invoices:2:11", b"t.invoices:2:12"]
+    assert [source_of(v) for _t, v, _k, _p in fake.sent] == [
+        ("t.invoices", 2, 11),
+        ("t.invoices", 2, 12),
+    ]
 
 
 async def test_a_partition_restored_again_forgets_what_was_recalled_before() -> None:
@@ -119,3 +125,23 @@ async def test_a_partition_restored_again_forgets_what_was_recalled_before() -> 
     eng.assign(again)
     await sender.send([dl(0, 5)])
     assert len(fake.sent) == 1
+
+
+def test_the_record_carries_the_original_key_as_text_or_null() -> None:
+    keyed = orjson.loads(dead_letter_record(dl(1, 5, key=b"inv-1"), "t.invoices"))
+    assert keyed["key"] == "inv-1" and "key_base64" not in keyed
+    unkeyed = orjson.loads(dead_letter_record(dl(1, 6), "t.invoices"))
+    assert unkeyed["key"] is None and "key_base64" not in unkeyed
+    assert list(unkeyed) == ["reason", "detail", "topic", "partition", "offset", "key", "payload"]
+
+
+def test_the_engine_hands_the_message_key_to_its_dead_letters() -> None:
+    eng = engine()
+    eng.assign(PartitionState("invoices", 0))
+    result = eng.process(
+        [Message("invoices", 0, 0, b"{", b"inv-9"), Message("invoices", 0, 1, b"not json")]
+    )
+    assert [(d.offset, d.reason, d.key) for d in result.dead_letters] == [
+        (0, "invalid_json", b"inv-9"),
+        (1, "invalid_json", None),
+    ]
