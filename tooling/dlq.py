@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from schemas.decode import CURRENCY, INVALID_JSON, SCHEMA, UNKNOWN_TYPE
 from schemas.errors import FUTURE, ConfigurationError, UnavailableError
-from streams.config import Settings
+from streams.config import Settings, environment_help, kafka_settings
 from streams.kafka import error_reason, make_producer, make_reader, unreachable
 from streams.logs import quiet_logger
 
@@ -641,11 +641,13 @@ _SINCE_HELP = (
     " ISO 8601 (naive = UTC), 'now' or a duration ago like 12h, 7d."
 )
 _UNTIL_HELP = "Only dead letters written before this time (same forms as --since)."
+#: What every ``kpi dlq`` command reads: the Kafka client settings and the topic prefix.
+_ENVIRONMENT = environment_help(*kafka_settings(), "topic_prefix")
 _Reasons = Annotated[list[str] | None, typer.Option("--reason", help=_REASON_HELP)]
 _Topics = Annotated[list[str] | None, typer.Option("--topic", help=_TOPIC_HELP)]
 
 
-@dlq_app.command("tail")
+@dlq_app.command("tail", epilog=_ENVIRONMENT)
 def tail_command(
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="Start at the oldest dead letter, not at new ones."
@@ -663,7 +665,7 @@ def tail_command(
     asyncio.run(tail(settings, chosen, from_beginning=from_beginning, as_json=as_json))
 
 
-@dlq_app.command("stats")
+@dlq_app.command("stats", epilog=_ENVIRONMENT)
 def stats_command(
     reason: _Reasons = None,
     topic: _Topics = None,
@@ -681,7 +683,11 @@ def stats_command(
         print(counted.table())
 
 
-@dlq_app.command("replay")
+@dlq_app.command(
+    "replay",
+    # It creates the ledger topic when missing, as the worker creates its own topics.
+    epilog=environment_help(*kafka_settings(), "topic_prefix", "partitions", "replication_factor"),
+)
 def replay_command(
     reason: _Reasons = None,
     topic: _Topics = None,
