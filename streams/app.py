@@ -227,12 +227,13 @@ def create_app(
         steps=steps,
     )
     replicas = ReplicaFollower(settings, engine, lock, steps)
+    restorer = Restorer(settings, dead_letters)
     runtime = Runtime(
         settings,
         engine,
         lock=lock,
         assignment=member,
-        restorer=Restorer(settings, dead_letters),
+        restorer=restorer,
         checkpoint=checkpoint,
         progress=progress,
         replicas=replicas,
@@ -242,7 +243,8 @@ def create_app(
     watchdog = Watchdog(
         member,
         runtime,
-        lambda: checkpoint.stats.last_input_at,
+        # Input batches completed, or changelog records read by a restore under way.
+        lambda: max(checkpoint.stats.last_input_at, restorer.progress_at),
         steps,
         settings.stall_seconds,
         runtime.logical,

@@ -170,8 +170,13 @@ async def read_partitions(
     settings: Settings,
     tps: Sequence[TopicPartition],
     start: dict[TopicPartition, int] | None = None,
+    on_records: Callable[[], None] | None = None,
 ) -> dict[TopicPartition, list[tuple[bytes | None, bytes | None]]]:
-    """Read partitions from ``start`` (default: the beginning) up to their current end."""
+    """Read partitions from ``start`` (default: the beginning) up to their current end.
+
+    ``on_records`` is called after each fetch that brought records (progress, for the stall
+    watchdog: a long restore is not a stall).
+    """
     out: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {tp: [] for tp in tps}
     if not tps:
         return out
@@ -191,6 +196,8 @@ async def read_partitions(
             batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=50_000)
             for tp, records in batches.items():
                 out[tp].extend((r.key, r.value) for r in records)
+            if batches and on_records is not None:
+                on_records()
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)

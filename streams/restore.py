@@ -28,6 +28,13 @@ class Restorer:
     def __init__(self, settings: Settings, dead_letters: DeadLetters) -> None:
         self._settings = settings
         self._dead_letters = dead_letters
+        #: When a restore last read records (``time.time()``; 0 before any): the stall
+        #: watchdog counts it as progress, so a restore longer than ``KPI_STALL_SECONDS``
+        #: that keeps reading is not a stall (nor a failed ``/livez``).
+        self.progress_at = 0.0
+
+    def _progressed(self) -> None:
+        self.progress_at = time.time()
 
     async def restore(self, wanted: Sequence[tuple[str, int]]) -> list[PartitionState]:
         """The states of ``wanted`` (logical topic, partition), in that order."""
@@ -35,7 +42,9 @@ class Restorer:
         changelog = {
             TopicPartition(changelog_topic(self._settings, t), p): (t, p) for t, p in wanted
         }
-        records = await read_partitions(self._settings, list(changelog))
+        records = await read_partitions(
+            self._settings, list(changelog), on_records=self._progressed
+        )
         states = [
             PartitionState.restore(t, p, ((k, v) for k, v in records[tp] if k is not None))
             for tp, (t, p) in changelog.items()

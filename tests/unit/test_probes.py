@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams import engine_build
+from streams import engine_build, kafka
 from streams.app import WorkerParts, create_app, package_version, worker_liveness
 from streams.config import Settings
 from streams.probes import liveness, readiness
@@ -197,3 +199,59 @@ async def test_the_stall_watchdog_sets_the_stalled_gauge() -> None:
     w.watchdog._settled_at -= 10
     await w.watchdog.watch()
     assert registry.get_sample_value("backoffice_stalled", {}) == 1
+
+
+def test_a_restore_that_keeps_reading_is_no_stall() -> None:
+    # A large state restores for longer than KPI_STALL_SECONDS: while the restore reads
+    # changelog records, /livez must not have Kubernetes restart the pod (and restore again).
+    w = worker()
+    w.member.assign([TopicPartition("t.incidents", 1)])
+    w.checkpoint.stats.last_input_at -= 10
+    w.watchdog._settled_at -= 10
+    assert w.watchdog.stall() is not None
+    w.runtime._restorer._progressed()  # the restore read a batch of records just now
+    assert w.watchdog.stall() is None
+    assert worker_liveness(w, Settings(stall_seconds=5)).ok
+
+
+class _Reader:
+    """A consumer that hands out one partition's records in batches of two."""
+
+    def __init__(self, records: list[tuple[bytes, bytes]]) -> None:
+        self._records = records
+        self._position = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def assign(self, tps: list[TopicPartition]) -> None: ...
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, len(self._records))
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._position = offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._position
+
+    async def getmany(self, *tps: TopicPartition, **_: object) -> dict[TopicPartition, list[Any]]:
+        batch = self._records[self._position : self._position + 2]
+        self._position += len(batch)
+        return {tps[0]: [SimpleNamespace(key=k, value=v) for k, v in batch]} if batch else {}
+
+
+async def test_reading_partitions_reports_each_fetch_that_brought_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = [(b"k%d" % i, b"v%d" % i) for i in range(5)]
+    monkeypatch.setattr(kafka, "make_reader", lambda _settings: _Reader(records))
+    tp = TopicPartition("t.kpi-changelog", 0)
+    calls = []
+    out = await kafka.read_partitions(Settings(), [tp], on_records=lambda: calls.append(1))
+    assert out[tp] == records
+    assert len(calls) == 3  # batches of 2, 2 and 1
