@@ -454,7 +454,8 @@ class Replay:
     #: Records that are not dead letters, or name a topic that is not this instance's input.
     unreadable: int = 0
     foreign: int = 0
-    #: Of ``replayed``: dead letters of an earlier replay's copy (dead-lettered again).
+    #: Of ``already``: dead letters of an earlier replay's copy (dead-lettered again), not
+    #: sent again.
     again: int = 0
 
     def summary(self, *, dry_run: bool) -> str:
@@ -467,12 +468,13 @@ class Replay:
             reasons = ", ".join(f"{r}: {c}" for r, c in sorted(by_reason.items()))
             topics = ", ".join(f"to {t}: {c}" for t, c in sorted(by_topic.items()))
             detail = f"{reasons}; {topics}"
-            if self.again:
-                detail += f"; {self.again} dead-lettered again after an earlier replay"
         else:
             detail = "nothing new"
         verb = "dry run: would replay" if dry_run else "replayed"
-        parts = [f"{verb} {n} {noun} ({detail})", f"{self.already} already replayed"]
+        already = f"{self.already} already replayed"
+        if self.again:
+            already += f" ({self.again} of them dead-lettered again after the replay)"
+        parts = [f"{verb} {n} {noun} ({detail})", already]
         parts.append(f"{self.not_selected} not selected")
         if self.foreign:
             parts.append(f"{self.foreign} for topics that are not this instance's inputs")
@@ -509,13 +511,18 @@ async def plan(settings: Settings, chosen: Selection) -> Replay:
             out.not_selected += 1
         elif dl.topic not in inputs:
             out.foreign += 1
+        elif dl.source in ledger.copies:
+            # The dead letter of a replayed copy (still late, still invalid): its payload was
+            # replayed already, and sending it again would only dead-letter it again, run
+            # after run. To replay the original again: a tombstone in the ledger.
+            out.already += 1
+            out.again += 1
         elif dl.source in ledger.replayed or dl.source in seen:
             # The ledger has it, or the same message was dead-lettered twice: once is enough.
             out.already += 1
         else:
             seen.add(dl.source)
             out.replayed.append(dl)
-            out.again += dl.source in ledger.copies
     return out
 
 

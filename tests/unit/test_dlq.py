@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from streams.config import Settings
 from streams.core.records import DeadLetter
 from streams.dead_letters import dead_letter_record
 from tests.cli import run_kpi
+from tooling import dlq
 from tooling.dlq import (
     REASONS,
     DeadLetterRecord,
@@ -162,3 +164,32 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("kpi: error: --reason 'nope': not a dead-letter reason")
     assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+async def test_a_replay_sends_what_is_new_once_and_never_a_dead_letter_of_its_own_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    letters = [
+        read_back(DeadLetter("late", "", "hiring", 0, 5, b"{}")),  # replayed before, to 0:40
+        read_back(DeadLetter("late", "", "hiring", 0, 40, b"{}")),  # its copy, late again
+        read_back(DeadLetter("currency", "", "invoices", 1, 3, b"{}")),  # new
+        read_back(DeadLetter("currency", "", "invoices", 1, 3, b"{}")),  # the same, twice
+        read_back(DeadLetter("schema", "", "invoices", 2, 9, b"{}")),  # new, not selected
+    ]
+
+    async def ledger(_settings: Settings) -> dlq.Ledger:
+        return dlq.Ledger(replayed={"t.hiring:0:5"}, copies={"t.hiring:0:40"})
+
+    async def dead_letters(_settings: Settings) -> AsyncIterator[DeadLetterRecord | None]:
+        for dl in letters:
+            yield dl
+
+    monkeypatch.setattr(dlq, "read_ledger", ledger)
+    monkeypatch.setattr(dlq, "read_dead_letters", dead_letters)
+    todo = await dlq.plan(SETTINGS, selection(SETTINGS, ["late", "currency"], None))
+    assert [dl.source for dl in todo.replayed] == ["t.invoices:1:3"]
+    assert (todo.already, todo.again, todo.not_selected) == (3, 1, 1)
+    assert todo.summary(dry_run=False) == (
+        "replayed 1 dead letter (currency: 1; to t.invoices: 1), 3 already replayed"
+        " (1 of them dead-lettered again after the replay), 1 not selected"
+    )
