@@ -10,6 +10,7 @@ change here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -27,9 +28,10 @@ from aiokafka.errors import (
 )
 from mode import Service
 
-from schemas.errors import ConfigurationError
+from schemas.errors import ConfigurationError, KpiError, UnavailableError
 from streams.assignor import SpreadLeadersAssignor
 from streams.config import Settings
+from streams.logs import quiet_logger
 
 #: The largest request the worker's producer sends: what a reader must fetch per partition.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -239,6 +241,26 @@ async def connection_problem(settings: Settings, timeout_s: float = 10.0) -> str
         conn.close()
         return None
     return "; ".join(dict.fromkeys(reasons)) or "no bootstrap server given"
+
+
+async def start_reachable(
+    settings: Settings,
+    client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient,
+    timeout_s: float,
+    error: type[KpiError] = UnavailableError,
+) -> None:
+    """Start an aiokafka client within ``timeout_s``, or stop it and raise one line saying why.
+
+    aiokafka logs each failed connection attempt: silenced here, the ``error`` (one line,
+    exit 2 in the CLI) says it once, from ``unreachable``.
+    """
+    with quiet_logger("aiokafka"):
+        try:
+            await asyncio.wait_for(client.start(), timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+            raise error(await unreachable(settings, exc, timeout_s)) from exc
 
 
 async def unreachable(settings: Settings, exc: BaseException, timeout_s: float = 10.0) -> str:

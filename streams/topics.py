@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 
 from schemas.errors import ConfigurationError
 from streams.config import INPUT_TOPICS, Settings
-from streams.kafka import error_reason, make_admin, unreachable
+from streams.kafka import error_reason, make_admin, start_reachable
 from streams.logs import quiet_logger
 
 log = logging.getLogger(__name__)
@@ -152,13 +151,8 @@ async def ensure_topics(
     connect_s = min(timeout_s, CONNECT_TIMEOUT_S)
     admin = make_admin(settings, client_id="kpi-admin", request_timeout_ms=int(timeout_s * 1000))
     # aiokafka logs each failed connection attempt; the error below says it in one line.
+    await start_reachable(settings, admin, connect_s, ConfigurationError)
     with quiet_logger("aiokafka"):
-        try:
-            await asyncio.wait_for(admin.start(), connect_s)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await admin.close()
-            raise ConfigurationError(await unreachable(settings, exc, connect_s)) from exc
         try:
             existing = set(await admin.list_topics())
             missing = {n: wanted[n] for n in wanted if n not in existing}

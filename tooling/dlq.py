@@ -31,8 +31,7 @@ from aiokafka.errors import KafkaError
 from schemas.decode import CURRENCY, INVALID_JSON, SCHEMA, UNKNOWN_TYPE
 from schemas.errors import FUTURE, ConfigurationError, UnavailableError
 from streams.config import Settings, environment_help, kafka_settings
-from streams.kafka import error_reason, make_producer, make_reader, unreachable
-from streams.logs import quiet_logger
+from streams.kafka import error_reason, make_producer, make_reader, start_reachable
 
 #: Every reason the worker dead-letters with (SPEC section 1; ``cardinality`` is the
 #: worker's guard on the number of dimension values, ``KPI_MAX_DIMENSION_VALUES``).
@@ -237,13 +236,7 @@ async def _reader(
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
     """A started group-less consumer and the partitions of ``topic`` ([] if it does not exist)."""
     consumer = make_reader(settings, client_id="kpi-dlq")
-    with quiet_logger("aiokafka"):
-        try:
-            await asyncio.wait_for(consumer.start(), _START_TIMEOUT_S)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise UnavailableError(await unreachable(settings, exc, _START_TIMEOUT_S)) from exc
+    await start_reachable(settings, consumer, _START_TIMEOUT_S)
     try:
         try:
             # What consumer.topics() fetches; its own partitions_for_topic reads the client's
@@ -550,13 +543,7 @@ async def replay(
     if dry_run or not todo.replayed:
         return todo
     producer = make_producer(settings, client_id="kpi-dlq-replay", linger_ms=5)
-    with quiet_logger("aiokafka"):
-        try:
-            await asyncio.wait_for(producer.start(), _START_TIMEOUT_S)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise UnavailableError(await unreachable(settings, exc, _START_TIMEOUT_S)) from exc
+    await start_reachable(settings, producer, _START_TIMEOUT_S)
     done = Replay(
         already=todo.already,
         not_selected=todo.not_selected,
