@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,13 @@ def run_kpi_in(
         timeout=timeout,
         check=False,
     )
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a ``kpi`` a test interrupts: SIGINT back to its default in the child.
+
+    A shell starts background jobs with SIGINT ignored (as CI may run the tests), a child
+    inherits that, and Python then installs no KeyboardInterrupt handler: the test's SIGINT
+    (Ctrl-C) would do nothing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ from streams.redis_client import RedisConnection
 from streams.redis_keys import RedisKeys
 from streams.sinks.base import SinkBatch
 from streams.sinks.redis_sink import RedisSink
-from tests.cli import run_kpi_in
+from tests.cli import interruptible, run_kpi_in
 from tests.integration.chaos import redis_server
 
 T0 = 1_772_323_200  # 2026-03-01T00:00:00Z
@@ -97,6 +97,7 @@ def test_watch_json_prints_a_line_per_redraw_and_ctrl_c_is_130(env: dict[str, st
     proc = subprocess.Popen(
         [sys.executable, "-m", "kpi", "watch", "--json", "-n", "0.2", "-w", "1mo"],
         env=env,
+        preexec_fn=interruptible,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

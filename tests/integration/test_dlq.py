@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.config import Settings
 from streams.kafka import client_options, seek_to_start
-from tests.cli import run_kpi_in
+from tests.cli import interruptible, run_kpi_in
 from tests.integration.helpers import REPO, Worker, process_env, wait_until
 from tests.integration.test_worker_invoices import T0, M, decided, received, ts
 
@@ -237,6 +237,7 @@ def test_tail_prints_dead_letters_as_they_arrive_until_interrupted(
         [sys.executable, "-m", "kpi", "dlq", "tail", "--json", "--reason", "unknown_entity"],
         cwd=REPO,
         env=env,
+        preexec_fn=interruptible,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import EXIT_ERROR, EXIT_INTERRUPTED
-from tests.cli import run_kpi
+from tests.cli import interruptible, run_kpi
 from tests.unreachable import SilentServer
 from tooling.stack import free_port
 
@@ -85,6 +85,7 @@ def test_ctrl_c_inside_the_event_loop_exits_130_without_a_traceback(
         proc = subprocess.Popen(
             [sys.executable, "-m", "kpi", *args],
             env=env,
+            preexec_fn=interruptible,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
