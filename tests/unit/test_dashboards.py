@@ -4,9 +4,7 @@ every query on a metric the worker exposes."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -274,17 +272,6 @@ def test_all_panel_queries_have_no_variables_left() -> None:
         assert "$" not in query, query
     assert 'backoffice_dso_days{window="1d", department="all"}' in queries
     assert any('department=~".*", department!="all"' in q for q in queries)
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found: install Debian's prometheus package (make install)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def test_every_query_parses_as_promql(promtool: str, tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ it these checks skip on a developer machine and fail under CI, where a skip woul
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,17 +27,6 @@ RULES_DIR = PROM_DIR / "rules"
 
 def all_rules() -> list[rules.Rule]:
     return [r for groups in rules.rule_groups().values() for g in groups for r in g.rules]
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found: install Debian's prometheus package (make install)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,6 @@ tests/integration/test_targets_redis.py.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -282,17 +280,6 @@ def test_changing_a_target_in_the_file_changes_rules_dashboards_and_verdicts(
 
 
 # -- promtool: the alert of an overridden scope --------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found: install Debian's prometheus package (make install)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _input_series(registry: CollectorRegistry, kpi: str) -> list[str]:
