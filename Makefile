@@ -26,7 +26,7 @@ APT_PACKAGES := redis-server:redis-server promtool:prometheus java:default-jre-h
 	$(if $(KAFKA_HOME),,mvn:maven)
 
 .PHONY: help install lock system-deps kafka-jars test test-unit lint demo stack-up stack-down \
-	bench soak clean
+	bench bench-long soak clean
 
 help:
 	@echo "make install     .venv with the package and dev tools, the compiled engine,"
@@ -40,6 +40,7 @@ help:
 	@echo "make stack-down  stop them"
 	@echo "make demo        scripts/demo.sh"
 	@echo "make bench       python -m bench"
+	@echo "make bench-long  3M events through one worker, in 8 slices (flat cost over months)"
 	@echo "make soak        rebalance soak: SEED=1 SEEDS=3 CHANGES=20 MINUTES=30 (its own stack)"
 	@echo "make clean       stop the stack, remove .venv, .stack and caches"
 
@@ -119,6 +120,12 @@ bench: install
 	  touch $(VENV)/.bench-installed; \
 	fi
 	$(BIN)/python -m bench
+
+# Issue 18's long run: three million events (about eight months of the simulated company)
+# through one worker with all KPIs, in eight slices (events/s, CPU per event, RSS, state).
+bench-long: install
+	BENCH_EVENTS=$${BENCH_EVENTS:-3000000} BENCH_PHASES=$${BENCH_PHASES:-product} \
+	BENCH_REPEAT=$${BENCH_REPEAT:-1} BENCH_SLICES=$${BENCH_SLICES:-8} $(MAKE) bench
 
 # Workers of one group killed, stopped, started and restarted at random while a live log
 # streams in; each seed on a fresh stack of its own, exact against the reference. No new seed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from bench.config import (
     TARGET_QUIX_RATIO,
     TARGET_RATIO,
     TARGET_RSS_MB,
+    TARGET_SCALE_CPU,
     TARGET_SCALE_RATIO,
+    TARGET_SLICE_DRIFT,
 )
 
 
-def median(values: list[float]) -> float | None:
+def median(values: Sequence[float | None]) -> float | None:
     """Median of the values that are numbers, or None."""
     nums = [v for v in values if isinstance(v, int | float)]
     return statistics.median(nums) if nums else None
@@ -40,6 +43,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     lat = results.get("latency") or {}
     product_runs = runs.get("product", [])
     rss = max((r["rss_hwm_mb"] for r in product_runs), default=None)
+    product_cpu = median([r.get("worker_cpu_us_per_event") for r in product_runs])
+    scale_cpu = median([r.get("worker_cpu_us_per_event") for r in scale_runs])
     return {
         "product_eps": product,
         "raw_eps": raw,
@@ -66,6 +71,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "scale_worker_cpu_util": median([r.get("worker_cpu_util") for r in scale_runs]),
         "scale_worker_cpu_utils": _per_worker(scale_runs, "cpu_util"),
         "scale_kafka_cpu_util": median([r.get("kafka_cpu_util") for r in scale_runs]),
+        # The product's last slice over its first (throughput, CPU per event), medians.
+        "slice_drift": median([_drift(r, "eps") for r in product_runs]),
+        "slice_cpu_drift": median([_drift(r, "cpu_us_per_event") for r in product_runs]),
+        # CPU microseconds per message of every worker: two workers' over one's.
+        "product_cpu_us_per_event": product_cpu,
+        "scale_cpu_us_per_event": scale_cpu,
+        "scale_cpu": scale_cpu / product_cpu if scale_cpu and product_cpu else None,
         # Two workers must write the same closed windows to Redis as one.
         "scale_history_matches": (
             len({r["redis_digest"]["history"] for r in product_runs + scale_runs}) == 1
@@ -73,6 +85,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             else None
         ),
     }
+
+
+def _drift(run: dict[str, Any], key: str) -> float | None:
+    """The last slice's ``key`` over the first's in one run (None with fewer than 2)."""
+    slices = run.get("slices") or []
+    if len(slices) < 2:
+        return None
+    first, last = slices[0].get(key), slices[-1].get(key)
+    return last / first if first and last is not None else None
 
 
 def _per_worker(runs: list[dict[str, Any]], key: str) -> list[float | None]:
@@ -189,6 +210,20 @@ def table(results: dict[str, Any], s: dict[str, Any]) -> Table:
         runs_of("scale", "worker_cpu_util", 2),
     )
     t.add_row(
+        "scale: worker CPU per event, 2 workers / 1 (us)",
+        f"{_fmt(s['scale_cpu'], 2)}",
+        f"{_fmt(s['scale_cpu_us_per_event'], 1)} / {_fmt(s['product_cpu_us_per_event'], 1)}",
+        f"<= {TARGET_SCALE_CPU}",
+        _verdict(s["scale_cpu"], s["scale_cpu"] is not None and s["scale_cpu"] <= TARGET_SCALE_CPU),
+    )
+    t.add_row(
+        "product: last slice / first slice (events/s; CPU per event)",
+        f"{_fmt(s['slice_drift'], 2)}; {_fmt(s['slice_cpu_drift'], 2)}",
+        " / ".join(_fmt(_drift(r, "eps"), 2) for r in runs.get("product", [])),
+        f">= {TARGET_SLICE_DRIFT}",
+        _verdict(s["slice_drift"], (s["slice_drift"] or 0) >= TARGET_SLICE_DRIFT),
+    )
+    t.add_row(
         "scale: Redis history digest equals product's",
         _fmt({True: "yes", False: "NO"}.get(s["scale_history_matches"])),
         " / ".join(r["redis_digest"]["history"] for r in runs.get("scale", [])),
@@ -209,7 +244,8 @@ def final_line(s: dict[str, Any]) -> str:
         f"bench: product_eps={n(s['product_eps'])} raw_eps={n(s['raw_eps'])} "
         f"ratio={r(s['ratio'], 3)} single_eps={n(s['single_eps'])} quix_eps={n(s['quix_eps'])} "
         f"quix_ratio={r(s['quix_ratio'], 2)} p99_ms={r(s['p99_ms'], 1)} rss_mb={r(s['rss_mb'], 1)} "
-        f"scale_ratio={r(s.get('scale_ratio'), 2)}"
+        f"scale_ratio={r(s.get('scale_ratio'), 2)} slice_drift={r(s.get('slice_drift'), 2)} "
+        f"scale_cpu={r(s.get('scale_cpu'), 2)}"
     )
 
 
@@ -232,4 +268,29 @@ def show(results: dict[str, Any], console: Console) -> str:
         for e in prof["cumulative"]:
             pt.add_row(f"{e['share']:.1%}", e["function"], f"{e['self_share']:.1%}")
         console.print(pt)
+    for run in results.get("runs", {}).get("product", []):
+        if run.get("slices"):
+            console.print(slices_table(run))
     return final_line(s)
+
+
+#: The state sizes a slice row shows (``/state``), in this order.
+_STATE_COLUMNS = ("entities", "panes", "distributions", "dedup_ids", "keys")
+
+
+def slices_table(run: dict[str, Any]) -> Table:
+    """One product run's slices: throughput, CPU per event, and RSS and state at each end."""
+    t = Table(title=f"product run {run['app_id']}: {len(run['slices'])} slices")
+    for col in ("slice", "events", "events/s", "CPU us/event", "RSS MB", *_STATE_COLUMNS):
+        t.add_column(col, justify="right")
+    for i, sl in enumerate(run["slices"], 1):
+        state = sl.get("state") or {}
+        t.add_row(
+            str(i),
+            _fmt(sl["events_end"]),
+            _fmt(sl["eps"]),
+            _fmt(sl["cpu_us_per_event"], 1),
+            _fmt(sl["rss_mb"], 0),
+            *(_fmt(state.get(name)) for name in _STATE_COLUMNS),
+        )
+    return t

@@ -307,6 +307,7 @@ def run_worker(
                 log=workdir / "py-spy.log",
             )
         t0 = n0 = None
+        slicer: _Slicer | None = None
         t_all = n_all = None  # the first poll at which every worker had completed a batch
         kcpu0 = kcpu1 = None
         last, last_at = 0, 0.0
@@ -327,6 +328,8 @@ def run_worker(
                 kcpu0 = kafka_cpu()
                 for w in workers:
                     w.cpu0 = procs.cpu_seconds(w.proc.pid)
+                slicer = _Slicer(workers, n0, expected, cfg.slices)
+                slicer.sample(now, total)
             if t_all is None and all(w.first_batch_at for w in workers):
                 t_all, n_all = now, total
             if total > last:
@@ -334,6 +337,8 @@ def run_worker(
                 kcpu1 = kafka_cpu()
                 for w in workers:
                     w.cpu1 = procs.cpu_seconds(w.proc.pid)
+                if slicer is not None and slicer.due(total):
+                    slicer.sample(now, total)
             if total >= expected:
                 reached_at = reached_at or now
                 if time.monotonic() >= next_offsets:
@@ -391,6 +396,13 @@ def run_worker(
 
     per_worker = [w.report(t0, wall) for w in workers]
     cpus = [p["cpu_util"] for p in per_worker]
+    cpu_s = [p["cpu_s"] for p in per_worker]
+    counted = expected - n0
+    cpu_us = (
+        sum(c for c in cpu_s if c is not None) / counted * 1e6
+        if None not in cpu_s and counted > 0
+        else None
+    )
     return {
         "app_id": settings.app_id,
         "processes": processes,
@@ -419,6 +431,10 @@ def run_worker(
         "rss_hwm_mb": max(p["rss_hwm_mb"] for p in per_worker),
         "rss_end_mb": max(p["rss_end_mb"] for p in per_worker),
         "worker_cpu_util": None if None in cpus else sum(cpus),
+        # Every worker's CPU from the first batch to the last, per message after the first
+        # batch (scale_cpu compares two workers' with one's).
+        "worker_cpu_us_per_event": cpu_us,
+        "slices": slicer.slices() if slicer is not None else [],
         "kafka_cpu_util": (kcpu1 - kcpu0) / wall if kcpu0 is not None and kcpu1 else None,
         "workers": per_worker if many else None,
         "metrics": {
@@ -494,8 +510,10 @@ class _Worker:
             if self.cpu0 is not None and self.cpu1 is not None
             else None
         )
+        cpu_s = self.cpu1 - self.cpu0 if self.cpu0 is not None and self.cpu1 is not None else None
         return {
             "pid": self.proc.pid,
+            "cpu_s": cpu_s,
             "events_processed": self.processed,
             "first_batch_s": self.first_batch_at - t0 if self.first_batch_at else None,
             "events_in_total": metric_sum(self.metrics, "backoffice_events_in_total"),
@@ -506,6 +524,67 @@ class _Worker:
             "rss_end_mb": self.status.get("VmRSS", 0) / 1024,
             "log": str(self.log),
         }
+
+
+class _Slicer:
+    """Samples a run at the first batch and at each of ``n`` equal slices of the rest.
+
+    At each boundary (the first poll whose message sum reached it): the time, the message
+    sum, the workers' CPU seconds (summed), their RSS (the largest, VmRSS) and their
+    ``/state`` (the owned state, summed). A slice is what lies between two samples:
+    events/s and CPU microseconds per message over it.
+    """
+
+    def __init__(self, workers: list[_Worker], first: int, expected: int, n: int) -> None:
+        self._workers = workers
+        step = (expected - first) / n
+        self._bounds = [first + round(step * k) for k in range(1, n + 1)]
+        self._samples: list[dict[str, Any]] = []
+
+    def due(self, total: int) -> bool:
+        """Whether ``total`` reached the next boundary."""
+        return bool(self._bounds) and total >= self._bounds[0]
+
+    def sample(self, now: float, total: int) -> None:
+        """Record one boundary (and drop every boundary ``total`` has passed)."""
+        while self._bounds and total >= self._bounds[0]:
+            self._bounds.pop(0)
+        cpu = [procs.cpu_seconds(w.proc.pid) for w in self._workers]
+        rss = [procs.proc_status(w.proc.pid).get("VmRSS", 0) for w in self._workers]
+        state: dict[str, int] = {}
+        for w in self._workers:
+            page = procs.http_json(w.base + "/state", timeout_s=10.0)
+            own = page.get("own", {}) if isinstance(page, dict) else {}
+            for name, count in own.items():
+                state[name] = state.get(name, 0) + int(count)
+        self._samples.append(
+            {
+                "t": now,
+                "events": total,
+                "cpu_s": None if None in cpu else sum(c for c in cpu if c is not None),
+                "rss_mb": max(rss) / 1024,
+                "state": state,
+            }
+        )
+
+    def slices(self) -> list[dict[str, Any]]:
+        """Each slice: events, seconds, events/s, CPU us per event, and RSS and state at its end."""
+        out = []
+        for a, b in zip(self._samples, self._samples[1:], strict=False):
+            n, secs = b["events"] - a["events"], b["t"] - a["t"]
+            cpu = None if a["cpu_s"] is None or b["cpu_s"] is None else b["cpu_s"] - a["cpu_s"]
+            out.append(
+                {
+                    "events": n,
+                    "seconds": secs,
+                    "eps": n / secs if secs > 0 else None,
+                    "cpu_us_per_event": cpu / n * 1e6 if cpu is not None and n > 0 else None,
+                    "events_end": b["events"],
+                    "rss_mb": b["rss_mb"],
+                    "state": b["state"],
+                }
+            )
+        return out
 
 
 def run_quix(

@@ -287,6 +287,12 @@ def create_app(
         status = 200 if body["status"] == "ok" else 503
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
+    # How much state the worker holds (counts only, no value): open like /health.
+    @app.page("/state")
+    async def state(web: Any, request: Any) -> Any:
+        body = {"events_processed": worker.checkpoint.stats.events, **engine.state_sizes()}
+        return web.bytes(orjson.dumps(body), content_type="application/json")
+
     # The probes, open like /health (SPEC section 5): they show no value and no secret.
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:

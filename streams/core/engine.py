@@ -26,7 +26,7 @@ from streams.core.panes import Panes
 from streams.core.records import BatchResult, DeadLetter, Message
 from streams.core.replicas import Replicas
 from streams.core.retention import Retention
-from streams.core.state import NEG_INF, ChangelogRecord, Partitions, PartitionState
+from streams.core.state import NEG_INF, ChangelogRecord, Partitions, PartitionState, sizes
 from streams.core.timelines import Timelines
 from streams.core.windows import calendar_windows
 from streams.kpis.base import ROLLUP, Kpi
@@ -263,6 +263,13 @@ class Engine:
     def held(self) -> list[tuple[str, int]]:
         """The partitions whose state this engine owns."""
         return list(self.states)
+
+    def state_sizes(self) -> dict[str, dict[str, int]]:
+        """How much state is held, owned and replicated (``state.sizes``; ``/state``)."""
+        return {
+            "own": sizes(self._partitions.own.values()),
+            "replicas": sizes(self._partitions.replicas.values()),
+        }
 
     def watermarks(self) -> dict[tuple[str, int], float]:
         """The watermark of every partition owned."""

@@ -204,6 +204,45 @@ class PartitionState:
         return (k for k in self.data if k.startswith(prefix))
 
 
+#: What ``sizes`` counts, by the name ``/state`` shows it under: the keys of each kind.
+SIZE_KINDS: dict[str, str] = {
+    "entities": keys.ENTITY,
+    "panes": keys.PANE,
+    "distributions": keys.DISTRIBUTION,
+    "balances": keys.BALANCE,
+    "timelines": keys.TIMELINE,
+    "dedup_groups": keys.APPLIED,
+    "dimensions": keys.ADMITTED,
+}
+_KIND_NAMES = {prefix: name for name, prefix in SIZE_KINDS.items()}
+
+
+def sizes(states: Iterable[PartitionState]) -> dict[str, int]:
+    """How much state ``states`` hold: keys by kind, and what grows inside keys.
+
+    ``dedup_ids`` are the event ids in the applied groups, ``dimension_values`` the admitted
+    values, ``retiring`` the finished entities waiting to be forgotten. For ``/state`` and
+    the long-run benchmark (what grows over months of event time); one pass over the keys.
+    """
+    out = dict.fromkeys(
+        ("partitions", "keys", *SIZE_KINDS, "dedup_ids", "dimension_values", "retiring"), 0
+    )
+    for state in states:
+        out["partitions"] += 1
+        out["keys"] += len(state.data)
+        out["retiring"] += len(state.retiring)
+        for key, value in state.data.items():
+            name = _KIND_NAMES.get(key[:2])
+            if name is None:
+                continue
+            out[name] += 1
+            if name == "dedup_groups":
+                out["dedup_ids"] += len(value)
+            elif name == "dimensions":
+                out["dimension_values"] += len(value)
+    return out
+
+
 def _finite_or_none(x: float) -> float | None:
     return None if x == NEG_INF else x
 
