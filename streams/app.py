@@ -155,7 +155,8 @@ class WorkerServices(Service):
     @Service.task
     async def _close_without_input(self) -> None:
         async for _ in self.itertimer(self._tick_s, name="close_without_input"):
-            await self._worker.runtime.tick()
+            # Not right after a batch (it did the same work), nor much later than one tick.
+            await self._worker.runtime.tick(quiet_s=self._tick_s / 2)
 
     @Service.task
     async def _heartbeat(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -84,6 +85,9 @@ class Runtime:
         # KPIs no longer led whose values the sinks still hold: forgotten with the next
         # batch's writes, in order after the batches written before.
         self._retired: set[str] = set()
+        # When the last batch of input was processed (monotonic seconds): a tick right
+        # after one would only repeat its closing and reading.
+        self._processed_at = float("-inf")
 
     # -- the assignment ----------------------------------------------------------------
 
@@ -211,19 +215,27 @@ class Runtime:
             await self._refresh_progress()
             steps.at("input", f"processing {len(messages)} messages")
             result = self.engine.process(messages)
+            if messages:
+                self._processed_at = time.monotonic()
             steps.at("input", "waiting for the previous batch's writes")
             await self._pass_on(result, fetched)
         steps.at("input", "fetching")
 
-    async def tick(self) -> None:
+    async def tick(self, quiet_s: float = 0.0) -> None:
         """Close, read and prune without new input of our own.
 
         Other workers' progress arrives through the replicas, and idle partitions are left
-        out by the wall clock, so windows can close while our partitions are quiet.
+        out by the wall clock, so windows can close while our partitions are quiet. Not
+        when a batch of input was processed within ``quiet_s``: every batch closes, reads
+        and prunes all the same (with the replicas' news and the clock), so a tick between
+        two batches of a backlog would only repeat that work and hold up the writes.
         """
         steps = self._steps
         steps.at("tick", "waiting for the batch lock")
         async with self.lock:
+            if time.monotonic() - self._processed_at < quiet_s:
+                steps.at("tick", "idle")
+                return
             await self._checkpoint.drain()
             if not self.engine.held():
                 steps.at("tick", "idle")
