@@ -92,36 +92,6 @@ def add(dist: Dist, seconds: float, index: int, entity: str) -> None:
     offer(dist[3], seconds, entity)
 
 
-def _count(dist: Dist, index: int, n: int) -> None:
-    """Add ``n`` durations to bucket ``index`` of ``dist`` (``add``'s sketch part)."""
-    counts: list[int] = dist[2]
-    lo: int = dist[1]
-    size = len(counts)
-    if size == 0:
-        dist[1] = index
-        counts.append(n)
-        return
-    pos = index - lo
-    if 0 <= pos < size:
-        counts[pos] += n
-    elif pos >= size:
-        for _ in range(pos - size):
-            counts.append(0)
-        counts.append(n)
-    else:
-        counts[0:0] = [0] * (-pos)
-        counts[0] = n
-        dist[1] = index
-
-
-def _holds(worst: list[Any], seconds: float, entity: str) -> bool:
-    """Whether the flat worst list holds this measurement already."""
-    for i in range(0, len(worst), 2):
-        if worst[i] == seconds and worst[i + 1] == entity:
-            return True
-    return False
-
-
 def offer(worst: list[Any], seconds: float, entity: str) -> None:
     """Keep ``entity`` in a flat worst list if it is among the ``WORST_N`` longest.
 
@@ -279,59 +249,6 @@ class Aggregate:
         if seconds > 0.0:
             block = index >> _BLOCK_BITS
             self.blocks[block] = self.blocks.get(block, 0) + 1
-
-    def grow(self, old: Dist | None, new: Dist) -> bool:
-        """Take in one of the window's panes growing from ``old`` to ``new`` (a replica's).
-
-        Durations are only ever added to a pane, so ``new`` holds what ``old`` did and more:
-        the differences of the bucket counts are added, and the pane's longest offered
-        (those already here are not taken twice). The top ten of the window's durations
-        are the top ten of the aggregate's and the pane's, so this is exact. Returns False,
-        changing nothing, when ``new`` does not hold ``old``: the caller drops the aggregate.
-        """
-        old_zeros = 0
-        old_lo = 0
-        old_counts: list[int] = []
-        if old is not None:
-            old_zeros = old[0]
-            old_lo = old[1]
-            old_counts = old[2]
-        new_zeros: int = new[0]
-        new_lo: int = new[1]
-        new_counts: list[int] = new[2]
-        if new_zeros < old_zeros:
-            return False
-        size = len(new_counts)
-        for i, c in enumerate(old_counts):
-            if c:
-                j = old_lo + i - new_lo
-                if j < 0 or j >= size or new_counts[j] < c:
-                    return False
-        self._summary = None
-        dist = self.dist
-        dist[0] += new_zeros - old_zeros
-        blocks = self.blocks
-        old_size = len(old_counts)
-        for i, c in enumerate(new_counts):
-            if not c:
-                continue
-            index = new_lo + i
-            j = index - old_lo
-            grown = c - old_counts[j] if 0 <= j < old_size else c
-            if grown:
-                _count(dist, index, grown)
-                block = index >> _BLOCK_BITS
-                blocks[block] = blocks.get(block, 0) + grown
-        worst: list[Any] = dist[3]
-        pane: list[Any] = new[3]
-        for k in range(0, len(pane), 2):
-            seconds: float = pane[k]
-            if len(worst) == 2 * WORST_N and seconds < worst[2 * WORST_N - 2]:
-                break  # the rest of the pane's list is shorter still
-            entity: str = pane[k + 1]
-            if not _holds(worst, seconds, entity):
-                offer(worst, seconds, entity)
-        return True
 
     def summary(self) -> Summary:
         """Percentiles and worst entities, as ``summarize`` gives them for the panes."""

@@ -93,10 +93,7 @@ class Panes:
                 panes = self.by_window[(kpi, window, scope)]
             else:
                 panes = self.dists[(kpi, window, scope)]
-                before = panes.get(partition, {}).get(start)
-                self._update_aggregates(
-                    kpi, window, scope, start, None if before is None else before[1], value
-                )
+                self._drop_aggregates(kpi, window, scope, start)
             if value is not None:
                 panes.setdefault(partition, {})[start] = (key, value)
                 self.scopes[kpi].add(scope)
@@ -210,29 +207,6 @@ class Panes:
             )
             for kind, windows in self.kinds[kpi_name].items()
         )
-
-    def _update_aggregates(
-        self, kpi: str, pane_kind: str, scope: str, start: int, old: Dist | None, new: Dist | None
-    ) -> None:
-        """A pane's distribution changed from ``old`` to ``new`` other than by ``distribute``.
-
-        A replica's pane that grew (the usual update: its owner added durations) grows the
-        aggregates reading it; any other change (a pane gone, restored, or not a growth)
-        drops them, to be built again from the panes.
-        """
-        if new is None:
-            self._drop_aggregates(kpi, pane_kind, scope, start)
-            return
-        kinds = self.kinds.get(kpi)
-        if kinds is None:
-            return
-        for w in kinds.get(PANE_NAMES.index(pane_kind), ()):
-            for s in (scope, ROLLUP):
-                aggregates = self._aggregates.get((kpi, w.name, s))
-                if aggregates:
-                    aggregates[:] = [
-                        a for a in aggregates if not a.start <= start < a.end or a.grow(old, new)
-                    ]
 
     def _drop_aggregates(self, kpi: str, pane_kind: str, scope: str, start: int) -> None:
         """A pane's distribution changed other than by ``distribute``: rebuild what read it."""
