@@ -147,3 +147,40 @@ def test_json_logs_are_one_object_a_line(kpi_env: Settings, tmp_path: Path) -> N
         assert {"time", "level", "logger", "message"} <= set(entry), entry
         assert entry["time"].endswith("Z")
     assert any("backoffice-kpi worker" in e["message"] for e in entries)
+
+
+def test_state_counts_what_the_worker_holds(kpi_env: Settings, tmp_path: Path) -> None:
+    partitions = dict.fromkeys(("invoices", "hiring", "incidents"), kpi_env.partitions)
+    messages = random_log(
+        seed=5, n_events=3000, days=2, partitions=partitions, start=live_start(2), faults=False
+    )
+    worker = Worker(kpi_env, tmp_path / "worker.log").start()
+    try:
+        publish(kpi_env, as_published(messages))
+
+        def processed() -> int:
+            return int(httpx.get(worker.url("/health"), timeout=5).json()["events_processed"])
+
+        wait_until(lambda: processed() >= len(messages), timeout_s=120)
+        state = httpx.get(worker.url("/state"), timeout=5)
+        assert state.status_code == 200
+        body = state.json()
+        metrics = httpx.get(worker.url("/metrics"), timeout=5).text
+    finally:
+        worker.stop()
+    own = body["own"]
+    # One worker owns every input partition and follows no changelog.
+    assert own["partitions"] == 3 * kpi_env.partitions
+    assert body["replicas"]["partitions"] == 0
+    assert body["events_processed"] == len(messages)
+    # Every applied event's id is kept for duplicate detection (a 2-day log: none expired).
+    applied = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("backoffice_events_in_total{") and 'type="invalid"' not in line
+    )
+    assert applied > 0 and own["dedup_ids"] == applied
+    assert own["entities"] > 0 and own["panes"] > 0 and own["distributions"] > 0
+    # Every key is of one kind counted, but for each partition's calendar mark.
+    kinds = ("entities", "panes", "distributions", "balances", "timelines", "dimensions")
+    assert sum(own[k] for k in kinds) + own["dedup_groups"] == own["keys"] - own["partitions"]
