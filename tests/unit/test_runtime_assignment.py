@@ -7,12 +7,16 @@ finished; the worker must act only on what the rebalance listener gave it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
 from streams.app import WorkerParts, create_app
 from streams.config import Settings
+from streams.core.records import BatchResult
+from streams.core.state import PartitionState
 
 
 def worker() -> WorkerParts:
@@ -80,3 +84,33 @@ def test_nothing_to_do_is_no_stall() -> None:
     # Idle just now: work that begins to wait is judged from here.
     w.member.assign([TopicPartition("t.incidents", 1)])
     assert w.watchdog.stall() is None
+
+
+async def test_a_tick_right_after_a_batch_of_input_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The batch closed, read and pruned already: a tick within ``quiet_s`` of it would
+    # repeat that and hold up the writes. Later, or with no batch yet, it does its work.
+    w = worker()
+    tp = TopicPartition("t.invoices", 0)
+    w.member.assign([tp])
+    w.engine.assign(PartitionState("invoices", 0))
+    passed: list[int] = []
+
+    async def pass_on(result: BatchResult, fetched: Mapping[TopicPartition, Any]) -> None:
+        passed.append(sum(len(records) for records in fetched.values()))
+
+    async def no_progress() -> None:
+        return None
+
+    monkeypatch.setattr(w.runtime, "_pass_on", pass_on)
+    monkeypatch.setattr(w.runtime, "_refresh_progress", no_progress)
+    await w.runtime.tick(quiet_s=60.0)
+    assert passed == [0]  # no batch yet
+    record = SimpleNamespace(topic="t.invoices", partition=0, offset=0, value=b"{}", key=None)
+    await w.runtime.handle({tp: [record]})
+    assert passed == [0, 1]
+    await w.runtime.tick(quiet_s=60.0)
+    assert passed == [0, 1]  # skipped: the batch was just now
+    await w.runtime.tick(quiet_s=0.0)
+    assert passed == [0, 1, 0]
