@@ -16,13 +16,24 @@ def pytest_configure(config: pytest.Config) -> None:
     engine_build.select()
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """Debian's ``promtool`` (rules and dashboard queries); a failure in CI, a skip elsewhere."""
-    path = shutil.which("promtool")
+def _prometheus_package_tool(name: str) -> str:
+    """A program of Debian's prometheus package; missing: a failure in CI, a skip elsewhere."""
+    path = shutil.which(name)
     if path is None:
-        message = "promtool not found: install Debian's prometheus package (make install)"
+        message = f"{name} not found: install Debian's prometheus package (make install)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """``promtool`` (rules and dashboard queries)."""
+    return _prometheus_package_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> str:
+    """The ``prometheus`` server (rules run against live series)."""
+    return _prometheus_package_tool("prometheus")

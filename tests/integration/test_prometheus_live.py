@@ -12,9 +12,7 @@ Dashboards are checked the same way: add their panel queries to ``EXTRA_QUERIES`
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -23,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from streams.catalog import CATALOG
 from streams.config import Settings
@@ -40,16 +37,6 @@ RULES_DIR = REPO / "ops" / "prometheus" / "rules"
 #: More PromQL to check against the live series (e.g. Grafana panel queries, whose
 #: ``$__rate_interval``-style variables must be substituted first).
 EXTRA_QUERIES: list[str] = []
-
-
-def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        message = "prometheus not found: install Debian's prometheus package (make install)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def recent_start() -> float:
@@ -144,8 +131,7 @@ def rule_queries() -> list[str]:
     return [r.expr for r in all_rules()]
 
 
-def test_rules_run_on_a_real_prometheus(kpi_env: Settings, tmp_path: Path) -> None:
-    binary = prometheus_binary()
+def test_rules_run_on_a_real_prometheus(kpi_env: Settings, tmp_path: Path, prometheus: str) -> None:
     partitions = dict.fromkeys(("invoices", "hiring", "incidents"), kpi_env.partitions)
     # `now`: the generator's "future" faults are a day past the real clock, so they are
     # dead-lettered and never move a watermark.
@@ -160,7 +146,7 @@ def test_rules_run_on_a_real_prometheus(kpi_env: Settings, tmp_path: Path) -> No
     )
     worker = Worker(kpi_env, tmp_path / "worker.log").start()
     try:
-        with running_prometheus(binary, f"127.0.0.1:{kpi_env.web_port}", tmp_path) as prom:
+        with running_prometheus(prometheus, f"127.0.0.1:{kpi_env.web_port}", tmp_path) as prom:
             publish(kpi_env, [(m.topic, m.partition, m.value) for m in messages])
 
             # Every KPI gauge family has samples in Prometheus (some window, some scope), and
