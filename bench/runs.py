@@ -505,12 +505,8 @@ class _Worker:
 
     def report(self, t0: float, wall: float) -> dict[str, Any]:
         """The share of the run of this worker."""
-        cpu = (
-            (self.cpu1 - self.cpu0) / wall
-            if self.cpu0 is not None and self.cpu1 is not None
-            else None
-        )
         cpu_s = self.cpu1 - self.cpu0 if self.cpu0 is not None and self.cpu1 is not None else None
+        cpu = cpu_s / wall if cpu_s is not None else None
         return {
             "pid": self.proc.pid,
             "cpu_s": cpu_s,

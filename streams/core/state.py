@@ -232,7 +232,7 @@ def sizes(states: Iterable[PartitionState]) -> dict[str, int]:
         out["keys"] += len(state.data)
         out["retiring"] += len(state.retiring)
         for key, value in state.data.items():
-            name = _KIND_NAMES.get(key[:2])
+            name = _KIND_NAMES.get(keys.kind(key))
             if name is None:
                 continue
             out[name] += 1
