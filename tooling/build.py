@@ -10,6 +10,7 @@ its stale build. Without a C compiler the build is skipped and everything runs a
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +33,17 @@ def built_extensions() -> list[Path]:
     return sorted(found)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Remove the old build, compile, write the stamp; 0 also when compiling is impossible.
 
     A failed build leaves an empty stamp (the engine runs as Python, and ``make`` does not
     retry at every call; ``python -m tooling.build`` does, e.g. after installing gcc).
+    It takes no arguments: ``--help`` or anything else touches nothing.
     """
+    argparse.ArgumentParser(
+        prog="python -m tooling.build",
+        description="Compile the engine's modules with mypyc, beside their sources (make install).",
+    ).parse_args(argv)
     STAMP.unlink(missing_ok=True)
     # The digest of what is compiled, taken before: an edit saved during the build must
     # not be stamped as built.

@@ -9,6 +9,7 @@ its own pins.
 
 from __future__ import annotations
 
+import argparse
 import platform
 import sys
 from collections.abc import Callable, Iterable
@@ -84,8 +85,19 @@ def render(pins: dict[str, Distribution], python: str) -> str:
     return HEADER.format(extras=", ".join(EXTRAS), python=python) + "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    """Write constraints.txt; 1 with a one-line error when the environment lacks a package."""
+def main(argv: list[str] | None = None) -> int:
+    """Write constraints.txt; 1 with a one-line error when the environment lacks a package.
+
+    It takes no arguments: ``--help`` says what it does, anything else is argparse's
+    one-line error (exit 2), and neither writes the file.
+    """
+    argparse.ArgumentParser(
+        prog="python -m tooling.lock",
+        description=(
+            f"Write {OUT.name}: the installed version of every package that "
+            f"{PROJECT}[{','.join(EXTRAS)}] needs (make lock)."
+        ),
+    ).parse_args(argv)
     try:
         pins = closure(PROJECT, EXTRAS)
     except LockError as exc:

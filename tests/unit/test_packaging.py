@@ -146,3 +146,38 @@ def test_closure_refuses_an_incomplete_environment() -> None:
     find = finder(PROJECT_DIST, FakeDist("base-dep", "1.2"))
     with pytest.raises(lock.LockError, match="worker-dep>=2"):
         lock.closure("demo", ["worker"], find)
+
+
+@pytest.mark.parametrize("module", ["tooling.lock", "tooling.build"])
+def test_tooling_commands_take_no_arguments_and_help_writes_nothing(
+    module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ``--help`` once rewrote constraints.txt (and would have removed the engine's build):
+    # both exit in argparse before any work, which these stand-ins would record.
+    import importlib
+
+    from tooling import build
+
+    done: list[str] = []
+
+    def closure(*_args: object, **_kwargs: object) -> dict[str, object]:
+        done.append("closure")
+        return {}
+
+    def sources_digest() -> str:
+        done.append("digest")
+        return ""
+
+    monkeypatch.setattr(lock, "closure", closure)
+    monkeypatch.setattr(build, "sources_digest", sources_digest)
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as helped:
+        main(["--help"])
+    assert helped.value.code == 0
+    assert f"python -m {module}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        main(["--upgrade"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("error: unrecognized arguments: --upgrade")
+    assert done == []
