@@ -30,10 +30,13 @@ from mode import Service
 from schemas.errors import KpiError
 from streams.config import Settings
 from streams.kafka import make_input_consumer
+from streams.logs import SaidInOneLine
 from streams.sinks.metrics import Metrics
 from streams.watchdog import Steps, fetch_states
 
 log = logging.getLogger(__name__)
+# mode's services of this module log with this logger: their crash by a KpiError is one line.
+log.addFilter(SaidInOneLine())
 
 #: Most messages handed to the engine at once, and how long a fetch waits for more.
 BATCH_MAX = 5000

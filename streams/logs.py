@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka.errors import KafkaError
 
+from schemas.errors import KpiError
+
 REPEAT_WINDOW_S = 30.0
 #: Repeat keys remembered before those past their window are forgotten.
 MAX_KINDS = 1024
@@ -101,6 +103,22 @@ def quiet_library_logs(window_s: float = REPEAT_WINDOW_S) -> LibraryNoise:
         if name == "aiokafka" or name.startswith("aiokafka."):
             logging.getLogger(name).addFilter(noise)
     return noise
+
+
+class SaidInOneLine(logging.Filter):
+    """Drops mode's "Crashed reason=..." record (with its traceback) for our own errors.
+
+    A ``KpiError`` that stops a service (a state kept in another calendar) is logged first
+    as one ``kpi: error:`` line; mode's ``Service.crash`` would log it again, with the
+    traceback that the one line replaces. Other crashes keep theirs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether the record is logged."""
+        message = record.msg if isinstance(record.msg, str) else ""
+        if not message.endswith("Crashed reason=%r") or not isinstance(record.args, tuple):
+            return True
+        return not (record.args and isinstance(record.args[0], KpiError))
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ import redis
 from streams.config import Settings
 from streams.kpis.base import WINDOWS
 from streams.reader import KpiReader
-from tests.integration.helpers import Worker, process_env, publish, read_topic, wait_until
+from tests.integration.helpers import REPO, Worker, process_env, publish, read_topic, wait_until
 
 T0 = 1_767_225_600
 M = 60
@@ -229,3 +229,34 @@ def test_windows_close_after_a_restart(kpi_env: Settings, tmp_path: Path) -> Non
         assert "restored" in second.log()
     finally:
         second.stop()
+
+
+def test_a_state_kept_in_another_calendar_stops_the_worker_in_one_line(
+    kpi_env: Settings, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(kpi_env.redis_url)
+    first = Worker(kpi_env, tmp_path / "utc.log").start()
+    try:
+        publish(kpi_env, FIRST)
+        wait_until(lambda: int(r.hget("kpi:invoice_error_rate:30d:all", "count") or 0) == 3)
+    finally:
+        first.stop()
+    # The same application in another time zone finds its state cut in UTC at restore.
+    berlin = kpi_env.model_copy(update={"timezone": "Europe/Berlin"})
+    log = tmp_path / "berlin.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "kpi", "worker"],
+            cwd=REPO,
+            env=process_env(berlin),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    text = log.read_text(errors="replace")
+    errors = [line for line in text.splitlines() if "kpi: error:" in line]
+    assert done.returncode == 2, text[-3000:]
+    assert len(errors) == 1, text[-3000:]
+    assert "KPI_TIMEZONE=UTC" in errors[0] and "not Europe/Berlin" in errors[0], errors
+    assert "new KPI_APP_ID" in errors[0]
+    assert "Traceback" not in text and "Crashed reason" not in text
