@@ -188,6 +188,13 @@ class Calendar:
             start, end = self.bounds(DAY_S, noon)
             if self.date_at(start) < d:  # noon was skipped into the next day's stretch
                 start = end
+            # A change back to midnight (America/Havana, 2025-11-02) reads midnight twice:
+            # the date starts at the first.
+            while True:
+                before = self.bounds(DAY_S, start - 1)[0]
+                if self.date_at(before) != d:
+                    break
+                start = before
             if len(self._day_starts) >= _CACHE_MAX:
                 self._day_starts.clear()
             self._day_starts[d] = start

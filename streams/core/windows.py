@@ -69,7 +69,9 @@ class Window:
             return day_start, day_end
         d = cal.date_at(day_start)
         if self.name == "30d":
-            return cal.day_start(add_days(d, -29)), day_end
+            # It ends with the date, not with the day pane: a date whose midnight a clock
+            # change repeats has two day panes (America/Havana, 2025-11-02).
+            return cal.day_start(add_days(d, -29)), cal.day_start(add_days(d, 1))
         if self.name == "1w":
             monday = add_days(d, -d.weekday())
             return cal.day_start(monday), cal.day_start(add_days(monday, 7))

@@ -17,6 +17,7 @@ from streams.core.calendar import DAY_S, HOUR_S, Calendar
 from streams.core.engine import Engine
 from streams.core.state import PartitionState
 from streams.core.windows import Window, calendar_windows
+from tests import reference
 from tests.cli import run_kpi
 
 
@@ -222,3 +223,48 @@ def test_a_repeated_midnight_leaves_no_day_pane_out_of_the_longer_windows() -> N
     month_end = ws["1mo"].first_window_end_after(first[0])
     assert len(ws["1y"].pane_starts(ws["1y"].first_window_end_after(first[0]))) == 12
     assert ws["1mo"].label(month_end) == "2025-11"
+    # The date 2025-11-02 starts at the first midnight, and a 30d window ends with the date
+    # (both of its day panes), not at the second midnight: one 30d window per date.
+    assert cal.day_start(cal.date_at(first[1])) == first[0]
+    end_of_date = at("2025-11-03T05:00:00+00:00")  # midnight CST of the 3rd
+    assert ws["30d"].first_window_end_after(first[0]) == end_of_date
+    assert ws["30d"].label(end_of_date) == "2025-11-02"
+    assert ws["30d"].start_of(end_of_date) == at("2025-10-04T04:00:00+00:00")  # CDT
+    assert len(ws["30d"].pane_starts(end_of_date)) == 31  # 30 dates, the 2nd in two panes
+    assert ws["30d"].days(end_of_date) == 30
+
+
+def test_a_month_starting_with_a_repeated_midnight() -> None:
+    # America/Havana, 2026-11-01: 01:00 CDT (UTC-4) -> 00:00 CST (UTC-5) at 05:00 UTC. The
+    # month of November starts at the first midnight (04:00 UTC), October ends there.
+    ws = calendar_windows(Calendar("America/Havana"))
+    october_end = ws["1mo"].first_window_end_after(at("2026-10-15T12:00:00+00:00"))
+    assert october_end == at("2026-11-01T04:00:00+00:00")
+    november_end = ws["1mo"].first_window_end_after(october_end)
+    assert november_end == at("2026-12-01T05:00:00+00:00")
+    assert ws["1mo"].start_of(november_end) == october_end
+    assert ws["1mo"].label(november_end) == "2026-11"
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "America/Havana",
+        "America/Santiago",
+        "Europe/Berlin",
+        "Australia/Lord_Howe",
+        "Asia/Kathmandu",
+    ],
+)
+def test_every_window_of_two_years_is_the_references(zone: str) -> None:
+    # The engine's windows against the batch reference's (tests/reference.py, written
+    # from the SPEC apart from the engine), 2025 and 2026: each clock change, month,
+    # quarter and fiscal year end; fiscal years from January and from April.
+    lo, hi = at("2025-01-10T00:00:00+00:00"), at("2026-12-20T00:00:00+00:00")
+    for fiscal in (1, 4):
+        ws = calendar_windows(Calendar(zone, fiscal))
+        ref = reference.Calendar(zone, fiscal)
+        for name, w in ws.items():
+            ours = [(w.start_of(e), e, w.label(e)) for e in w.window_ends_between(lo, hi)]
+            theirs = [(s.start, s.end, s.label) for s in ref.between(name, lo, hi) if s.end <= hi]
+            assert ours == theirs, (zone, fiscal, name)
