@@ -174,7 +174,10 @@ def main() -> int:
                     say(f"raw #{i}: {r['eps']:,.0f} events/s ({r['seconds']:.1f} s)")
             if "product" in cfg.phases:
                 s = worker_settings("product", i, full, 1)
-                r = attempt("product", lambda s=s: run_worker(cfg, s, cfg.events, workdir, scratch))
+                r = attempt(
+                    "product",
+                    lambda s=s: run_worker(cfg, s, cfg.events, workdir, scratch, slices=cfg.slices),
+                )
                 if r:
                     runs.setdefault("product", []).append(r)
                     say(
@@ -200,6 +203,7 @@ def main() -> int:
                         scratch,
                         processes=SCALE_PROCESSES,
                         expect_history=e,
+                        slices=cfg.slices,
                     ),
                 )
                 if r:

@@ -234,8 +234,13 @@ def run_worker(
     extra_env: dict[str, str] | None = None,
     profile_to: Path | None = None,
     expect_history: str | None = None,
+    slices: int = 0,
 ) -> dict[str, Any]:
     """``processes`` x ``kpi worker`` (one group) until every message is reflected.
+
+    ``slices``: sample the run at that many equal slices (``_Slicer``: each sample asks every
+    worker's ``/state``, which holds its loop for a few tens of ms); 0 for the runs that
+    are compared with other programs (single KPI against Quix) or profiled.
 
     The workers are started together with the same ``settings`` (app id, so one consumer
     group, and Redis database), each with its own web port. Every ``poll_interval_s`` the
@@ -328,8 +333,9 @@ def run_worker(
                 kcpu0 = kafka_cpu()
                 for w in workers:
                     w.cpu0 = procs.cpu_seconds(w.proc.pid)
-                slicer = _Slicer(workers, n0, expected, cfg.slices)
-                slicer.sample(now, total)
+                if slices:
+                    slicer = _Slicer(workers, n0, expected, slices)
+                    slicer.sample(now, total)
             if t_all is None and all(w.first_batch_at for w in workers):
                 t_all, n_all = now, total
             if total > last:
