@@ -159,11 +159,6 @@ def _percentile_queries(kpi: Kpi) -> list[tuple[str, str]]:
     return [(_quantile_selector(kpi, q), f"p{float(q) * 100:g}") for q in QUANTILES]
 
 
-def _is_sla(kpi: Kpi) -> bool:
-    """An SLA attainment KPI (``*_sla_attainment``): the team dashboard's SLA panel."""
-    return kpi.name.endswith("_sla_attainment")
-
-
 def _window_variable() -> builders.CustomVariable:
     """The window selector: readable names ("fiscal quarter") for the ``window`` label values.
 
@@ -463,7 +458,7 @@ def _domain_dashboard(domain: Domain, currency: str, catalog: Sequence[Kpi]) -> 
     board.with_row(builders.Row(f"Roll-up over all {dims}"))
     for kpi, width in zip(kpis, _widths(len(kpis)), strict=True):
         board.with_panel(_kpi_stat(kpi, currency, width))
-    slas = [k for k in kpis if _is_sla(k)]
+    slas = [k for k in kpis if k.sla]
     if slas:
         board.with_row(builders.Row("SLA attainment"))
         for kpi, width in zip(slas, _widths(len(slas)), strict=True):

@@ -139,6 +139,9 @@ class Kpi:
     #: (a percentage in Grafana), and the decimals a terminal shows of a ratio.
     share: bool = True
     digits: int = 3
+    #: An SLA attainment (the share of resolutions within their SLA): the team dashboard
+    #: shows it in its own row of panels.
+    sla: bool = False
 
     @property
     def width(self) -> int:

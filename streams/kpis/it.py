@@ -183,6 +183,7 @@ TICKET_SLA_ATTAINMENT = Kpi(
         "Share of the tickets resolved in the window whose resolution time is within the SLA"
         " of their priority (KPI_TICKET_SLA)."
     ),
+    sla=True,
 )
 
 INCIDENT_SLA_ATTAINMENT = Kpi(
@@ -211,6 +212,7 @@ INCIDENT_SLA_ATTAINMENT = Kpi(
         "Share of the incidents resolved in the window whose resolution time is within the"
         " SLA of their severity (KPI_INCIDENT_SLA)."
     ),
+    sla=True,
 )
 
 KPIS = (

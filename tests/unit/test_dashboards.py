@@ -394,7 +394,7 @@ def test_the_it_dashboard_has_an_sla_attainment_panel_per_sla_with_its_target() 
         "backoffice_ticket_sla_attainment_ratio",
         "backoffice_incident_sla_attainment_ratio",
     }
-    for kpi in (k for k in CATALOG if k.name.endswith("_sla_attainment")):
+    for kpi in (k for k in CATALOG if k.sla):
         panel = by_metric[kpi.metric]
         dim = kpi.dimension
         assert exprs(panel) == [
@@ -408,7 +408,11 @@ def test_the_it_dashboard_has_an_sla_attainment_panel_per_sla_with_its_target() 
         assert colour_at(steps, kpi.target.value) == "green"
         assert colour_at(steps, kpi.target.value - 0.01) == "red"
         assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
-    assert [k.target.window for k in CATALOG if k.name.endswith("_sla_attainment")] == [
+    assert [k.name for k in CATALOG if k.sla] == [
+        "ticket_sla_attainment",
+        "incident_sla_attainment",
+    ]
+    assert [k.target.window for k in CATALOG if k.sla] == [
         "1d",
         "30d",
     ]
