@@ -45,7 +45,6 @@ class PartitionState:
         "partition",
         "data",
         "_before",
-        "_last",
         "_deleted",
         "_tombstones",
         "watermark",
@@ -62,10 +61,6 @@ class PartitionState:
         self.data: dict[str, JSON] = {}
         # key -> serialized value at batch start (b"null" when the key did not exist).
         self._before: dict[str, bytes] = {}
-        # key -> serialized value as the last commit wrote it, for the keys it wrote: a key
-        # the next batch changes again (a pane of the current hour, the dedup group) needs
-        # no second serialization of its value before the batch.
-        self._last: dict[str, bytes] = {}
         self._deleted: set[str] = set()
         # Keys deleted by a committed batch: a real tombstone lets compaction drop them.
         self._tombstones: list[str] = []
@@ -120,10 +115,6 @@ class PartitionState:
 
     def _record(self, key: str) -> None:
         if key not in self._before:
-            last = self._last.get(key)
-            if last is not None:
-                self._before[key] = last
-                return
             value = self.data.get(key)
             self._before[key] = b"null" if value is None else orjson.dumps(value)
 
@@ -148,12 +139,9 @@ class PartitionState:
         dumps = orjson.dumps
         join = b"".join
         append = records.append
-        last: dict[str, bytes] = {}
         for key, before in self._before.items():
-            value = last[key] = dumps(data.get(key))
-            envelope = join((envelope_head, value, b',"p":', before, b"}"))
+            envelope = join((envelope_head, dumps(data.get(key)), b',"p":', before, b"}"))
             append(ChangelogRecord(key.encode(), envelope))
-        self._last = last
         if self._deleted:
             self._tombstones = [key for key in self._before if key in self._deleted]
         self._before.clear()
