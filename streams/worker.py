@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from schemas.errors import KpiError
+from schemas.errors import EXIT_ERROR, KpiError
 from streams.access import check_kafka_access
 from streams.config import Settings
 from streams.logs import quiet_library_logs, use_json_format
@@ -20,8 +20,6 @@ from streams.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 GC_THRESHOLD_GEN0 = 50_000
-#: The exit code of a setting that does not fit (the CLI's, README "Exit codes").
-EXIT_SETTING = 2
 
 
 class WorkerProcess(faust.Worker):
@@ -81,5 +79,5 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         # at restore) was said in one ``kpi: error:`` line as the worker stopped: exit as
         # the settings checked before the start do.
         if done.code and isinstance(worker.crash_reason, KpiError):
-            raise SystemExit(EXIT_SETTING) from None
+            raise SystemExit(EXIT_ERROR) from None
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
@@ -14,7 +15,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tooling import lock
+from tooling import build, lock
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -154,10 +155,6 @@ def test_tooling_commands_take_no_arguments_and_help_writes_nothing(
 ) -> None:
     # ``--help`` once rewrote constraints.txt (and would have removed the engine's build):
     # both exit in argparse before any work, which these stand-ins would record.
-    import importlib
-
-    from tooling import build
-
     done: list[str] = []
 
     def closure(*_args: object, **_kwargs: object) -> dict[str, object]:
