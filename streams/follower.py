@@ -73,7 +73,7 @@ class ReplicaFollower(Service):
             for name, t in names.items()
             for p in range(engine.n_partitions(t))
         ]
-        consumer = make_reader(self._settings)
+        consumer = make_reader(self._settings, pairs=True)
         await consumer.start()
         followed: set[TopicPartition] = set()
         # Partitions read from their start, and the end offset they must reach first.
@@ -128,11 +128,8 @@ class ReplicaFollower(Service):
                         for tp, records in batches.items():
                             if tp not in followed:
                                 continue
-                            engine.replica_apply(
-                                names[tp.topic],
-                                tp.partition,
-                                ((r.key, r.value) for r in records if r.key),
-                            )
+                            # (key, value) pairs: a ``pairs`` reader's records.
+                            engine.replica_apply(names[tp.topic], tp.partition, records)
                         for tp in reached:
                             engine.caught_up(names[tp.topic], tp.partition)
                             del catching_up[tp]

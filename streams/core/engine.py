@@ -173,7 +173,7 @@ class Engine:
     # -- replicas of other workers' partitions -------------------------------------------
 
     def replica_apply(
-        self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]
+        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
     ) -> None:
         """Apply changelog records of a partition this engine does not own (whole commits)."""
         self._replicas.apply(topic, partition, records)

@@ -50,7 +50,7 @@ class Replicas:
         self._last_input = last_input
 
     def apply(
-        self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]
+        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
     ) -> None:
         """Apply changelog records of a partition this engine does not own.
 
@@ -67,6 +67,8 @@ class Replicas:
             replica = self.partitions.replicas[tp] = PartitionState(topic, partition)
         pending = self._pending.setdefault(tp, [])
         for raw_key, raw_value in records:
+            if raw_key is None:
+                continue  # not a record of ours: every changelog record has a key
             if raw_key == b"m":
                 for key, value in pending:
                     if value is None and key not in replica.data:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -215,7 +214,7 @@ def test_a_restore_that_keeps_reading_is_no_stall() -> None:
 
 
 class _Reader:
-    """A consumer that hands out one partition's records in batches of two."""
+    """A ``pairs`` reader that hands out one partition's (key, value) records in twos."""
 
     def __init__(self, records: list[tuple[bytes, bytes]]) -> None:
         self._records = records
@@ -242,14 +241,19 @@ class _Reader:
     async def getmany(self, *tps: TopicPartition, **_: object) -> dict[TopicPartition, list[Any]]:
         batch = self._records[self._position : self._position + 2]
         self._position += len(batch)
-        return {tps[0]: [SimpleNamespace(key=k, value=v) for k, v in batch]} if batch else {}
+        return {tps[0]: batch} if batch else {}
 
 
 async def test_reading_partitions_reports_each_fetch_that_brought_records(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     records = [(b"k%d" % i, b"v%d" % i) for i in range(5)]
-    monkeypatch.setattr(kafka, "make_reader", lambda _settings: _Reader(records))
+
+    def make_reader(_settings: Settings, *, pairs: bool = False) -> _Reader:
+        assert pairs
+        return _Reader(records)
+
+    monkeypatch.setattr(kafka, "make_reader", make_reader)
     tp = TopicPartition("t.kpi-changelog", 0)
     calls = []
     out = await kafka.read_partitions(Settings(), [tp], on_records=lambda: calls.append(1))
