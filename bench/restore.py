@@ -107,6 +107,9 @@ async def restore_once(bootstrap: str, topic: str) -> tuple[float, int]:
 def main() -> None:
     """Build, publish, restore three times, report the median."""
     engine_build.select()
+    from streams.worker import tune_gc
+
+    tune_gc()
     entities = int(os.environ.get("BENCH_ENTITIES", "1000000").replace("_", ""))
     settings = Settings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}",

@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 GC_THRESHOLD_GEN0 = 50_000
 
 
+def tune_gc() -> None:
+    """The garbage collector's settings for a worker process, applied once at start-up.
+
+    The state is millions of long-lived containers, and every batch allocates many short
+    ones: with the default thresholds the collector runs every 700 allocations and keeps
+    rescanning the state. Collect young objects less often, and leave everything that
+    exists at start-up (modules, faust's graph) out of the scans.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD_GEN0, 20, 100)
+
+
 class WorkerProcess(faust.Worker):
     """faust's worker, logging in the format of ``KPI_LOG_FORMAT``.
 
@@ -62,13 +75,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     app, _worker = create_app(settings, partitions)
     quiet_library_logs()
 
-    # The state is millions of long-lived containers, and every batch allocates many short
-    # ones: with the default thresholds the collector runs every 700 allocations and keeps
-    # rescanning the state. Collect young objects less often, and leave everything that
-    # exists at start-up (modules, faust's graph) out of the scans.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD_GEN0, 20, 100)
+    tune_gc()
     worker = WorkerProcess(
         app, log_format=settings.log_format, loglevel=loglevel, redirect_stdouts=False
     )
