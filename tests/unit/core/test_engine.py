@@ -596,3 +596,23 @@ def test_retirement_survives_a_restore_and_does_not_depend_on_batches() -> None:
         dead = again.process(log.messages[cut:]).dead_letters
         outcomes.append([(d.offset, d.reason) for d in dead if d.offset == 3])
     assert outcomes[-1] == [] and all(o == [(3, "unknown_entity")] for o in outcomes[:-1])
+
+
+def test_a_changelog_record_without_a_key_is_skipped_by_a_replica() -> None:
+    # A ``pairs`` reader hands every record over; only the worker's own (keyed) records count.
+    owner, leader, _clock = two_engines()
+    log = Log()
+    received(log, 1, "a", T0)
+    log.ev("invoices", 1, "invoice.approved", T0 + 60, invoice_id="a")
+    owner.process(log.messages)
+    records = commit(owner, "invoices", 1)
+    leader.follow("invoices", 1)
+    leader.replica_apply("invoices", 1, [(None, b"not ours"), *records, (None, None)])
+    leader.caught_up("invoices", 1)
+    result = leader.process([])
+    current = {
+        (wv.window, wv.scope): (wv.value, wv.count)
+        for wv in result.current
+        if wv.kpi == "invoice_processing_time"
+    }
+    assert current[("1h", "all")] == (60.0, 1)
